@@ -1,0 +1,323 @@
+"""A fake AI/ML API on loopback, with its image host on a second address.
+
+It checks every generation request against the model's published request
+schema (copied in ``tests/schemas``, read strictly: a field the schema does
+not list is a 400, as "Body validation error!"), answers in the documented
+shape for the model, and serves PNGs of the documented size from 127.0.0.2.
+Tests plan faults on either host and read back every request it received."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+import struct
+import threading
+import time
+import zlib
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+SCHEMAS = Path(__file__).parent / "schemas"
+SCHEMA_FILES = {
+    "google/imagen4/preview": "google-imagen4-preview.2025-08.json",
+    "google/imagen-4.0-generate-001": "imagen-4.0-generate-001.2026-01.json",
+    "google/imagen-4.0-fast-generate-001": "imagen-4.0-fast-generate-001.2026-01.json",
+    "google/imagen-4.0-ultra-generate-001": "imagen-4.0-ultra-generate-001.2026-01.json",
+}
+SIZES = {
+    "1:1": (1024, 1024),
+    "16:9": (1408, 768),
+    "9:16": (768, 1408),
+    "4:3": (1280, 896),
+    "3:4": (896, 1280),
+}
+KEY = "sk-test-4f1c0ffee"
+
+
+def load_schema(api_model: str) -> dict[str, Any]:
+    return json.loads((SCHEMAS / SCHEMA_FILES[api_model]).read_text())
+
+
+def nullable(schema: Any) -> Any:
+    """The response schemas are OpenAPI: ``nullable: true`` means null is allowed."""
+    if isinstance(schema, list):
+        return [nullable(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    schema = {key: nullable(value) for key, value in schema.items()}
+    if schema.pop("nullable", False) and "type" in schema:
+        schema["type"] = [schema["type"], "null"]
+    return schema
+
+
+def strict(schema: dict[str, Any]) -> dict[str, Any]:
+    schema = copy.deepcopy(schema)
+    schema["additionalProperties"] = False
+    return schema
+
+
+def png(width: int, height: int, salt: bytes = b"") -> bytes:
+    """A valid PNG of the given size: grey, with the salt in its first row so
+    that different seeds give different files."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = bytes([0]) + (salt * (width // max(len(salt), 1) + 1))[:width].ljust(
+        width, b"\x80"
+    )
+    rows = row + (bytes([0]) + b"\x80" * width) * (height - 1)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows, 1))
+        + chunk(b"IEND", b"")
+    )
+
+
+@dataclass
+class Received:
+    host: str
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any = None
+
+
+@dataclass
+class State:
+    requests: list[Received] = field(default_factory=list)
+    # Answers to give instead of the normal one, first planned first.
+    api_faults: deque = field(default_factory=deque)
+    # Per image file name: faults for its downloads, first planned first.
+    cdn_faults: dict[str, deque] = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)
+    response_shape: str | None = None  # force "images" or "data"
+    credits_per_image: float = 120000
+    delay: float = 0.0
+
+
+class FakeAPI:
+    def __init__(self) -> None:
+        self.state = State()
+        self.lock = threading.Lock()
+        self.api = ThreadingHTTPServer(("127.0.0.1", 0), self._handler("api"))
+        self.cdn = ThreadingHTTPServer(("127.0.0.2", 0), self._handler("cdn"))
+        self.api.daemon_threads = self.cdn.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.api.server_port}"
+        self.cdn_url = f"http://127.0.0.2:{self.cdn.server_port}"
+        for server in (self.api, self.cdn):
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        for server in (self.api, self.cdn):
+            server.shutdown()
+            server.server_close()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.state = State()
+
+    # -- what tests read -------------------------------------------------
+    @property
+    def generations(self) -> list[Received]:
+        return [r for r in self.state.requests if r.host == "api"]
+
+    @property
+    def downloads(self) -> list[Received]:
+        return [r for r in self.state.requests if r.host == "cdn"]
+
+    # -- what tests plan -------------------------------------------------
+    def fail_api(self, status: int, body: Any = None, headers=None, times=1) -> None:
+        for _ in range(times):
+            self.state.api_faults.append(
+                {"status": status, "body": body, "headers": headers or {}}
+            )
+
+    def plan_api(self, **fault: Any) -> None:
+        self.state.api_faults.append(fault)
+
+    def fail_download(self, name: str, **fault: Any) -> None:
+        self.state.cdn_faults.setdefault(name, deque()).append(fault)
+
+    # -- the servers -----------------------------------------------------
+    def _handler(self, host: str):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send(self, status: int, body: bytes, headers=None, ctype=None):
+                self.send_response(status)
+                if ctype:
+                    self.send_header("Content-Type", ctype)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                if "Content-Length" not in (headers or {}):
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                self.wfile.flush()
+
+            def _json(self, status: int, obj: Any, headers=None) -> None:
+                self._send(
+                    status, json.dumps(obj).encode(), headers, "application/json"
+                )
+
+            def _error(self, status: int, message: str, headers=None) -> None:
+                self._json(
+                    status,
+                    {
+                        "message": message,
+                        "path": self.path,
+                        "requestId": f"req-{status}-{len(fake.state.requests)}",
+                        "statusCode": status,
+                        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    },
+                    headers,
+                )
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    body = raw.decode("utf-8", "replace")
+                received = Received(host, "POST", self.path, dict(self.headers), body)
+                with fake.lock:
+                    fake.state.requests.append(received)
+                    fault = (
+                        fake.state.api_faults.popleft()
+                        if fake.state.api_faults
+                        else None
+                    )
+                if host != "api" or self.path != "/v1/images/generations":
+                    return self._error(404, "Cannot POST " + self.path)
+                if fault:
+                    return self._fault(fault)
+                if fake.state.delay:
+                    time.sleep(fake.state.delay)
+                if self.headers.get("Authorization") != f"Bearer {KEY}":
+                    return self._error(401, "Invalid API key")
+                model = body.get("model") if isinstance(body, dict) else None
+                if model not in SCHEMA_FILES:
+                    return self._error(400, "Body validation error! model is invalid")
+                schema = load_schema(model)
+                try:
+                    jsonschema.validate(body, strict(schema["request_schema"]))
+                except jsonschema.ValidationError as ex:
+                    where = ".".join(str(p) for p in ex.absolute_path) or "body"
+                    return self._error(
+                        400, f"Body validation error! {where}: {ex.message}"
+                    )
+                answer, status = fake._answer(body, schema)
+                self._json(status, answer)
+
+            def _fault(self, fault: dict[str, Any]) -> None:
+                if fault.get("sleep"):
+                    time.sleep(fault["sleep"])
+                if fault.get("drop"):
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                status = fault["status"]
+                body = fault.get("body")
+                if body is None:
+                    return self._error(status, "Planned failure", fault.get("headers"))
+                if isinstance(body, (bytes, str)):
+                    data = body.encode() if isinstance(body, str) else body
+                    return self._send(status, data, fault.get("headers"), "text/html")
+                return self._json(status, body, fault.get("headers"))
+
+            def do_GET(self) -> None:
+                received = Received(host, "GET", self.path, dict(self.headers))
+                name = self.path.rsplit("/", 1)[-1]
+                with fake.lock:
+                    fake.state.requests.append(received)
+                    queue = fake.state.cdn_faults.get(name)
+                    fault = queue.popleft() if queue else None
+                    data = fake.state.files.get(name)
+                if host != "cdn" or data is None:
+                    return self._send(404, b"not found", ctype="text/plain")
+                if fault:
+                    if fault.get("status"):
+                        return self._send(
+                            fault["status"], b"CDN error", ctype="text/plain"
+                        )
+                    if fault.get("truncate"):
+                        self.send_response(200)
+                        self.send_header("Content-Type", "image/png")
+                        self.send_header("Content-Length", str(len(data)))
+                        self.end_headers()
+                        self.wfile.write(data[: fault["truncate"]])
+                        self.wfile.flush()
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return
+                    if fault.get("body") is not None:
+                        return self._send(200, fault["body"], ctype="image/png")
+                    if fault.get("redirect"):
+                        return self._send(
+                            302, b"", {"Location": fault["redirect"]}, "text/plain"
+                        )
+                self._send(200, data, ctype="image/png")
+
+        return Handler
+
+    def _answer(self, body: dict[str, Any], schema: dict[str, Any]):
+        count = int(body.get("num_images", 1))
+        width, height = SIZES[body.get("aspect_ratio", "1:1")]
+        seed = body.get("seed", 1234)
+        images = []
+        for i in range(count):
+            data = png(width, height, f"{body['prompt'][:20]}|{seed}|{i}".encode())
+            name = hashlib.sha256(data).hexdigest()[:16] + "_output.png"
+            with self.lock:
+                self.state.files[name] = data
+            images.append((name, data))
+        shape = self.state.response_shape or (
+            "images" if "response_schema" not in schema else "data"
+        )
+        if shape == "images":
+            return {
+                "images": [
+                    {
+                        "url": f"{self.cdn_url}/files/{name}",
+                        "content_type": "image/png",
+                        "file_name": "output.png",
+                        "file_size": len(data),
+                    }
+                    for name, data in images
+                ],
+                "seed": seed,
+            }, 201
+        inline = body.get("convert_base64_to_url") is False
+        answer = {
+            "data": [
+                {
+                    "url": None if inline else f"{self.cdn_url}/generations/{name}",
+                    "b64_json": base64.b64encode(data).decode() if inline else None,
+                }
+                for name, data in images
+            ],
+            "meta": {"usage": {"credits_used": self.state.credits_per_image * count}},
+        }
+        # The older schema has no response schema: the newer shape is one.
+        shape_schema = (
+            schema.get("response_schema")
+            or load_schema("google/imagen-4.0-generate-001")["response_schema"]
+        )
+        jsonschema.validate(answer, nullable(shape_schema))
+        return answer, 200
