@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from typing import Any
 
 import click
@@ -132,7 +133,7 @@ def generate(
     from llm.cli import logs_on
 
     from . import history
-    from .generate import prepare
+    from .generate import LOGGING, prepare
 
     prompt = read_prompt(prompt)
     spec = SPECS_BY_ID[model_id]
@@ -159,12 +160,16 @@ def generate(
         db = history.open_db()
         history.migrate(db)
     response = model.prompt(prompt, key=key, stream=False, **options)
+    logging = LOGGING.set(db is not None)
     try:
         response.text()
     except llm.ModelError as ex:
         raise click.ClickException(str(ex)) from None
+    finally:
+        LOGGING.reset(logging)
     if db is not None:
-        response.log_to_db(db)
+        with history.transaction(db):
+            response.log_to_db(db)
 
     record = response.response_json
     result_paths = [
@@ -257,3 +262,82 @@ def models_command() -> None:
         click.echo(f"  prompt: up to {spec.prompt_max} characters")
         for name, field in spec.options.model_fields.items():
             click.echo(f"  {name}: {field.description}")
+
+
+@imagen4.command()
+@click.argument("generation_id")
+@click.option(
+    "-o",
+    "--output",
+    help="Folder to save into (default: the generation's own folder)",
+)
+def download(generation_id: str, output: str | None) -> None:
+    """Fetch a generation's missing images again, without generating again.
+
+    Images whose files are missing or never finished are downloaded from the
+    URLs kept in the history. Prints the path of each restored image.
+
+    \b
+        llm imagen4 download 01jq7m2v0c8ns1xkd9y0a5e4bq
+    """
+    from pathlib import Path
+
+    import llm
+
+    from . import api, history
+    from .files import Destination
+
+    path = history.logs_db_path()
+    if not path.exists():
+        raise click.ClickException(f"No generation with id {generation_id}")
+    db = history.open_db(path)
+    history.migrate(db)
+    rows = list(
+        db.query(
+            "select * from imagen4_images where turn_id = ? order by position",
+            [generation_id],
+        )
+    )
+    if not rows:
+        raise click.ClickException(f"No generation with id {generation_id}")
+    missing = [
+        row
+        for row in rows
+        if row["status"] != "saved" or not row["path"] or not Path(row["path"]).exists()
+    ]
+    if not missing:
+        api.notify(f"All {len(rows)} images of {generation_id} are on disk")
+        return
+    try:
+        destination = Destination.into(
+            Path(output or rows[0]["folder"]).expanduser().absolute(),
+            rows[0]["prompt"],
+            output,
+        )
+        destination.create()
+    except llm.ModelError as ex:
+        raise click.ClickException(str(ex)) from None
+    failed = 0
+    with api.image_client() as client:
+        for row in missing:
+            number = row["position"] + 1
+            if not row["url"]:
+                api.notify(f"Image {number} has no URL to fetch it from")
+                failed += 1
+                continue
+            try:
+                saved = api.fetch_image(
+                    client,
+                    row["url"],
+                    partial(destination.save, position=row["position"]),
+                )
+            except (llm.ModelError, OSError) as ex:
+                api.notify(f"Image {number} could not be fetched: {ex}")
+                failed += 1
+                continue
+            history.mark_saved(db, generation_id, row["position"], saved)
+            click.echo(saved.path)
+    if failed:
+        raise click.ClickException(
+            f"{failed} of {len(missing)} missing images could not be restored"
+        )

@@ -11,7 +11,7 @@ import struct
 import tempfile
 import unicodedata
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import llm
@@ -121,24 +121,28 @@ def _check_writable(folder: Path, shown: str) -> None:
         raise SaveError(f"Cannot save to {shown}: {existing} is not writable")
 
 
-@dataclass(frozen=True)
+@dataclass
 class Destination:
     """Where one generation's images go: a folder and a name stem. ``plan``
     only checks; nothing is created until there are images to save."""
 
     folder: Path
     stem: str
+    # Temporary files being written now, removed if the process is stopped.
+    _partial: set[Path] = field(default_factory=set, repr=False)
+
+    @classmethod
+    def into(cls, folder: Path, prompt: str, shown: str | None = None) -> Destination:
+        _check_writable(folder, shown or str(folder))
+        return cls(folder, slugify(prompt))
 
     @classmethod
     def plan(cls, output: str | None, prompt: str, count: int) -> Destination:
         if not output:
-            folder = Path.cwd()
-            _check_writable(folder, str(folder))
-            return cls(folder, slugify(prompt))
+            return cls.into(Path.cwd(), prompt)
         path = Path(output).expanduser().absolute()
         if path.is_dir():
-            _check_writable(path, output)
-            return cls(path, slugify(prompt))
+            return cls.into(path, prompt, output)
         if path.exists():
             if count > 1:
                 raise SaveError(
@@ -152,8 +156,7 @@ class Destination:
                 )
             _check_writable(path.parent, output)
             return cls(path.parent, path.stem)
-        _check_writable(path, output)
-        return cls(path, slugify(prompt))
+        return cls.into(path, prompt, output)
 
     def create(self) -> None:
         try:
@@ -184,6 +187,7 @@ class Destination:
             prefix=".imagen4-", suffix=".part", dir=self.folder
         )
         tmp = Path(tmp_name)
+        self._partial.add(tmp)
         try:
             with os.fdopen(fd, "wb") as out:
                 for chunk in chunks:
@@ -203,7 +207,12 @@ class Destination:
             path = self._place(tmp, position, suffix)
         finally:
             tmp.unlink(missing_ok=True)
+            self._partial.discard(tmp)
         return SavedFile(path, digest.hexdigest(), size, width, height, content_type)
+
+    def discard_partial(self) -> None:
+        for tmp in list(self._partial):
+            tmp.unlink(missing_ok=True)
 
     def _place(self, tmp: Path, position: int, suffix: str) -> Path:
         for candidate in self._names(position, suffix):

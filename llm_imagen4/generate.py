@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -20,6 +22,11 @@ from .files import Destination, SavedFile
 from .models import Spec, build_request
 
 PLUGIN = "llm-imagen4"
+# False while a command runs that will not log the turn (``--no-log``): the
+# generation then keeps no rows in the history, even while it downloads.
+LOGGING: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "imagen4_logging", default=True
+)
 
 
 @dataclass
@@ -49,28 +56,39 @@ def prepare(
     return request, Destination.plan(options.output, prompt, request["num_images"])
 
 
-def _ensure_history_table() -> None:
-    """Give llm's logs database the plugin's table and trigger before the
-    turn is logged, whichever command is running."""
+def _open_journal(turn_id: str, model_id: str) -> Any:
+    """The history's journal for this generation, with the plugin's table and
+    trigger in place before llm logs the turn; None when nothing is logged."""
     from . import history
 
     path = history.logs_db_path()
-    if path.exists():
-        with history.open_db(path) as db:
-            history.migrate(db)
+    # As llm's own logs_on(): a logs-off file in the user folder.
+    if not path.exists() or (path.parent / "logs-off").exists():
+        return None
+    db = history.open_db(path)
+    history.migrate(db)
+    if not LOGGING.get():
+        db.close()
+        return None
+    return history.Journal(db, turn_id, model_id)
 
 
 def generate(spec: Spec, prompt: str, options: Any, key: str, turn_id: str) -> Result:
     request, destination = prepare(spec, prompt, options)
-    _ensure_history_table()
-    with api.ApiClient(
-        key,
-        attempts=options.retries or api.DEFAULT_ATTEMPTS,
-        timeout=options.timeout or api.GENERATE_TIMEOUT,
-    ) as client:
-        generation = client.generate(request)
+    journal = _open_journal(turn_id, spec.model_id)
+    try:
+        with api.ApiClient(
+            key,
+            attempts=options.retries or api.DEFAULT_ATTEMPTS,
+            timeout=options.timeout or api.GENERATE_TIMEOUT,
+        ) as client:
+            generation = client.generate(request)
+    except BaseException:
+        if journal:
+            journal.finish()
+        raise
     # The images are paid for from here on: each is either saved, or kept as
-    # a URL in the record so that it can be fetched later.
+    # a URL in the history so that it can be fetched later.
     record = {
         "plugin": PLUGIN,
         "request": request,
@@ -80,19 +98,35 @@ def generate(spec: Spec, prompt: str, options: Any, key: str, turn_id: str) -> R
         # llm condenses any string that contains the response text, which is
         # the saved paths, so no single string here may be a whole path.
         "directory": str(destination.folder) + os.sep,
-        "images": [],
+        "images": [_entry(ref.position, ref.url) for ref in generation.images],
     }
-    record["images"] = save_images(generation, destination)
-    for image in record["images"]:
-        if image["status"] != "saved":
+    on_change = (lambda: journal.write(record)) if journal else (lambda: None)
+    on_change()
+    try:
+        save_images(generation, destination, record["images"], on_change)
+    except BaseException:
+        # Interrupted: the journal keeps what is not saved, for later.
+        destination.discard_partial()
+        for entry in record["images"]:
+            if entry["status"] != "saved" and entry["url"]:
+                api.notify(f"Image {entry['position'] + 1} not saved: {entry['url']}")
+        if journal:
+            api.notify(f"Finish it with: llm imagen4 download {turn_id}")
+        raise
+    if journal:
+        journal.finish()
+    for entry in record["images"]:
+        if entry["status"] != "saved":
+            later = (
+                f" - fetch it later with: llm imagen4 download {turn_id}"
+                if entry["url"] and LOGGING.get()
+                else f" ({entry['url']})"
+                if entry["url"]
+                else ""
+            )
             api.notify(
-                f"Image {image['position'] + 1} was generated but not saved: "
-                f"{image['error']}"
-                + (
-                    f" - fetch it later with: llm imagen4 download {turn_id}"
-                    if image["url"]
-                    else ""
-                )
+                f"Image {entry['position'] + 1} was generated but not saved: "
+                f"{entry['error']}{later}"
             )
     return Result(request, record)
 
@@ -100,7 +134,7 @@ def generate(spec: Spec, prompt: str, options: Any, key: str, turn_id: str) -> R
 def _entry(position: int, url: str | None) -> dict[str, Any]:
     return {
         "position": position,
-        "status": "failed",
+        "status": "pending",
         "name": None,
         "url": url,
         "sha256": None,
@@ -112,74 +146,85 @@ def _entry(position: int, url: str | None) -> dict[str, Any]:
     }
 
 
-def _attempt(entry: dict[str, Any], save: Callable[[], SavedFile]) -> None:
-    try:
-        saved = save()
-    except llm.ModelError as ex:
-        entry["error"] = str(ex)
-    except OSError as ex:
-        entry["error"] = f"could not write the file: {ex.strerror or ex}"
-    else:
+def _settle(entry: dict[str, Any], outcome: SavedFile | BaseException) -> None:
+    if isinstance(outcome, SavedFile):
         entry.update(
             status="saved",
-            name=saved.path.name,
-            sha256=saved.sha256,
-            bytes=saved.bytes,
-            width=saved.width,
-            height=saved.height,
-            content_type=saved.content_type,
+            name=outcome.path.name,
+            sha256=outcome.sha256,
+            bytes=outcome.bytes,
+            width=outcome.width,
+            height=outcome.height,
+            content_type=outcome.content_type,
         )
+        return
+    entry["status"] = "failed"
+    if isinstance(outcome, OSError):
+        entry["error"] = f"could not write the file: {outcome.strerror or outcome}"
+    else:
+        entry["error"] = str(outcome)
+
+
+def _outcome(save: Callable[[], SavedFile]) -> SavedFile | BaseException:
+    try:
+        return save()
+    except (llm.ModelError, OSError) as ex:
+        return ex
+
+
+def _in_threads(
+    tasks: list[Callable[[], SavedFile | BaseException]],
+) -> Iterator[tuple[int, SavedFile | BaseException]]:
+    """Run tasks at once, yielding (index, outcome) as each ends. Daemon
+    threads, so that Ctrl-C is not held up by a download that hangs."""
+    done: queue.Queue = queue.Queue()
+    for index, task in enumerate(tasks):
+        threading.Thread(
+            target=lambda index=index, task=task: done.put((index, task())),
+            daemon=True,
+        ).start()
+    for _ in tasks:
+        yield done.get()
 
 
 def save_images(
-    generation: api.Generation, destination: Destination
-) -> list[dict[str, Any]]:
+    generation: api.Generation,
+    destination: Destination,
+    entries: list[dict[str, Any]],
+    on_change: Callable[[], None],
+) -> None:
     """Write inline images first, then download the rest concurrently. A
     failure is recorded on its image and never stops the others."""
-    entries = [_entry(ref.position, ref.url) for ref in generation.images]
     try:
         destination.create()
     except llm.ModelError as ex:
         for entry in entries:
-            entry["error"] = str(ex)
-        return entries
+            _settle(entry, ex)
+        on_change()
+        return
     to_fetch = []
-    for ref, entry in zip(generation.images, entries, strict=False):
+    for ref, entry in zip(generation.images, entries, strict=True):
         if ref.b64_json:
             try:
                 data = base64.b64decode(ref.b64_json, validate=True)
             except (binascii.Error, ValueError):
-                entry["error"] = "the inline image is not valid base64"
+                _settle(entry, api.ApiError("the inline image is not valid base64"))
                 continue
-            _attempt(entry, partial(destination.save, [data], ref.position))
+            _settle(entry, _outcome(partial(destination.save, [data], ref.position)))
         elif ref.url:
             to_fetch.append((ref, entry))
         else:
-            entry["error"] = "the API answered with neither a URL nor image data"
+            _settle(entry, api.ApiError("the API answered with no image"))
+    on_change()
     if not to_fetch:
-        return entries
-    try:
-        with api.image_client() as client, ThreadPoolExecutor(len(to_fetch)) as pool:
-            futures = [
-                (
-                    entry,
-                    pool.submit(
-                        api.fetch_image,
-                        client,
-                        ref.url,
-                        lambda chunks, position=ref.position: destination.save(
-                            chunks, position
-                        ),
-                    ),
-                )
-                for ref, entry in to_fetch
-            ]
-            for entry, future in futures:
-                _attempt(entry, future.result)
-    except BaseException:
-        # Interrupted: say where the unsaved images are before giving up.
-        for entry in entries:
-            if entry["status"] != "saved" and entry["url"]:
-                api.notify(f"Image {entry['position'] + 1} not saved: {entry['url']}")
-        raise
-    return entries
+        return
+    with api.image_client() as client:
+
+        def download(ref: api.ImageRef) -> SavedFile | BaseException:
+            save = partial(destination.save, position=ref.position)
+            return _outcome(partial(api.fetch_image, client, ref.url, save))
+
+        tasks = [partial(download, ref) for ref, _ in to_fetch]
+        for index, outcome in _in_threads(tasks):
+            _settle(to_fetch[index][1], outcome)
+            on_change()

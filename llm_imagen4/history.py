@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,40 +22,59 @@ MIGRATIONS_TABLE = "imagen4_migrations"
 # Seconds a command waits for another process's write to finish.
 BUSY_TIMEOUT = 30.0
 
-_FIELDS = {
-    "position": "json_extract(image.value, '$.position')",
-    "model": "{t}.model",
-    "api_model": "json_extract({t}.response_json, '$.request.model')",
-    "prompt": "json_extract({t}.response_json, '$.request.prompt')",
-    "negative_prompt": "json_extract({t}.response_json, '$.request.negative_prompt')",
-    "aspect_ratio": "json_extract({t}.response_json, '$.request.aspect_ratio')",
-    "seed": "json_extract({t}.response_json, '$.seed')",
-    "status": "json_extract(image.value, '$.status')",
-    "path": "json_extract({t}.response_json, '$.directory')"
-    " || json_extract(image.value, '$.name')",
-    "url": "json_extract(image.value, '$.url')",
-    "sha256": "json_extract(image.value, '$.sha256')",
-    "bytes": "json_extract(image.value, '$.bytes')",
-    "width": "json_extract(image.value, '$.width')",
-    "height": "json_extract(image.value, '$.height')",
-    "content_type": "json_extract(image.value, '$.content_type')",
-    "error": "json_extract(image.value, '$.error')",
-    "credits_used": "json_extract({t}.response_json, '$.credits_used')",
-    "datetime_utc": "{t}.datetime_utc",
+_RECORD_FIELDS = {
+    "api_model": "request.model",
+    "prompt": "request.prompt",
+    "negative_prompt": "request.negative_prompt",
+    "aspect_ratio": "request.aspect_ratio",
+    "seed": "seed",
+    "credits_used": "credits_used",
+    "folder": "directory",
 }
+_IMAGE_FIELDS = (
+    "status",
+    "url",
+    "sha256",
+    "bytes",
+    "width",
+    "height",
+    "content_type",
+    "error",
+)
 
 
-def _rows_from_turns(t: str) -> str:
-    """INSERT of one row per image of the plugin's turns, from ``t``, which
-    is ``NEW`` in the trigger and ``turns`` in the backfill."""
-    columns = ", ".join(["turn_id", *_FIELDS])
-    values = ", ".join([f"{t}.id", *(v.format(t=t) for v in _FIELDS.values())])
+def _insert_images(t: str, source: str = "") -> str:
+    """INSERT of one row per image from rows ``t`` carrying a turn's ``id``,
+    ``model``, ``response_json`` and ``datetime_utc``: ``NEW`` in the trigger,
+    ``turns`` in the backfill, a one-row subquery in the journal. ``source``
+    is whatever must come before the images in the FROM clause."""
+    fields = {
+        "turn_id": f"{t}.id",
+        "position": "json_extract(image.value, '$.position')",
+        "model": f"{t}.model",
+        **{
+            name: f"json_extract({t}.response_json, '$.{key}')"
+            for name, key in _RECORD_FIELDS.items()
+        },
+        "path": f"json_extract({t}.response_json, '$.directory')"
+        " || json_extract(image.value, '$.name')",
+        **{name: f"json_extract(image.value, '$.{name}')" for name in _IMAGE_FIELDS},
+        "datetime_utc": f"{t}.datetime_utc",
+    }
     return (
-        f"INSERT OR REPLACE INTO imagen4_images ({columns}) SELECT {values} "
-        f"FROM json_each(CASE WHEN json_valid({t}.response_json) "
+        f"INSERT OR REPLACE INTO imagen4_images ({', '.join(fields)}) "
+        f"SELECT {', '.join(fields.values())} "
+        f"FROM {source}json_each(CASE WHEN json_valid({t}.response_json) "
         f"THEN {t}.response_json ELSE '{{}}' END, '$.images') AS image "
         f"WHERE json_extract({t}.response_json, '$.plugin') = 'llm-imagen4'"
     )
+
+
+_JOURNAL_INSERT = _insert_images(
+    "src",
+    "(SELECT :id AS id, :model AS model, :response_json AS response_json,"
+    " :datetime_utc AS datetime_utc) AS src, ",
+)
 
 
 def m001_imagen4_images(db: sqlite_utils.Database) -> None:
@@ -79,6 +99,7 @@ def m001_imagen4_images(db: sqlite_utils.Database) -> None:
             "content_type": str,
             "error": str,
             "credits_used": float,
+            "folder": str,
             "datetime_utc": str,
         },
         pk="id",
@@ -90,15 +111,14 @@ def m001_imagen4_images(db: sqlite_utils.Database) -> None:
     table.create_index(["seed"])
     table.create_index(["model", "datetime_utc"])
     table.create_index(["path"])
+    table.create_index(["status"])
     db.execute(
         "CREATE TRIGGER imagen4_images_from_turn AFTER INSERT ON turns BEGIN "
-        + _rows_from_turns("NEW").replace("FROM turns", "")
+        + _insert_images("NEW")
         + "; END"
     )
     # Turns logged before the trigger existed.
-    db.execute(
-        _rows_from_turns("turns").replace("FROM json_each", "FROM turns, json_each")
-    )
+    db.execute(_insert_images("turns", "turns, "))
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [m001_imagen4_images]
@@ -129,9 +149,12 @@ def _up_to_date(db: sqlite_utils.Database) -> bool:
 
 
 @contextlib.contextmanager
-def _exclusive(db: sqlite_utils.Database) -> Iterator[None]:
-    """Hold SQLite's write lock, so that of several processes migrating a new
-    database at once, one migrates and the others then find it done."""
+def transaction(db: sqlite_utils.Database) -> Iterator[None]:
+    """A transaction that takes SQLite's write lock at its start. Another
+    process's write then makes it wait (the busy timeout) rather than fail,
+    as a read that later turns into a write can; and of several processes
+    migrating a new database at once, one migrates and the others find it
+    done."""
     db.conn.execute("BEGIN IMMEDIATE")
     try:
         yield
@@ -147,7 +170,7 @@ def migrate(db: sqlite_utils.Database) -> None:
         return
     from llm.migrations import migrate as llm_migrate
 
-    with _exclusive(db):
+    with transaction(db):
         llm_migrate(db)
         if not db[MIGRATIONS_TABLE].exists():
             db[MIGRATIONS_TABLE].create({"name": str, "applied_at": str}, pk="name")
@@ -210,6 +233,7 @@ def generation(db: sqlite_utils.Database, turn_id: str) -> dict[str, Any]:
         "aspect_ratio": first["aspect_ratio"],
         "seed": first["seed"],
         "credits_used": first["credits_used"],
+        "folder": first["folder"],
         "images": [
             {
                 key: row[key]
@@ -229,3 +253,53 @@ def generation(db: sqlite_utils.Database, turn_id: str) -> dict[str, Any]:
             for row in rows
         ],
     }
+
+
+class Journal:
+    """The generation's rows, written the moment the API answers and again as
+    each image is saved or fails, so that a download that never finished (a
+    crash, Ctrl-C) can be completed later by ``llm imagen4 download``. When
+    the generation finishes the rows are removed: llm's log of the turn then
+    writes the final ones through the trigger, or, with logging off, none."""
+
+    def __init__(self, db: sqlite_utils.Database, turn_id: str, model_id: str):
+        self.db = db
+        self.params = {
+            "id": turn_id,
+            "model": model_id,
+            "datetime_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        }
+
+    def write(self, record: dict[str, Any]) -> None:
+        with transaction(self.db):
+            self.db.execute(
+                _JOURNAL_INSERT, {**self.params, "response_json": json.dumps(record)}
+            )
+
+    def finish(self) -> None:
+        with transaction(self.db):
+            self.db.execute(
+                "DELETE FROM imagen4_images WHERE turn_id = ?", [self.params["id"]]
+            )
+        self.db.close()
+
+
+def mark_saved(
+    db: sqlite_utils.Database, turn_id: str, position: int, saved: Any
+) -> None:
+    with db.conn:
+        db.execute(
+            "UPDATE imagen4_images SET status = 'saved', error = NULL, path = ?,"
+            " sha256 = ?, bytes = ?, width = ?, height = ?, content_type = ?"
+            " WHERE turn_id = ? AND position = ?",
+            [
+                str(saved.path),
+                saved.sha256,
+                saved.bytes,
+                saved.width,
+                saved.height,
+                saved.content_type,
+                turn_id,
+                position,
+            ],
+        )

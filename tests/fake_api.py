@@ -99,9 +99,12 @@ class State:
     api_faults: deque = field(default_factory=deque)
     # Per image file name: faults for its downloads, first planned first.
     cdn_faults: dict[str, deque] = field(default_factory=dict)
+    # Faults planned for the downloads of every image made from now on.
+    download_faults: list[dict[str, Any]] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)
     response_shape: str | None = None  # force "images" or "data"
     credits_per_image: float = 120000
+    file_name: str = "output.png"  # what the older shape calls each file
     delay: float = 0.0
 
 
@@ -109,6 +112,7 @@ class FakeAPI:
     def __init__(self) -> None:
         self.state = State()
         self.lock = threading.Lock()
+        self.release = threading.Event()
         self.api = ThreadingHTTPServer(("127.0.0.1", 0), self._handler("api"))
         self.cdn = ThreadingHTTPServer(("127.0.0.2", 0), self._handler("cdn"))
         self.api.daemon_threads = self.cdn.daemon_threads = True
@@ -123,8 +127,10 @@ class FakeAPI:
             server.server_close()
 
     def reset(self) -> None:
+        self.release.set()
         with self.lock:
             self.state = State()
+        self.release = threading.Event()
 
     # -- what tests read -------------------------------------------------
     @property
@@ -145,8 +151,9 @@ class FakeAPI:
     def plan_api(self, **fault: Any) -> None:
         self.state.api_faults.append(fault)
 
-    def fail_download(self, name: str, **fault: Any) -> None:
-        self.state.cdn_faults.setdefault(name, deque()).append(fault)
+    def fail_downloads(self, times: int = 1, **fault: Any) -> None:
+        """Plan a fault for the next downloads of each image made from now."""
+        self.state.download_faults.extend([fault] * times)
 
     # -- the servers -----------------------------------------------------
     def _handler(self, host: str):
@@ -252,6 +259,9 @@ class FakeAPI:
                 if host != "cdn" or data is None:
                     return self._send(404, b"not found", ctype="text/plain")
                 if fault:
+                    if fault.get("hold"):
+                        # A download that hangs until the test lets go.
+                        fake.release.wait(60)
                     if fault.get("status"):
                         return self._send(
                             fault["status"], b"CDN error", ctype="text/plain"
@@ -286,6 +296,7 @@ class FakeAPI:
             name = hashlib.sha256(data).hexdigest()[:16] + "_output.png"
             with self.lock:
                 self.state.files[name] = data
+                self.state.cdn_faults[name] = deque(self.state.download_faults)
             images.append((name, data))
         shape = self.state.response_shape or (
             "images" if "response_schema" not in schema else "data"
@@ -296,7 +307,7 @@ class FakeAPI:
                     {
                         "url": f"{self.cdn_url}/files/{name}",
                         "content_type": "image/png",
-                        "file_name": "output.png",
+                        "file_name": self.state.file_name,
                         "file_size": len(data),
                     }
                     for name, data in images
