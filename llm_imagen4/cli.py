@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import click
@@ -24,6 +26,7 @@ OPTION_FLAGS = {
     "safety_setting": "--safety-setting",
     "add_watermark": "--watermark",
     "output": "--output",
+    "metadata": "--no-metadata",
     "retries": "--retries",
     "timeout": "--timeout",
 }
@@ -59,6 +62,49 @@ def read_prompt(prompt: str) -> str:
     return text.strip()
 
 
+def _run_options(command: Callable) -> Callable:
+    """The flags that generate and rerun share."""
+    for decorator in reversed(
+        [
+            click.option("-r", "--aspect-ratio", type=click.Choice(ASPECT_RATIOS)),
+            click.option(
+                "-n", "--num-images", type=click.IntRange(1, 4), help="1 to 4"
+            ),
+            click.option(
+                "--seed", type=int, help="Seed; drawn at random when not given"
+            ),
+            click.option(
+                "-o",
+                "--output",
+                help="Folder to save into (created if missing), or a file for one image",
+            ),
+            click.option(
+                "--no-metadata",
+                "metadata",
+                flag_value=False,
+                default=None,
+                help="Do not write how the image was made into it",
+            ),
+            click.option(
+                "--retries", type=click.IntRange(1, 10), help="Attempts at most"
+            ),
+            click.option(
+                "--timeout",
+                type=click.FloatRange(0, 3600, min_open=True),
+                help="Seconds to wait for the API",
+            ),
+            click.option("--key", help="API key or the alias of a stored key"),
+            click.option("json_", "--json", is_flag=True, help="Print a JSON object"),
+            click.option("--no-log", is_flag=True, help="Do not log to the history"),
+            click.option(
+                "open_", "--open", is_flag=True, help="Open the images when saved"
+            ),
+        ]
+    ):
+        command = decorator(command)
+    return command
+
+
 @imagen4.command()
 @click.argument("prompt")
 @click.option(
@@ -70,9 +116,6 @@ def read_prompt(prompt: str) -> str:
     show_default=True,
     help="Model to use",
 )
-@click.option("-r", "--aspect-ratio", type=click.Choice(ASPECT_RATIOS))
-@click.option("-n", "--num-images", type=click.IntRange(1, 4), help="1 to 4")
-@click.option("--seed", type=int, help="Seed; drawn at random when not given")
 @click.option("--negative-prompt", help="What to leave out (imagen4 only)")
 @click.option(
     "--enhance-prompt/--no-enhance-prompt",
@@ -95,21 +138,7 @@ def read_prompt(prompt: str) -> str:
     default=None,
     help="Invisible watermark (newer models)",
 )
-@click.option(
-    "-o",
-    "--output",
-    help="Folder to save into (created if missing), or a file for one image",
-)
-@click.option("--retries", type=click.IntRange(1, 10), help="Attempts at most")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(0, 3600, min_open=True),
-    help="Seconds to wait for the API",
-)
-@click.option("--key", help="API key or the alias of a stored key")
-@click.option("json_", "--json", is_flag=True, help="Print a JSON object")
-@click.option("--no-log", is_flag=True, help="Do not log to the history")
-@click.option("open_", "--open", is_flag=True, help="Open the images when saved")
+@_run_options
 def generate(
     prompt: str,
     model_id: str,
@@ -128,6 +157,19 @@ def generate(
         llm imagen4 "a lighthouse at dawn" -m imagen4-ultra -n 4 -o lighthouses
         echo "a teapot" | llm imagen4 - --seed 42
     """
+    run(model_id, read_prompt(prompt), flags, key, json_, no_log, open_)
+
+
+def run(
+    model_id: str,
+    prompt: str,
+    flags: dict[str, Any],
+    key: str | None,
+    json_: bool,
+    no_log: bool,
+    open_: bool,
+) -> None:
+    """Check everything, generate, log, and print the paths."""
     import llm
     import pydantic
     from llm.cli import logs_on
@@ -135,7 +177,6 @@ def generate(
     from . import history
     from .generate import LOGGING, prepare
 
-    prompt = read_prompt(prompt)
     spec = SPECS_BY_ID[model_id]
     options = {name: value for name, value in flags.items() if value is not None}
     for name in options:
@@ -172,20 +213,20 @@ def generate(
             response.log_to_db(db)
 
     record = response.response_json
-    result_paths = [
+    paths = [
         record["directory"] + image["name"]
         for image in record["images"]
         if image["status"] == "saved"
     ]
     if json_:
-        click.echo(json.dumps(_json_summary(response, result_paths)))
+        click.echo(json.dumps(_json_summary(response, paths)))
     else:
-        for path in result_paths:
+        for path in paths:
             click.echo(path)
     if open_:
-        for path in result_paths:
+        for path in paths:
             click.launch(path)
-    failed = len(record["images"]) - len(result_paths)
+    failed = len(record["images"]) - len(paths)
     if failed:
         raise click.ClickException(
             f"{failed} of {len(record['images'])} images were not saved"
@@ -218,39 +259,228 @@ def _json_summary(response: Any, paths: list[str]) -> dict[str, Any]:
     }
 
 
+@imagen4.command()
+@click.argument("source")
+@click.option(
+    "-m",
+    "--model",
+    "model_id",
+    type=click.Choice(MODEL_IDS),
+    help="Model to use  [default: the original's]",
+)
+@click.option("--vary", is_flag=True, help="Draw a new seed")
+@_run_options
+def rerun(
+    source: str,
+    model_id: str | None,
+    vary: bool,
+    key: str | None,
+    json_: bool,
+    no_log: bool,
+    open_: bool,
+    **flags: Any,
+) -> None:
+    """Make a generation again: the same model, prompt, options and seed.
+
+    SOURCE is a generation id from the history, or an image file made by this
+    plugin. Flags override what they name.
+
+    \b
+        llm imagen4 rerun 01jq7m2v0c8ns1xkd9y0a5e4bq
+        llm imagen4 rerun racoon-eating-ice-cream.png -n 4 --vary
+        llm imagen4 rerun racoon-eating-ice-cream.png -m imagen4-ultra
+    """
+    made = _provenance_of(source)
+    if vary and flags["seed"] is not None:
+        raise click.ClickException("--vary and --seed cannot be used together")
+    options = {
+        name: value
+        for name, value in made["options"].items()
+        if name in OPTION_FLAGS and not (vary and name == "seed")
+    }
+    options.update({name: value for name, value in flags.items() if value is not None})
+    run(
+        model_id or made["model"],
+        made["prompt"],
+        options,
+        key,
+        json_,
+        no_log,
+        open_,
+    )
+
+
+def _provenance_of(source: str) -> dict[str, Any]:
+    """How a generation was made: from an image file, or from the history."""
+    from . import provenance
+
+    path = Path(source)
+    if path.is_file():
+        made = provenance.read(path)
+        if made is None:
+            raise click.ClickException(f"{source} has no provenance from llm-imagen4")
+        return made
+    db = _history_db()
+    row = None
+    if db is not None:
+        row = db.execute(
+            "select provenance from imagen4_images where turn_id = ?"
+            " and provenance is not null limit 1",
+            [source],
+        ).fetchone()
+    if row is None:
+        raise click.ClickException(f"No image file or generation id {source}")
+    return json.loads(row[0])
+
+
+def _history_db() -> Any:
+    """The logs database with the plugin's table, or None before any."""
+    from . import history
+
+    path = history.logs_db_path()
+    if not path.exists():
+        return None
+    db = history.open_db(path)
+    history.migrate(db)
+    return db
+
+
 @imagen4.command(name="history")
 @click.option("-n", "--limit", type=click.IntRange(0), default=20, show_default=True)
 @click.option("-q", "--query", help="Only prompts containing this text")
 @click.option("-m", "--model", type=click.Choice(MODEL_IDS), help="Only this model")
+@click.option("--seed", type=int, help="Only generations with this seed")
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+    help="Only generations from this date or time (UTC) on",
+)
+@click.option("--missing", is_flag=True, help="Only generations with files missing")
+@click.option("--paths", is_flag=True, help="Print only the paths, one per line")
 @click.option("json_", "--json", is_flag=True, help="Print a JSON array")
 def history_command(
-    limit: int, query: str | None, model: str | None, json_: bool
+    limit: int,
+    query: str | None,
+    model: str | None,
+    seed: int | None,
+    since: Any,
+    missing: bool,
+    paths: bool,
+    json_: bool,
 ) -> None:
     """Recent generations, newest first.
 
     \b
         llm imagen4 history
         llm imagen4 history -q racoon -n 5 --json
+        llm imagen4 history --since 2026-11-01 --paths
+        llm imagen4 history --missing
     """
     from . import history
 
-    path = history.logs_db_path()
+    db = _history_db()
     rows: list[dict[str, Any]] = []
-    if path.exists():
-        db = history.open_db(path)
-        history.migrate(db)
-        rows = history.generations(db, limit=limit or None, query=query, model=model)
+    if db is not None:
+        rows = history.generations(
+            db,
+            limit=limit or None,
+            query=query,
+            model=model,
+            seed=seed,
+            since=since.isoformat() if since else None,
+            missing=missing,
+        )
     if json_:
         click.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
+        if paths:
+            for image in row["images"]:
+                if image["path"]:
+                    click.echo(image["path"])
+            continue
         click.echo(
             f"{row['id']}  {row['datetime_utc'][:19]}  {row['model']}  "
             f"seed {row['seed']}  {row['aspect_ratio']}"
         )
         click.echo(f"  {' '.join(row['prompt'].split())}")
         for image in row["images"]:
-            click.echo(f"  {image['path'] or image['url']}")
+            gone = "" if image["exists"] else f"  ({image['status']}, missing)"
+            click.echo(f"  {image['path'] or image['url']}{gone}")
+
+
+@imagen4.command()
+@click.argument("generation_id")
+@click.option("json_", "--json", is_flag=True, help="Print a JSON object")
+def show(generation_id: str, json_: bool) -> None:
+    """One generation in full: every field, every file and whether it exists.
+
+    \b
+        llm imagen4 show 01jq7m2v0c8ns1xkd9y0a5e4bq
+    """
+    from . import history
+
+    db = _history_db()
+    found = history.generation(db, generation_id) if db is not None else None
+    if found is None:
+        raise click.ClickException(f"No generation with id {generation_id}")
+    if json_:
+        click.echo(json.dumps(found, indent=2))
+        return
+    made = found.pop("provenance") or {}
+    images = found.pop("images")
+    for name, value in found.items():
+        click.echo(f"{name}: {value}")
+    for name, value in (made.get("options") or {}).items():
+        click.echo(f"option {name}: {value}")
+    for image in images:
+        click.echo(f"image {image['position'] + 1}:")
+        for name, value in image.items():
+            if name != "position":
+                click.echo(f"  {name}: {value}")
+
+
+@imagen4.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("json_", "--json", is_flag=True, help="Print a JSON array")
+def inspect(files: tuple[str, ...], json_: bool) -> None:
+    """Print how images were made, from the provenance written into them.
+
+    \b
+        llm imagen4 inspect racoon-eating-ice-cream.png
+        llm imagen4 inspect *.png --json
+    """
+    from . import api, provenance
+
+    found, missing = [], 0
+    for name in files:
+        made = provenance.read(Path(name))
+        if made is None:
+            api.notify(f"{name}: no provenance from llm-imagen4")
+            missing += 1
+            continue
+        found.append({"path": str(Path(name).absolute()), **made})
+    if json_:
+        click.echo(json.dumps(found, indent=2, ensure_ascii=False))
+    else:
+        for made in found:
+            click.echo(made["path"])
+            click.echo(f"  model: {made['model']} ({made['api_model']})")
+            click.echo(f"  prompt: {made['prompt']}")
+            if made.get("negative_prompt"):
+                click.echo(f"  negative prompt: {made['negative_prompt']}")
+            click.echo(f"  seed: {made['seed']}")
+            options = ", ".join(f"{k}={v}" for k, v in made["options"].items())
+            click.echo(f"  options: {options}")
+            click.echo(f"  made: {made['created_utc']} (turn {made['turn_id']})")
+            if made.get("credits_used") is not None:
+                click.echo(f"  credits used: {made['credits_used']}")
+            click.echo(f"  by: llm-imagen4 {made['version']}")
+            click.echo(f"  again: llm imagen4 rerun {made['path']}")
+    if missing:
+        raise click.ClickException(
+            f"{missing} of {len(files)} files have no provenance"
+        )
 
 
 @imagen4.command(name="models")
@@ -280,62 +510,50 @@ def download(generation_id: str, output: str | None) -> None:
     \b
         llm imagen4 download 01jq7m2v0c8ns1xkd9y0a5e4bq
     """
-    from pathlib import Path
-
     import llm
 
     from . import api, history
     from .files import Destination
 
-    path = history.logs_db_path()
-    if not path.exists():
+    db = _history_db()
+    found = history.generation(db, generation_id) if db is not None else None
+    if found is None:
         raise click.ClickException(f"No generation with id {generation_id}")
-    db = history.open_db(path)
-    history.migrate(db)
-    rows = list(
-        db.query(
-            "select * from imagen4_images where turn_id = ? order by position",
-            [generation_id],
-        )
-    )
-    if not rows:
-        raise click.ClickException(f"No generation with id {generation_id}")
-    missing = [
-        row
-        for row in rows
-        if row["status"] != "saved" or not row["path"] or not Path(row["path"]).exists()
-    ]
+    missing = [image for image in found["images"] if not image["exists"]]
     if not missing:
-        api.notify(f"All {len(rows)} images of {generation_id} are on disk")
+        api.notify(f"All {len(found['images'])} images of {generation_id} are on disk")
         return
     try:
         destination = Destination.into(
-            Path(output or rows[0]["folder"]).expanduser().absolute(),
-            rows[0]["prompt"],
+            Path(output or found["folder"]).expanduser().absolute(),
+            found["prompt"],
             output,
         )
         destination.create()
     except llm.ModelError as ex:
         raise click.ClickException(str(ex)) from None
+    if found["metadata"]:
+        # The same record as the first time, so the file is the same again.
+        destination.record = found["provenance"]
     failed = 0
     with api.image_client() as client:
-        for row in missing:
-            number = row["position"] + 1
-            if not row["url"]:
+        for image in missing:
+            number = image["position"] + 1
+            if not image["url"]:
                 api.notify(f"Image {number} has no URL to fetch it from")
                 failed += 1
                 continue
             try:
                 saved = api.fetch_image(
                     client,
-                    row["url"],
-                    partial(destination.save, position=row["position"]),
+                    image["url"],
+                    partial(destination.save, position=image["position"]),
                 )
             except (llm.ModelError, OSError) as ex:
                 api.notify(f"Image {number} could not be fetched: {ex}")
                 failed += 1
                 continue
-            history.mark_saved(db, generation_id, row["position"], saved)
+            history.mark_saved(db, generation_id, image["position"], saved)
             click.echo(saved.path)
     if failed:
         raise click.ClickException(

@@ -13,8 +13,11 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import llm
+
+from . import provenance
 
 # A name that fits in any file system's 255-byte limit with room for a suffix.
 SLUG_MAX_BYTES = 80
@@ -107,6 +110,18 @@ def _webp_size(data: bytes) -> tuple[int, int]:
     return 0, 0
 
 
+def _digest(path: Path) -> tuple[str, int]:
+    """The sha256 and size of a file, synced to disk on the way."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while block := f.read(1024 * 1024):
+            digest.update(block)
+            size += len(block)
+        os.fsync(f.fileno())
+    return digest.hexdigest(), size
+
+
 def _nearest_existing(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -128,6 +143,8 @@ class Destination:
 
     folder: Path
     stem: str
+    # The provenance written into each image, or None for none.
+    record: dict[str, Any] | None = None
     # Temporary files being written now, removed if the process is stopped.
     _partial: set[Path] = field(default_factory=set, repr=False)
 
@@ -179,8 +196,9 @@ class Destination:
         max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> SavedFile:
         """Stream chunks to a temporary file beside the target, check that they
-        are an image, then link them into the first free name."""
-        digest = hashlib.sha256()
+        are an image, add the provenance record (in a PNG, or a sidecar), then
+        link it into the first free name."""
+        record = self.record
         size = 0
         head = b""
         fd, tmp_name = tempfile.mkstemp(
@@ -199,16 +217,19 @@ class Destination:
                         )
                     if len(head) < 65536:
                         head += chunk[: 65536 - len(head)]
-                    digest.update(chunk)
                     out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
             content_type, suffix, width, height = image_info(head)
+            in_png = record is not None and provenance.embed_png(
+                tmp, provenance.png_chunks(record, width, height)
+            )
+            digest, size = _digest(tmp)
             path = self._place(tmp, position, suffix)
         finally:
             tmp.unlink(missing_ok=True)
             self._partial.discard(tmp)
-        return SavedFile(path, digest.hexdigest(), size, width, height, content_type)
+        if record is not None and not in_png:
+            provenance.write_sidecar(path, record)
+        return SavedFile(path, digest, size, width, height, content_type)
 
     def discard_partial(self) -> None:
         for tmp in list(self._partial):

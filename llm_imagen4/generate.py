@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextvars
+import datetime
 import os
 import queue
 import threading
@@ -17,7 +18,7 @@ from typing import Any
 
 import llm
 
-from . import api
+from . import api, provenance
 from .files import Destination, SavedFile
 from .models import Spec, build_request
 
@@ -89,17 +90,29 @@ def generate(spec: Spec, prompt: str, options: Any, key: str, turn_id: str) -> R
         raise
     # The images are paid for from here on: each is either saved, or kept as
     # a URL in the history so that it can be fetched later.
+    seed = generation.seed if generation.seed is not None else request["seed"]
+    made = provenance.build(
+        model_id=spec.model_id,
+        request=request,
+        seed=seed,
+        credits_used=generation.credits_used,
+        turn_id=turn_id,
+        created_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+    )
     record = {
         "plugin": PLUGIN,
         "request": request,
-        "seed": generation.seed if generation.seed is not None else request["seed"],
+        "seed": seed,
         "credits_used": generation.credits_used,
+        "provenance": made,
+        "metadata": options.metadata is not False,
         # The folder with its trailing separator, and a bare name per image:
         # llm condenses any string that contains the response text, which is
         # the saved paths, so no single string here may be a whole path.
         "directory": str(destination.folder) + os.sep,
         "images": [_entry(ref.position, ref.url) for ref in generation.images],
     }
+    destination.record = made if record["metadata"] else None
     on_change = (lambda: journal.write(record)) if journal else (lambda: None)
     on_change()
     try:

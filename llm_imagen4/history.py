@@ -30,6 +30,8 @@ _RECORD_FIELDS = {
     "seed": "seed",
     "credits_used": "credits_used",
     "folder": "directory",
+    "metadata": "metadata",
+    "provenance": "provenance",
 }
 _IMAGE_FIELDS = (
     "status",
@@ -100,6 +102,8 @@ def m001_imagen4_images(db: sqlite_utils.Database) -> None:
             "error": str,
             "credits_used": float,
             "folder": str,
+            "metadata": int,
+            "provenance": str,
             "datetime_utc": str,
         },
         pk="id",
@@ -194,8 +198,12 @@ def generations(
     limit: int | None = 20,
     query: str | None = None,
     model: str | None = None,
+    seed: int | None = None,
+    since: str | None = None,
+    missing: bool = False,
 ) -> list[dict[str, Any]]:
-    """Recent generations, newest first, each with its images."""
+    """Generations, newest first, each with its images; ``missing`` keeps
+    those with an image whose file is not on disk."""
     where, params = [], {}
     if query:
         where.append("prompt like :query")
@@ -203,52 +211,79 @@ def generations(
     if model:
         where.append("model = :model")
         params["model"] = model
+    if seed is not None:
+        where.append("seed = :seed")
+        params["seed"] = seed
+    if since:
+        where.append("datetime_utc >= :since")
+        params["since"] = since
     sql = f"""
         select turn_id from imagen4_images
         {"where " + " and ".join(where) if where else ""}
         group by turn_id
         order by max(datetime_utc) desc, turn_id desc
-        {"limit :limit" if limit else ""}
     """
-    params["limit"] = limit
-    turn_ids = [row[0] for row in db.execute(sql, params).fetchall()]
-    return [generation(db, turn_id) for turn_id in turn_ids]
+    found = []
+    for (turn_id,) in db.execute(sql, params).fetchall():
+        row = generation(db, turn_id)
+        if row is None or (missing and all(i["exists"] for i in row["images"])):
+            continue
+        found.append(row)
+        if limit and len(found) == limit:
+            break
+    return found
 
 
-def generation(db: sqlite_utils.Database, turn_id: str) -> dict[str, Any]:
+def generation(db: sqlite_utils.Database, turn_id: str) -> dict[str, Any] | None:
     rows = list(
         db.query(
             "select * from imagen4_images where turn_id = ? order by position",
             [turn_id],
         )
     )
+    if not rows:
+        return None
     first = rows[0]
     return {
         "id": turn_id,
-        "datetime_utc": first["datetime_utc"],
-        "model": first["model"],
-        "api_model": first["api_model"],
-        "prompt": first["prompt"],
-        "negative_prompt": first["negative_prompt"],
-        "aspect_ratio": first["aspect_ratio"],
-        "seed": first["seed"],
-        "credits_used": first["credits_used"],
-        "folder": first["folder"],
+        **{
+            key: first[key]
+            for key in (
+                "datetime_utc",
+                "model",
+                "api_model",
+                "prompt",
+                "negative_prompt",
+                "aspect_ratio",
+                "seed",
+                "credits_used",
+                "folder",
+                "metadata",
+            )
+        },
+        "provenance": json.loads(first["provenance"]) if first["provenance"] else None,
         "images": [
             {
-                key: row[key]
-                for key in (
-                    "position",
-                    "status",
-                    "path",
-                    "url",
-                    "sha256",
-                    "bytes",
-                    "width",
-                    "height",
-                    "content_type",
-                    "error",
-                )
+                **{
+                    key: row[key]
+                    for key in (
+                        "position",
+                        "status",
+                        "path",
+                        "url",
+                        "sha256",
+                        "bytes",
+                        "width",
+                        "height",
+                        "content_type",
+                        "error",
+                    )
+                },
+                "exists": bool(
+                    row["status"] == "saved"
+                    and row["path"]
+                    and Path(row["path"]).is_file()
+                ),
             }
             for row in rows
         ],

@@ -39,6 +39,10 @@ class _Options(llm.Options):
         description="Folder to save into (created if missing), or a file name "
         "for a single image. Default: the current directory",
     )
+    metadata: bool | None = Field(
+        None,
+        description="Write how each image was made into it (default true)",
+    )
     retries: int | None = Field(
         None,
         ge=1,
