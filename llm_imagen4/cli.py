@@ -559,3 +559,70 @@ def download(generation_id: str, output: str | None) -> None:
         raise click.ClickException(
             f"{failed} of {len(missing)} missing images could not be restored"
         )
+
+
+@imagen4.command()
+@click.option(
+    "-o",
+    "--output",
+    default="imagen4-gallery.html",
+    show_default=True,
+    help="The page to write",
+)
+@click.option(
+    "-n",
+    "--limit",
+    type=click.IntRange(0),
+    default=0,
+    help="At most N generations (0: all)",
+)
+@click.option("-q", "--query", help="Only prompts containing this text")
+@click.option("-m", "--model", type=click.Choice(MODEL_IDS), help="Only this model")
+def gallery(output: str, limit: int, query: str | None, model: str | None) -> None:
+    """Write the history as one static HTML page of thumbnails.
+
+    Newest first, with prompt, seed, model, size and date on each card, a
+    copyable rerun command, and a filter that works in the page. It loads
+    nothing from the network. Prints the page's path.
+
+    \b
+        llm imagen4 gallery
+        llm imagen4 gallery -o ~/Pictures/imagen4.html -q lighthouse
+    """
+    import os
+    import tempfile
+
+    from . import history
+    from .gallery import is_gallery, render
+
+    page = Path(output).expanduser().absolute()
+    if page.exists() and not is_gallery(page):
+        raise click.ClickException(
+            f"{output} exists and is not a gallery; it will not be overwritten"
+        )
+    if not page.parent.is_dir():
+        raise click.ClickException(f"No folder {page.parent}")
+    db = _history_db()
+    rows = (
+        history.generations(db, limit=limit or None, query=query, model=model)
+        if db is not None
+        else []
+    )
+    fd, tmp = tempfile.mkstemp(prefix=".imagen4-", suffix=".html", dir=page.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(render(rows, page.parent))
+    os.replace(tmp, page)
+    click.echo(page)
+
+
+@imagen4.command()
+def datasette() -> None:
+    """Print Datasette metadata with canned queries for the history.
+
+    \b
+        llm imagen4 datasette > imagen4.json
+        datasette "$(llm logs path)" -m imagen4.json
+    """
+    from . import history
+
+    click.echo(json.dumps(history.datasette_metadata(history.logs_db_path()), indent=2))

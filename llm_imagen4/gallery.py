@@ -1,0 +1,128 @@
+"""A static HTML page of the history: one card per image, newest first, with
+a filter that works in the page and nothing fetched from the network."""
+
+from __future__ import annotations
+
+import html
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+GENERATOR = "llm-imagen4"
+
+PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="generator" content="{generator}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Imagen 4 gallery</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 1.5rem; color: #222; }}
+header {{ display: flex; gap: 1rem; align-items: baseline; flex-wrap: wrap; }}
+#filter {{ font: inherit; padding: .4rem .6rem; min-width: 18rem; }}
+.grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(240px, 1fr));
+  gap: 1rem; margin-top: 1rem; }}
+.card {{ border: 1px solid #ddd; border-radius: 6px; padding: .6rem;
+  display: flex; flex-direction: column; gap: .4rem; }}
+.card[hidden] {{ display: none; }}
+.card img {{ width: 100%; height: 200px; object-fit: contain; background: #f4f4f4; }}
+.missing {{ height: 200px; display: flex; align-items: center; justify-content: center;
+  background: #fbeaea; color: #933; }}
+.prompt {{ margin: 0; }}
+.meta {{ color: #666; font-size: 12px; }}
+code {{ font-size: 12px; background: #f4f4f4; padding: .2rem .3rem; display: block;
+  overflow-wrap: anywhere; }}
+button {{ font: inherit; font-size: 12px; align-self: flex-start; }}
+</style>
+</head>
+<body>
+<header>
+<h1>Imagen 4 gallery</h1>
+<input id="filter" type="search" placeholder="Filter by prompt, model or seed"
+  aria-label="Filter">
+<span id="count">{count} images</span>
+</header>
+<main class="grid">
+{cards}
+</main>
+<script>
+const filter = document.getElementById("filter");
+const cards = Array.from(document.querySelectorAll(".card"));
+filter.addEventListener("input", () => {{
+  const words = filter.value.toLowerCase().split(/\\s+/).filter(Boolean);
+  let shown = 0;
+  for (const card of cards) {{
+    card.hidden = !words.every((w) => card.dataset.search.includes(w));
+    if (!card.hidden) shown++;
+  }}
+  document.getElementById("count").textContent = shown + " of " + cards.length + " images";
+}});
+for (const button of document.querySelectorAll("button.copy")) {{
+  button.addEventListener("click", () => {{
+    navigator.clipboard.writeText(button.previousElementSibling.textContent);
+    button.textContent = "Copied";
+  }});
+}}
+</script>
+</body>
+</html>
+"""
+
+CARD = """<article class="card" data-search="{search}">
+{picture}
+<p class="prompt">{prompt}</p>
+<div class="meta">{model} · seed {seed} · {size} · {date}</div>
+<code>{rerun}</code>
+<button class="copy" type="button">Copy</button>
+</article>"""
+
+
+def _href(path: str, page_folder: Path) -> str:
+    try:
+        relative = os.path.relpath(path, page_folder)
+    except ValueError:  # another drive, on Windows
+        relative = path
+    return quote(Path(relative).as_posix())
+
+
+def render(generations: list[dict[str, Any]], page_folder: Path) -> str:
+    cards = []
+    for generation in generations:
+        rerun = f"llm imagen4 rerun {shlex.quote(generation['id'])}"
+        for image in generation["images"]:
+            if image["exists"]:
+                href = html.escape(_href(image["path"], page_folder))
+                alt = html.escape(generation["prompt"][:200])
+                picture = f'<a href="{href}"><img src="{href}" alt="{alt}" loading="lazy"></a>'
+            else:
+                picture = f'<div class="missing">{html.escape(image["status"])}: file missing</div>'
+            size = f"{image['width']}×{image['height']}" if image["width"] else "?"
+            search = " ".join(
+                [generation["prompt"], generation["model"], str(generation["seed"])]
+            ).lower()
+            cards.append(
+                CARD.format(
+                    search=html.escape(search),
+                    picture=picture,
+                    prompt=html.escape(generation["prompt"]),
+                    model=html.escape(generation["model"]),
+                    seed=generation["seed"],
+                    size=size,
+                    date=html.escape(generation["datetime_utc"][:16].replace("T", " ")),
+                    rerun=html.escape(rerun),
+                )
+            )
+    return PAGE.format(generator=GENERATOR, count=len(cards), cards="\n".join(cards))
+
+
+def is_gallery(path: Path) -> bool:
+    """Whether a file is a page this module wrote, and so may be replaced."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            head = f.read(1024)
+    except (OSError, UnicodeDecodeError):
+        return False
+    return f'<meta name="generator" content="{GENERATOR}">' in head

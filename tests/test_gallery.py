@@ -1,0 +1,186 @@
+"""The gallery in a real headless Chromium, and the canned queries in Datasette."""
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import httpx2
+import pytest
+
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
+# .ci/run installs Chromium; elsewhere, a machine without it skips these.
+needs_chromium = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"),
+    reason="needs Debian's chromium and chromium-driver",
+)
+
+
+def generate(llm_cli, *args):
+    result = llm_cli("imagen4", *args)
+    assert result.exit_code == 0, result.output
+    return result.stdout.splitlines()
+
+
+class WebDriver:
+    """Just enough of the W3C WebDriver protocol, spoken to chromedriver."""
+
+    def __init__(self, tmp_path):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.process = subprocess.Popen(
+            [CHROMEDRIVER, f"--port={port}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.http = httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if self.http.get("/status").json()["value"]["ready"]:
+                    break
+            except httpx2.TransportError:
+                pass
+            assert time.monotonic() < deadline, "chromedriver did not start"
+            time.sleep(0.05)
+        args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'chromium'}",
+        ]
+        capabilities = {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
+        }
+        answer = self.http.post(
+            "/session", json={"capabilities": {"alwaysMatch": capabilities}}
+        ).json()["value"]
+        self.session = f"/session/{answer['sessionId']}"
+
+    def call(self, method, path, body=None):
+        response = self.http.request(method, self.session + path, json=body)
+        value = response.json()["value"]
+        assert response.is_success, value
+        return value
+
+    def run(self, script):
+        return self.call("POST", "/execute/sync", {"script": script, "args": []})
+
+    def type_into(self, selector, text):
+        element = self.call(
+            "POST", "/element", {"using": "css selector", "value": selector}
+        )
+        element_id = next(iter(element.values()))
+        self.call("POST", f"/element/{element_id}/value", {"text": text})
+
+    def close(self):
+        try:
+            self.http.delete(self.session)
+        finally:
+            self.process.terminate()
+            self.process.wait(10)
+            self.http.close()
+
+
+@needs_chromium
+def test_gallery_renders_in_chromium_with_a_working_filter(fake, llm_cli, tmp_path):
+    generate(llm_cli, "a red fox in snow", "-r", "9:16")
+    generate(llm_cli, "a blue whale", "-n", "2", "-m", "imagen4-fast")
+    generate(llm_cli, "a red panda <b>bold</b>")
+    os.remove(fake.work / "a-blue-whale-2.png")
+    result = llm_cli("imagen4", "gallery", "-o", "gallery.html")
+    assert result.exit_code == 0, result.output
+    page = fake.work / "gallery.html"
+    assert result.stdout.strip() == str(page)
+    source = page.read_text()
+    assert "http://" not in source and "https://" not in source
+    assert "<b>bold</b>" not in source
+
+    browser = WebDriver(tmp_path)
+    try:
+        browser.call("POST", "/url", {"url": page.as_uri()})
+        cards = browser.run(
+            "return Array.from(document.querySelectorAll('.card'),"
+            " c => c.querySelector('.prompt').textContent)"
+        )
+        assert cards == [
+            "a red panda <b>bold</b>",
+            "a blue whale",
+            "a blue whale",
+            "a red fox in snow",
+        ]
+        loaded = browser.run(
+            "return Array.from(document.images, i => i.complete && i.naturalWidth)"
+        )
+        assert sorted(loaded) == [768, 1024, 1024]  # the deleted one shows as missing
+        assert browser.run("return document.querySelectorAll('.missing').length") == 1
+        browser.type_into("#filter", "red")
+        visible = browser.run(
+            "return Array.from(document.querySelectorAll('.card'))"
+            ".filter(c => c.offsetParent !== null)"
+            ".map(c => c.querySelector('.prompt').textContent)"
+        )
+        assert visible == ["a red panda <b>bold</b>", "a red fox in snow"]
+        assert browser.run("return document.getElementById('count').textContent") == (
+            "2 of 4 images"
+        )
+        rerun = browser.run("return document.querySelector('.card code').textContent")
+        assert rerun.startswith("llm imagen4 rerun 01")
+    finally:
+        browser.close()
+
+
+def test_gallery_never_overwrites_a_file_it_did_not_write(fake, llm_cli):
+    (fake.work / "index.html").write_text("<p>mine</p>")
+    result = llm_cli("imagen4", "gallery", "-o", "index.html")
+    assert result.exit_code == 1
+    assert "index.html exists and is not a gallery" in result.output
+    assert (fake.work / "index.html").read_text() == "<p>mine</p>"
+    # Its own page is written again.
+    assert llm_cli("imagen4", "gallery").exit_code == 0
+    generate(llm_cli, "a moth")
+    assert llm_cli("imagen4", "gallery").exit_code == 0
+    assert "a moth" in (fake.work / "imagen4-gallery.html").read_text()
+
+
+def test_datasette_serves_the_canned_queries(fake, llm_cli, logs_db):
+    from datasette.app import Datasette
+
+    generate(llm_cli, "a heron at dusk", "--seed", "10")
+    generate(llm_cli, "a heron at dawn", "--seed", "20", "-n", "2")
+    generate(llm_cli, "a crane", "-m", "imagen4-fast")
+    fake.fail_downloads(3, status=500)
+    assert llm_cli("imagen4", "a heron lost").exit_code == 1
+    metadata = json.loads(llm_cli("imagen4", "datasette").stdout)
+    db_path = fake.user_path / "logs.db"
+
+    async def query(path):
+        datasette = Datasette([str(db_path)], metadata=metadata)
+        response = await datasette.client.get(path)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    by_day = asyncio.run(query("/logs/generations_by_day.json?_shape=array"))
+    assert sorted((r["model"], r["generations"], r["images"]) for r in by_day) == [
+        ("imagen4", 3, 4),
+        ("imagen4-fast", 1, 1),
+    ]
+    seeds = asyncio.run(
+        query("/logs/seeds_for_prompt.json?_shape=array&prompt=heron+at")
+    )
+    assert [r["seed"] for r in seeds] == [20, 10]
+    missing = asyncio.run(query("/logs/missing_images.json?_shape=array"))
+    assert [(r["prompt"], r["status"]) for r in missing] == [("a heron lost", "failed")]
+    table = asyncio.run(query("/logs/imagen4_images.json?_shape=array"))
+    assert len(table) == 5
