@@ -3,10 +3,12 @@ can have been paid for, and both documented response shapes."""
 
 from __future__ import annotations
 
+import contextvars
 import email.utils
 import os
 import random
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -54,6 +56,49 @@ class Generation:
     images: list[ImageRef]
     seed: int | None = None
     credits_used: float | None = None
+
+
+class Pacer:
+    """Pacing shared by the requests of a batch. A 429, or any answer with a
+    Retry-After, halves how many requests may be in flight and holds every
+    request back until the wait is over; each success adds one back, up to
+    the most allowed."""
+
+    def __init__(
+        self,
+        most: int,
+        *,
+        now: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        notify: Callable[[str], None] | None = None,
+    ):
+        self.most = self.limit = most
+        self.not_before = 0.0
+        self.now, self.sleep = now, sleep
+        self.notify = notify or (lambda line: None)
+        self._lock = threading.Lock()
+
+    def before_send(self) -> None:
+        while (wait := self.not_before - self.now()) > 0:
+            self.sleep(wait)
+
+    def slow_down(self, delay: float) -> None:
+        with self._lock:
+            self.not_before = max(self.not_before, self.now() + delay)
+            limit = max(1, self.limit // 2)
+            if limit < self.limit:
+                self.notify(f"Slowing down to {limit} requests in flight")
+            self.limit = limit
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self.limit = min(self.most, self.limit + 1)
+
+
+# The pacer of the batch this thread's request belongs to, if any.
+PACER: contextvars.ContextVar[Pacer | None] = contextvars.ContextVar(
+    "imagen4_pacer", default=None
+)
 
 
 def base_url() -> str:
@@ -186,8 +231,11 @@ class ApiClient:
         self._client.close()
 
     def generate(self, body: dict[str, Any]) -> Generation:
+        pacer = PACER.get()
         for attempt in range(1, self.attempts + 1):
             last = attempt == self.attempts
+            if pacer:
+                pacer.before_send()
             try:
                 response = self._client.post(self.url, json=body)
             except (httpx2.ConnectError, httpx2.ConnectTimeout) as ex:
@@ -196,7 +244,11 @@ class ApiClient:
                     raise ApiError(
                         f"Could not connect to {self.url}: {_one_line(str(ex))}"
                     ) from None
-                self._wait(attempt, {}, f"could not connect ({type(ex).__name__})")
+                self._wait(
+                    attempt,
+                    retry_delay(attempt, {}),
+                    f"could not connect ({type(ex).__name__})",
+                )
                 continue
             except httpx2.TimeoutException:
                 raise UnknownOutcome(
@@ -211,6 +263,8 @@ class ApiClient:
                     "may have been charged. Check your account before trying again"
                 ) from None
             if response.is_success:
+                if pacer:
+                    pacer.succeeded()
                 try:
                     payload = response.json()
                 except ValueError:
@@ -219,14 +273,19 @@ class ApiClient:
                         "that is not JSON"
                     ) from None
                 return parse_generation(payload)
-            if response.status_code in RETRY_STATUSES and not last:
-                self._wait(attempt, response.headers, error_message(response))
+            retryable = response.status_code in RETRY_STATUSES
+            delay = retry_delay(attempt, response.headers) if retryable else 0.0
+            if pacer and (
+                response.status_code == 429 or "retry-after" in response.headers
+            ):
+                pacer.slow_down(min(delay, BACKOFF_CAP))
+            if retryable and not last:
+                self._wait(attempt, delay, error_message(response))
                 continue
             raise ApiError(error_message(response))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _wait(self, attempt: int, headers: Any, reason: str) -> None:
-        delay = retry_delay(attempt, headers)
+    def _wait(self, attempt: int, delay: float, reason: str) -> None:
         if delay > BACKOFF_CAP:
             raise ApiError(
                 f"{reason}; the server asked to wait {delay:.0f} s: "

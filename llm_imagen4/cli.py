@@ -62,47 +62,73 @@ def read_prompt(prompt: str) -> str:
     return text.strip()
 
 
-def _run_options(command: Callable) -> Callable:
-    """The flags that generate and rerun share."""
-    for decorator in reversed(
-        [
-            click.option("-r", "--aspect-ratio", type=click.Choice(ASPECT_RATIOS)),
-            click.option(
-                "-n", "--num-images", type=click.IntRange(1, 4), help="1 to 4"
-            ),
-            click.option(
-                "--seed", type=int, help="Seed; drawn at random when not given"
-            ),
-            click.option(
-                "-o",
-                "--output",
-                help="Folder to save into (created if missing), or a file for one image",
-            ),
-            click.option(
-                "--no-metadata",
-                "metadata",
-                flag_value=False,
-                default=None,
-                help="Do not write how the image was made into it",
-            ),
-            click.option(
-                "--retries", type=click.IntRange(1, 10), help="Attempts at most"
-            ),
-            click.option(
-                "--timeout",
-                type=click.FloatRange(0, 3600, min_open=True),
-                help="Seconds to wait for the API",
-            ),
-            click.option("--key", help="API key or the alias of a stored key"),
-            click.option("json_", "--json", is_flag=True, help="Print a JSON object"),
-            click.option("--no-log", is_flag=True, help="Do not log to the history"),
-            click.option(
-                "open_", "--open", is_flag=True, help="Open the images when saved"
-            ),
-        ]
-    ):
-        command = decorator(command)
-    return command
+def _apply(decorators: list[Callable]) -> Callable[[Callable], Callable]:
+    def apply(command: Callable) -> Callable:
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+
+    return apply
+
+
+# The request's flags, shared by generate, rerun and batch.
+_request_options = _apply(
+    [
+        click.option("-r", "--aspect-ratio", type=click.Choice(ASPECT_RATIOS)),
+        click.option("-n", "--num-images", type=click.IntRange(1, 4), help="1 to 4"),
+        click.option("--seed", type=int, help="Seed; drawn at random when not given"),
+        click.option("--negative-prompt", help="What to leave out (imagen4 only)"),
+        click.option(
+            "--enhance-prompt/--no-enhance-prompt",
+            default=None,
+            help="Let the API rewrite the prompt (newer models)",
+        ),
+        click.option(
+            "--person-generation",
+            type=click.Choice(_choices("person_generation")),
+            help="Newer models",
+        ),
+        click.option(
+            "--safety-setting",
+            type=click.Choice(_choices("safety_setting")),
+            help="Newer models",
+        ),
+        click.option(
+            "--watermark/--no-watermark",
+            "add_watermark",
+            default=None,
+            help="Invisible watermark (newer models)",
+        ),
+        click.option(
+            "-o",
+            "--output",
+            help="Folder to save into (created if missing), or a file for one image",
+        ),
+        click.option(
+            "--no-metadata",
+            "metadata",
+            flag_value=False,
+            default=None,
+            help="Do not write how the image was made into it",
+        ),
+        click.option("--retries", type=click.IntRange(1, 10), help="Attempts at most"),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(0, 3600, min_open=True),
+            help="Seconds to wait for the API",
+        ),
+        click.option("--key", help="API key or the alias of a stored key"),
+        click.option("--no-log", is_flag=True, help="Do not log to the history"),
+    ]
+)
+_output_options = _apply(
+    [
+        click.option("json_", "--json", is_flag=True, help="Print a JSON object"),
+        click.option(
+            "open_", "--open", is_flag=True, help="Open the images when saved"
+        ),
+    ]
+)
 
 
 @imagen4.command()
@@ -116,29 +142,8 @@ def _run_options(command: Callable) -> Callable:
     show_default=True,
     help="Model to use",
 )
-@click.option("--negative-prompt", help="What to leave out (imagen4 only)")
-@click.option(
-    "--enhance-prompt/--no-enhance-prompt",
-    default=None,
-    help="Let the API rewrite the prompt (newer models)",
-)
-@click.option(
-    "--person-generation",
-    type=click.Choice(_choices("person_generation")),
-    help="Newer models",
-)
-@click.option(
-    "--safety-setting",
-    type=click.Choice(_choices("safety_setting")),
-    help="Newer models",
-)
-@click.option(
-    "--watermark/--no-watermark",
-    "add_watermark",
-    default=None,
-    help="Invisible watermark (newer models)",
-)
-@_run_options
+@_request_options
+@_output_options
 def generate(
     prompt: str,
     model_id: str,
@@ -160,24 +165,20 @@ def generate(
     run(model_id, read_prompt(prompt), flags, key, json_, no_log, open_)
 
 
-def run(
-    model_id: str,
-    prompt: str,
-    flags: dict[str, Any],
-    key: str | None,
-    json_: bool,
-    no_log: bool,
-    open_: bool,
-) -> None:
-    """Check everything, generate, log, and print the paths."""
+def check(
+    model_id: str, prompt: str, flags: dict[str, Any], key: str | None
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """Everything that can be checked before anything is sent: the model, its
+    options, the key, the prompt and where the images go. Returns the model,
+    the options given and the request that would be sent."""
     import llm
     import pydantic
-    from llm.cli import logs_on
 
-    from . import history
-    from .generate import LOGGING, prepare
+    from .generate import prepare
 
-    spec = SPECS_BY_ID[model_id]
+    spec = SPECS_BY_ID.get(model_id)
+    if spec is None:
+        raise click.ClickException(f"Unknown model {model_id}")
     options = {name: value for name, value in flags.items() if value is not None}
     for name in options:
         if name not in spec.options.model_fields:
@@ -192,32 +193,77 @@ def run(
     model = llm.get_model(model_id)
     try:
         model.get_key(key)
-        prepare(spec, prompt, validated)
+        request, _ = prepare(spec, prompt, validated)
     except llm.ModelError as ex:
         raise click.ClickException(str(ex)) from None
+    return model, options, request
 
-    db = None
-    if logs_on() and not no_log:
-        db = history.open_db()
-        history.migrate(db)
+
+def generate_now(
+    model: Any, prompt: str, options: dict[str, Any], key: str | None, logging: bool
+) -> Any:
+    """One generation through the model; the response, not yet logged."""
+    from .generate import LOGGING
+
     response = model.prompt(prompt, key=key, stream=False, **options)
-    logging = LOGGING.set(db is not None)
+    token = LOGGING.set(logging)
     try:
         response.text()
-    except llm.ModelError as ex:
-        raise click.ClickException(str(ex)) from None
     finally:
-        LOGGING.reset(logging)
-    if db is not None:
-        with history.transaction(db):
-            response.log_to_db(db)
+        LOGGING.reset(token)
+    return response
 
-    record = response.response_json
-    paths = [
+
+def _logs_db() -> Any:
+    """The logs database, migrated, when logging is on; else None."""
+    from llm.cli import logs_on
+
+    from . import history
+
+    if not logs_on():
+        return None
+    db = history.open_db()
+    history.migrate(db)
+    return db
+
+
+def _log(db: Any, response: Any) -> None:
+    from . import history
+
+    with history.transaction(db):
+        response.log_to_db(db)
+
+
+def saved_paths(record: dict[str, Any]) -> list[str]:
+    return [
         record["directory"] + image["name"]
         for image in record["images"]
         if image["status"] == "saved"
     ]
+
+
+def run(
+    model_id: str,
+    prompt: str,
+    flags: dict[str, Any],
+    key: str | None,
+    json_: bool,
+    no_log: bool,
+    open_: bool,
+) -> None:
+    """Check everything, generate, log, and print the paths."""
+    import llm
+
+    model, options, _ = check(model_id, prompt, flags, key)
+    db = None if no_log else _logs_db()
+    try:
+        response = generate_now(model, prompt, options, key, db is not None)
+    except llm.ModelError as ex:
+        raise click.ClickException(str(ex)) from None
+    if db is not None:
+        _log(db, response)
+    record = response.response_json
+    paths = saved_paths(record)
     if json_:
         click.echo(json.dumps(_json_summary(response, paths)))
     else:
@@ -269,7 +315,8 @@ def _json_summary(response: Any, paths: list[str]) -> dict[str, Any]:
     help="Model to use  [default: the original's]",
 )
 @click.option("--vary", is_flag=True, help="Draw a new seed")
-@_run_options
+@_request_options
+@_output_options
 def rerun(
     source: str,
     model_id: str | None,
@@ -626,3 +673,192 @@ def datasette() -> None:
     from . import history
 
     click.echo(json.dumps(history.datasette_metadata(history.logs_db_path()), indent=2))
+
+
+@imagen4.command()
+@click.argument("file")
+@click.option(
+    "-m",
+    "--model",
+    "model_id",
+    type=click.Choice(MODEL_IDS),
+    default="imagen4",
+    show_default=True,
+    help="Model for rows that name none",
+)
+@_request_options
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Requests in flight",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", "text", "jsonl", "csv"]),
+    default="auto",
+    show_default=True,
+    help="auto: by the file's extension (.jsonl, .csv), else text",
+)
+@click.option("--redo", is_flag=True, help="Generate rows already done again")
+@click.option(
+    "--max-credits",
+    type=click.FloatRange(0, min_open=True),
+    help="Start no more rows once the credits used reach this",
+)
+@click.option("--dry-run", is_flag=True, help="Print the requests; send nothing")
+@click.option("json_", "--json", is_flag=True, help="One JSON object per row")
+def batch(
+    file: str,
+    model_id: str,
+    jobs: int,
+    fmt: str,
+    redo: bool,
+    max_credits: float | None,
+    dry_run: bool,
+    key: str | None,
+    json_: bool,
+    no_log: bool,
+    **flags: Any,
+) -> None:
+    """Generate images for every prompt in FILE (- for standard input).
+
+    FILE is plain text (one prompt a line; # starts a comment), JSONL, or CSV
+    with a header, with the fields prompt, negative_prompt, aspect_ratio,
+    seed, num_images, model and output. The flags are the defaults for every
+    row. Rows already done, found in the history by their request, are
+    skipped. Prints each row's paths (or one JSON object a row with --json),
+    and a summary on standard error.
+
+    \b
+        llm imagen4 batch prompts.txt -j 8 -o out
+        llm imagen4 batch storyboard.jsonl --max-credits 2000000
+        llm imagen4 batch shots.csv --dry-run
+    """
+    from . import api
+    from . import batch as batches
+
+    try:
+        data = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+        rows = batches.read_rows(data, file, fmt)
+    except OSError as ex:
+        raise click.ClickException(f"Cannot read {file}: {ex.strerror}") from None
+    except batches.BatchError as ex:
+        raise click.ClickException(str(ex)) from None
+    if not rows:
+        raise click.ClickException(f"No prompts in {file}")
+    db = None if (no_log or dry_run) else _logs_db()
+    done = set()
+    if not redo:
+        history_db = db if db is not None else (_history_db() if dry_run else None)
+        if history_db is not None:
+            done = batches.done_keys(history_db)
+
+    checked, skipped, failed = [], 0, 0
+
+    def report(row: batches.Row, status: str, **fields: Any) -> None:
+        if json_:
+            click.echo(
+                json.dumps(
+                    {
+                        "row": row.number,
+                        "prompt": row.prompt,
+                        "status": status,
+                        **fields,
+                    }
+                )
+            )
+
+    for row in rows:
+        if row.error is None:
+            row_flags = {**flags, **row.options}
+            try:
+                model, options, request = check(
+                    row.model_id or model_id, row.prompt, row_flags, key
+                )
+            except click.ClickException as ex:
+                row.error = ex.message
+        if row.error is not None:
+            api.notify(f"Row {row.number}: {row.error}")
+            report(row, "failed", error=row.error)
+            failed += 1
+            continue
+        if batches.request_key(request, "seed" in options) in done:
+            report(row, "skipped")
+            skipped += 1
+            continue
+        if dry_run:
+            click.echo(json.dumps(request))
+        checked.append((row, model, options))
+    if dry_run:
+        api.notify(
+            f"{len(checked)} requests would be sent; "
+            f"{skipped} rows already done, {failed} rows with errors"
+        )
+        if failed:
+            raise click.exceptions.Exit(1)
+        return
+
+    by_row = {row.number: (model, options) for row, model, options in checked}
+    pacer = api.Pacer(jobs, notify=api.notify)
+    credits = 0.0
+    generated = 0
+
+    def task(row: batches.Row) -> Any:
+        model, options = by_row[row.number]
+        api.PACER.set(pacer)
+        return generate_now(model, row.prompt, options, key, db is not None)
+
+    def should_start() -> bool:
+        return max_credits is None or credits < max_credits
+
+    runner = batches.Runner(pacer, api.notify)
+    progress = (
+        click.progressbar(length=len(checked), label="Generating", file=sys.stderr)
+        if sys.stderr.isatty()
+        else None
+    )
+    started = 0
+    for outcome in runner.run([row for row, _, _ in checked], task, should_start):
+        started += 1
+        if progress:
+            progress.update(1)
+        row = outcome.row
+        if outcome.error is not None:
+            api.notify(f"Row {row.number}: {outcome.error}")
+            report(row, "failed", error=str(outcome.error))
+            failed += 1
+            continue
+        response = outcome.value
+        if db is not None:
+            _log(db, response)
+        record = response.response_json
+        credits += record["credits_used"] or 0
+        paths = saved_paths(record)
+        if len(paths) < len(record["images"]):
+            failed += 1
+            report(row, "failed", id=response.id, paths=paths, error="images not saved")
+        else:
+            generated += 1
+            report(row, "done", id=response.id, paths=paths, seed=record["seed"])
+        if not json_:
+            for path in paths:
+                click.echo(path)
+    if progress:
+        progress.render_finish()
+    not_started = len(checked) - started
+    summary = (
+        f"{len(rows)} rows: {generated} generated, "
+        f"{skipped} skipped (already done), {failed} failed"
+    )
+    if not_started:
+        reason = "stopped" if runner.stopping else "--max-credits reached"
+        summary += f", {not_started} not started ({reason})"
+    if credits:
+        summary += f"; {credits:g} credits used"
+    api.notify(summary)
+    if failed or runner.stopping:
+        raise click.exceptions.Exit(1)

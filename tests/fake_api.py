@@ -105,7 +105,9 @@ class State:
     response_shape: str | None = None  # force "images" or "data"
     credits_per_image: float = 120000
     file_name: str = "output.png"  # what the older shape calls each file
-    delay: float = 0.0
+    delay: float = 0.0  # seconds each generation takes
+    in_flight: int = 0
+    most_in_flight: int = 0
 
 
 class FakeAPI:
@@ -214,8 +216,16 @@ class FakeAPI:
                     return self._error(404, "Cannot POST " + self.path)
                 if fault:
                     return self._fault(fault)
-                if fake.state.delay:
-                    time.sleep(fake.state.delay)
+                state = fake.state
+                with fake.lock:
+                    state.in_flight += 1
+                    state.most_in_flight = max(state.most_in_flight, state.in_flight)
+                try:
+                    if state.delay:
+                        time.sleep(state.delay)
+                finally:
+                    with fake.lock:
+                        state.in_flight -= 1
                 if self.headers.get("Authorization") != f"Bearer {KEY}":
                     return self._error(401, "Invalid API key")
                 model = body.get("model") if isinstance(body, dict) else None

@@ -1,0 +1,265 @@
+"""`llm imagen4 batch`: formats, resuming, pacing, budget, dry run, Ctrl-C."""
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+
+import jsonschema
+
+from llm_imagen4 import api
+
+from .fake_api import load_schema, strict
+from .test_reliability import image_rows, poll
+
+
+def write(fake, name, text):
+    path = fake.work / name
+    path.write_text(text)
+    return str(path)
+
+
+def prompts(fake):
+    return [g.body["prompt"] for g in fake.generations]
+
+
+def test_plain_text_one_prompt_a_line(fake, llm_cli):
+    path = write(fake, "p.txt", "a red fox\n# not this one\n\n  a blue whale  \n")
+    result = llm_cli("imagen4", "batch", path, "-o", "out", "-r", "16:9")
+    assert result.exit_code == 0, result.output
+    assert sorted(prompts(fake)) == ["a blue whale", "a red fox"]
+    assert all(g.body["aspect_ratio"] == "16:9" for g in fake.generations)
+    assert sorted(result.stdout.splitlines()) == [
+        str(fake.work / "out" / "a-blue-whale.png"),
+        str(fake.work / "out" / "a-red-fox.png"),
+    ]
+    assert "2 rows: 2 generated, 0 skipped (already done), 0 failed" in result.stderr
+
+
+def test_jsonl_rows_carry_their_own_fields(fake, llm_cli, logs_db):
+    rows = [
+        {"prompt": "one", "seed": 11, "aspect_ratio": "4:3", "negative_prompt": "fog"},
+        {"prompt": "two", "model": "imagen4-fast", "num_images": 2, "output": "fast"},
+        {"prompt": "three", "model": "imagen4-ultra", "seed": 0},
+    ]
+    path = write(fake, "rows.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    result = llm_cli("imagen4", "batch", path, "--json", "-n", "1")
+    assert result.exit_code == 0, result.output
+    bodies = {g.body["prompt"]: g.body for g in fake.generations}
+    assert bodies["one"]["seed"] == 11 and bodies["one"]["negative_prompt"] == "fog"
+    assert bodies["one"]["aspect_ratio"] == "4:3"
+    assert bodies["two"]["model"] == "google/imagen-4.0-fast-generate-001"
+    assert bodies["two"]["num_images"] == 2
+    assert bodies["three"]["seed"] == 0
+    lines = {r["row"]: r for r in map(json.loads, result.stdout.splitlines())}
+    assert [lines[n]["status"] for n in (1, 2, 3)] == ["done"] * 3
+    assert [p.split("/")[-2] for p in lines[2]["paths"]] == ["fast", "fast"]
+    assert lines[1]["seed"] == 11
+    assert len(image_rows(logs_db)) == 4
+
+
+def test_csv_and_stdin(fake, llm_cli):
+    path = write(
+        fake, "shots.csv", 'prompt,seed,aspect_ratio\n"a cat, sleeping",5,\nowl,,9:16\n'
+    )
+    assert llm_cli("imagen4", "batch", path).exit_code == 0
+    assert llm_cli("imagen4", "batch", "-", input="from stdin\n").exit_code == 0
+    jsonl = '{"prompt": "json on stdin", "seed": 3}\n'
+    assert llm_cli("imagen4", "batch", "-", input=jsonl).exit_code == 0
+    csv_in = "prompt,num_images\ncsv on stdin,2\n"
+    assert (
+        llm_cli("imagen4", "batch", "-", "--format", "csv", input=csv_in).exit_code == 0
+    )
+    bodies = {g.body["prompt"]: g.body for g in fake.generations}
+    assert bodies["a cat, sleeping"]["seed"] == 5
+    assert bodies["owl"]["aspect_ratio"] == "9:16"
+    assert "from stdin" in bodies and bodies["json on stdin"]["seed"] == 3
+    assert bodies["csv on stdin"]["num_images"] == 2
+
+
+def test_a_file_that_cannot_be_read_sends_nothing(fake, llm_cli):
+    bad_csv = write(fake, "bad.csv", "prompt,style\nx,y\n")
+    result = llm_cli("imagen4", "batch", bad_csv)
+    assert result.exit_code == 1
+    assert "unknown: style" in result.output
+    empty = write(fake, "empty.txt", "\n# nothing\n")
+    assert "No prompts in" in llm_cli("imagen4", "batch", empty).output
+    binary = fake.work / "bin.txt"
+    binary.write_bytes(b"\xff\xfe\x00")
+    assert "is not UTF-8 text" in llm_cli("imagen4", "batch", str(binary)).output
+    assert fake.state.requests == []
+
+
+def test_bad_rows_fail_alone(fake, llm_cli):
+    rows = [
+        '{"prompt": "good one"}',
+        "{not json",
+        '{"prompt": "x", "style": "photo"}',
+        '{"prompt": "y", "model": "imagen4-fast", "negative_prompt": "z"}',
+        json.dumps({"prompt": "w" * 401, "model": "imagen4-ultra"}),
+        '{"prompt": "good two", "num_images": 9}',
+        '{"prompt": "good three"}',
+    ]
+    path = write(fake, "mixed.jsonl", "\n".join(rows))
+    fake.fail_api(400, {"message": "Body validation error! nope"})
+    result = llm_cli("imagen4", "batch", path, "-j", "1", "--json")
+    assert result.exit_code == 1
+    lines = {r["row"]: r for r in map(json.loads, result.stdout.splitlines())}
+    errors = {n: r.get("error") for n, r in lines.items() if r["status"] == "failed"}
+    assert errors[2] == "not valid JSON"
+    assert errors[3] == "unknown fields: style"
+    assert errors[4] == "imagen4-fast does not take --negative-prompt"
+    assert "takes at most 400" in errors[5]
+    assert "--num-images" in errors[6]
+    assert "AI/ML API error 400" in errors[1]  # the API refused the first sent
+    assert lines[7]["status"] == "done"
+    assert prompts(fake) == ["good one", "good three"]
+    assert "7 rows: 1 generated, 0 skipped (already done), 6 failed" in result.stderr
+
+
+def test_running_again_skips_rows_already_done(fake, llm_cli):
+    rows = '{"prompt": "a"}\n{"prompt": "b", "seed": 7}\n{"prompt": "c"}\n'
+    path = write(fake, "again.jsonl", rows)
+    fake.fail_api(503, {"message": "Service unavailable"}, times=4)
+    first = llm_cli("imagen4", "batch", path, "-j", "1", "--retries", "4")
+    assert first.exit_code == 1  # row a failed after its attempts
+    assert prompts(fake) == ["a"] * 4 + ["b", "c"]
+    fake.reset()
+    second = llm_cli("imagen4", "batch", path)
+    assert second.exit_code == 0, second.output
+    assert prompts(fake) == ["a"]
+    assert "1 generated, 2 skipped (already done)" in second.stderr
+    fake.reset()
+    assert llm_cli("imagen4", "batch", path).exit_code == 0
+    assert prompts(fake) == []
+    # A row with the same prompt but another request is not done.
+    assert llm_cli("imagen4", "batch", path, "-r", "16:9").exit_code == 0
+    assert sorted(prompts(fake)) == ["a", "b", "c"]
+    fake.reset()
+    assert llm_cli("imagen4", "batch", path, "--redo").exit_code == 0
+    assert sorted(prompts(fake)) == ["a", "b", "c"]
+
+
+def test_dry_run_prints_the_exact_requests_and_sends_nothing(fake, llm_cli):
+    assert llm_cli("imagen4", "done already", "--seed", "1").exit_code == 0
+    fake.reset()
+    rows = [
+        {"prompt": "done already", "seed": 1},
+        {"prompt": "new", "model": "imagen4-generate", "aspect_ratio": "3:4"},
+        {"prompt": "new too", "seed": 9},
+    ]
+    path = write(fake, "dry.jsonl", "\n".join(json.dumps(r) for r in rows))
+    result = llm_cli("imagen4", "batch", path, "--dry-run", "--no-enhance-prompt")
+    assert result.exit_code == 1  # the preview does not take --enhance-prompt
+    assert "Row 3: imagen4 does not take --enhance-prompt" in result.stderr
+    result = llm_cli("imagen4", "batch", path, "--dry-run")
+    assert result.exit_code == 0, result.output
+    bodies = [json.loads(line) for line in result.stdout.splitlines()]
+    for body in bodies:
+        jsonschema.validate(body, strict(load_schema(body["model"])["request_schema"]))
+    assert [b["prompt"] for b in bodies] == ["new", "new too"]
+    assert bodies[0]["convert_base64_to_url"] is False
+    assert bodies[1]["seed"] == 9
+    assert "2 requests would be sent; 1 rows already done, 0 rows with errors" in (
+        result.stderr
+    )
+    assert fake.state.requests == []
+
+
+def test_max_credits_stops_starting_rows(fake, llm_cli):
+    fake.state.credits_per_image = 100
+    path = write(fake, "budget.txt", "\n".join(f"prompt {i}" for i in range(6)))
+    result = llm_cli(
+        "imagen4",
+        "batch",
+        path,
+        "-m",
+        "imagen4-fast",
+        "-j",
+        "1",
+        "--max-credits",
+        "250",
+    )
+    assert result.exit_code == 0, result.output
+    assert len(fake.generations) == 3
+    assert "3 generated" in result.stderr
+    assert "3 not started (--max-credits reached); 300 credits used" in result.stderr
+
+
+def test_jobs_sets_how_many_requests_are_in_flight(fake, llm_cli):
+    fake.state.delay = 0.3
+    path = write(fake, "many.txt", "\n".join(f"p {i}" for i in range(12)))
+    assert llm_cli("imagen4", "batch", path, "-j", "6", "--no-log").exit_code == 0
+    assert fake.state.most_in_flight == 6
+    fake.reset()
+    fake.state.delay = 0.1
+    assert llm_cli("imagen4", "batch", path, "-j", "2", "--no-log").exit_code == 0
+    assert fake.state.most_in_flight == 2
+    assert len(fake.generations) == 12
+
+
+def test_a_429_slows_the_whole_batch(fake, llm_cli):
+    fake.fail_api(429, {"message": "Too Many Requests"}, {"Retry-After": "0"})
+    path = write(fake, "busy.txt", "\n".join(f"p {i}" for i in range(8)))
+    result = llm_cli("imagen4", "batch", path, "-j", "4")
+    assert result.exit_code == 0, result.output
+    assert "Slowing down to 2 requests in flight" in result.stderr
+    assert "8 generated" in result.stderr
+
+
+def test_the_pacer_halves_and_recovers():
+    clock = [100.0]
+    waits = []
+
+    def sleep(seconds):
+        waits.append(seconds)
+        clock[0] += seconds
+
+    pacer = api.Pacer(8, now=lambda: clock[0], sleep=sleep)
+    pacer.slow_down(2.0)
+    assert pacer.limit == 4
+    pacer.before_send()  # every request waits until the server's time
+    assert waits == [2.0]
+    pacer.slow_down(0)
+    pacer.slow_down(0)
+    pacer.slow_down(0)
+    assert pacer.limit == 1
+    for _ in range(3):
+        pacer.succeeded()
+    assert pacer.limit == 4
+    for _ in range(10):
+        pacer.succeeded()
+    assert pacer.limit == 8
+
+
+def test_ctrl_c_finishes_the_rows_in_flight(fake, logs_db):
+    fake.fail_downloads(hold=True)
+    path = write(fake, "stop.txt", "\n".join(f"row {i}" for i in range(6)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llm", "imagen4", "batch", path, "-j", "2"],
+        cwd=fake.work,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    err = []
+    reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        poll(lambda: len(fake.downloads) == 2)
+        proc.send_signal(signal.SIGINT)
+        poll(lambda: any(b"Stopping" in line for line in err))
+        fake.release.set()  # the two downloads in flight now finish
+        out = proc.stdout.read()
+        proc.wait(timeout=60)
+        reader.join(10)
+    finally:
+        proc.kill()
+    err = b"".join(err)
+    assert proc.returncode == 1, err.decode()
+    assert b"Traceback" not in err
+    assert b"finishing the rows in flight" in err
+    assert b"4 not started (stopped)" in err
+    assert len(out.decode().splitlines()) == 2
+    assert len(fake.generations) == 2
+    assert [r["status"] for r in image_rows(logs_db)] == ["saved", "saved"]
