@@ -218,17 +218,8 @@ class ApiClient:
         self.attempts = attempts
         self.sleep = sleep
         self.notify = notify
-        self._client = httpx2.Client(
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=httpx2.Timeout(timeout, connect=CONNECT_TIMEOUT),
-            follow_redirects=False,
-        )
-
-    def __enter__(self) -> ApiClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._client.close()
+        self._headers = {"Authorization": f"Bearer {key}"}
+        self._timeout = httpx2.Timeout(timeout, connect=CONNECT_TIMEOUT)
 
     def generate(self, body: dict[str, Any]) -> Generation:
         pacer = PACER.get()
@@ -237,7 +228,13 @@ class ApiClient:
             if pacer:
                 pacer.before_send()
             try:
-                response = self._client.post(self.url, json=body)
+                response = _shared("api").post(
+                    self.url,
+                    json=body,
+                    headers=self._headers,
+                    timeout=self._timeout,
+                    follow_redirects=False,
+                )
             except (httpx2.ConnectError, httpx2.ConnectTimeout) as ex:
                 # Nothing reached the server: safe to send again.
                 if last:
@@ -308,18 +305,36 @@ def check_image_url(url: str) -> None:
         raise ApiError(f"Refusing to fetch an image from {_one_line(url, 100)}")
 
 
-def image_client(timeout: float = DOWNLOAD_TIMEOUT) -> httpx2.Client:
-    """A client for the image host. It carries no key, and every request it
-    makes, redirects included, must be https (or http when the base URL is)."""
+_CLIENTS: dict[str, httpx2.Client] = {}
+_CLIENTS_LOCK = threading.Lock()
 
-    def check_scheme(request: httpx2.Request) -> None:
-        check_image_url(str(request.url))
 
-    return httpx2.Client(
-        timeout=httpx2.Timeout(timeout, connect=CONNECT_TIMEOUT),
-        follow_redirects=True,
-        event_hooks={"request": [check_scheme]},
-    )
+def _check_scheme(request: httpx2.Request) -> None:
+    check_image_url(str(request.url))
+
+
+def _shared(role: str) -> httpx2.Client:
+    """One client a process for each role, ``api`` or ``images``: a new client
+    costs some 20 ms of loading certificates, and a shared one keeps its
+    connections open for the next generation. Neither carries a key: the API
+    client is given it per request, and never follows redirects. Every request
+    of the image client, redirects included, is checked by check_image_url."""
+    with _CLIENTS_LOCK:
+        if role not in _CLIENTS:
+            _CLIENTS[role] = (
+                httpx2.Client(follow_redirects=False)
+                if role == "api"
+                else httpx2.Client(
+                    timeout=httpx2.Timeout(DOWNLOAD_TIMEOUT, connect=CONNECT_TIMEOUT),
+                    follow_redirects=True,
+                    event_hooks={"request": [_check_scheme]},
+                )
+            )
+        return _CLIENTS[role]
+
+
+def image_client() -> httpx2.Client:
+    return _shared("images")
 
 
 def fetch_image(

@@ -137,9 +137,10 @@ class Outcome:
 
 
 class Runner:
-    """Runs tasks in daemon threads, at most ``pacer.limit`` at once. The first
-    Ctrl-C stops starting new tasks and lets those in flight finish; a second
-    one stops at once. ``should_start`` is asked before each task starts."""
+    """Runs tasks in daemon threads, at most ``pacer.limit`` at once, yielding
+    each outcome as it comes. The first Ctrl-C stops starting new tasks and
+    lets those in flight finish; a second one stops at once. ``should_start``
+    is asked before each task starts."""
 
     def __init__(self, pacer: Any, notify: Callable[[str], None]):
         self.pacer = pacer
@@ -173,7 +174,9 @@ class Runner:
         try:
             waiting = list(reversed(rows))
             in_flight = 0
-            while True:
+
+            def start_more() -> None:
+                nonlocal in_flight
                 while (
                     waiting
                     and not self.stopping
@@ -184,13 +187,16 @@ class Runner:
                         target=work, args=(waiting.pop(),), daemon=True
                     ).start()
                     in_flight += 1
-                if in_flight == 0:
-                    break
+
+            start_more()
+            while in_flight:
                 try:
                     outcome = done.get(timeout=0.1)
                 except queue.Empty:
                     continue
                 in_flight -= 1
+                # Keep the requests in flight before handling this outcome.
+                start_more()
                 yield outcome
         finally:
             if in_main:

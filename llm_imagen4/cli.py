@@ -583,25 +583,25 @@ def download(generation_id: str, output: str | None) -> None:
         # The same record as the first time, so the file is the same again.
         destination.record = found["provenance"]
     failed = 0
-    with api.image_client() as client:
-        for image in missing:
-            number = image["position"] + 1
-            if not image["url"]:
-                api.notify(f"Image {number} has no URL to fetch it from")
-                failed += 1
-                continue
-            try:
-                saved = api.fetch_image(
-                    client,
-                    image["url"],
-                    partial(destination.save, position=image["position"]),
-                )
-            except (llm.ModelError, OSError) as ex:
-                api.notify(f"Image {number} could not be fetched: {ex}")
-                failed += 1
-                continue
-            history.mark_saved(db, generation_id, image["position"], saved)
-            click.echo(saved.path)
+    client = api.image_client()
+    for image in missing:
+        number = image["position"] + 1
+        if not image["url"]:
+            api.notify(f"Image {number} has no URL to fetch it from")
+            failed += 1
+            continue
+        try:
+            saved = api.fetch_image(
+                client,
+                image["url"],
+                partial(destination.save, position=image["position"]),
+            )
+        except (llm.ModelError, OSError) as ex:
+            api.notify(f"Image {number} could not be fetched: {ex}")
+            failed += 1
+            continue
+        history.mark_saved(db, generation_id, image["position"], saved)
+        click.echo(saved.path)
     if failed:
         raise click.ClickException(
             f"{failed} of {len(missing)} missing images could not be restored"
@@ -738,6 +738,8 @@ def batch(
         llm imagen4 batch storyboard.jsonl --max-credits 2000000
         llm imagen4 batch shots.csv --dry-run
     """
+    import threading
+
     from . import api
     from . import batch as batches
 
@@ -805,12 +807,17 @@ def batch(
     by_row = {row.number: (model, options) for row, model, options in checked}
     pacer = api.Pacer(jobs, notify=api.notify)
     credits = 0.0
+    credits_lock = threading.Lock()
     generated = 0
 
     def task(row: batches.Row) -> Any:
+        nonlocal credits
         model, options = by_row[row.number]
         api.PACER.set(pacer)
-        return generate_now(model, row.prompt, options, key, db is not None)
+        response = generate_now(model, row.prompt, options, key, db is not None)
+        with credits_lock:
+            credits += response.response_json["credits_used"] or 0
+        return response
 
     def should_start() -> bool:
         return max_credits is None or credits < max_credits
@@ -836,7 +843,6 @@ def batch(
         if db is not None:
             _log(db, response)
         record = response.response_json
-        credits += record["credits_used"] or 0
         paths = saved_paths(record)
         if len(paths) < len(record["images"]):
             failed += 1

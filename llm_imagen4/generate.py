@@ -78,12 +78,12 @@ def generate(spec: Spec, prompt: str, options: Any, key: str, turn_id: str) -> R
     request, destination = prepare(spec, prompt, options)
     journal = _open_journal(turn_id, spec.model_id)
     try:
-        with api.ApiClient(
+        client = api.ApiClient(
             key,
             attempts=options.retries or api.DEFAULT_ATTEMPTS,
             timeout=options.timeout or api.GENERATE_TIMEOUT,
-        ) as client:
-            generation = client.generate(request)
+        )
+        generation = client.generate(request)
     except BaseException:
         if journal:
             journal.finish()
@@ -207,13 +207,14 @@ def save_images(
     on_change: Callable[[], None],
 ) -> None:
     """Write inline images first, then download the rest concurrently. A
-    failure is recorded on its image and never stops the others."""
+    failure is recorded on its image and never stops the others.
+    ``on_change`` is called whenever an image settles while downloads are
+    still under way, so that the journal holds what an interruption leaves."""
     try:
         destination.create()
     except llm.ModelError as ex:
         for entry in entries:
             _settle(entry, ex)
-        on_change()
         return
     to_fetch = []
     for ref, entry in zip(generation.images, entries, strict=True):
@@ -228,16 +229,18 @@ def save_images(
             to_fetch.append((ref, entry))
         else:
             _settle(entry, api.ApiError("the API answered with no image"))
-    on_change()
     if not to_fetch:
         return
-    with api.image_client() as client:
+    if len(to_fetch) < len(entries):
+        on_change()
+    client = api.image_client()
 
-        def download(ref: api.ImageRef) -> SavedFile | BaseException:
-            save = partial(destination.save, position=ref.position)
-            return _outcome(partial(api.fetch_image, client, ref.url, save))
+    def download(ref: api.ImageRef) -> SavedFile | BaseException:
+        save = partial(destination.save, position=ref.position)
+        return _outcome(partial(api.fetch_image, client, ref.url, save))
 
-        tasks = [partial(download, ref) for ref, _ in to_fetch]
-        for index, outcome in _in_threads(tasks):
-            _settle(to_fetch[index][1], outcome)
+    tasks = [partial(download, ref) for ref, _ in to_fetch]
+    for settled, (index, outcome) in enumerate(_in_threads(tasks), 1):
+        _settle(to_fetch[index][1], outcome)
+        if settled < len(tasks):
             on_change()

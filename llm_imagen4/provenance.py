@@ -8,6 +8,7 @@ DigitalSourceType). Other image types get the JSON record in a sidecar file."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import struct
@@ -35,6 +36,7 @@ XMP = (
 )
 
 
+@functools.cache
 def plugin_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 

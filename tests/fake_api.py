@@ -90,6 +90,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: Any = None
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -106,6 +107,7 @@ class State:
     credits_per_image: float = 120000
     file_name: str = "output.png"  # what the older shape calls each file
     delay: float = 0.0  # seconds each generation takes
+    download_delay: float = 0.0  # seconds the image host takes to answer
     in_flight: int = 0
     most_in_flight: int = 0
 
@@ -163,6 +165,9 @@ class FakeAPI:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in separate writes: without this, a
+            # kept-alive connection waits for a delayed ACK on every answer.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -268,6 +273,8 @@ class FakeAPI:
                     data = fake.state.files.get(name)
                 if host != "cdn" or data is None:
                     return self._send(404, b"not found", ctype="text/plain")
+                if fake.state.download_delay:
+                    time.sleep(fake.state.download_delay)
                 if fault:
                     if fault.get("hold"):
                         # A download that hangs until the test lets go.

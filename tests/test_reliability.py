@@ -105,9 +105,9 @@ def test_retry_delay_reads_every_form_of_the_header():
 def test_backoff_without_retry_after(fake):
     fake.fail_api(503, times=3)
     waits, lines = [], []
-    with api.ApiClient(KEY, sleep=waits.append, notify=lines.append) as client:
-        body = {"model": "google/imagen4/preview", "prompt": "a", "seed": 3}
-        generation = client.generate(body)
+    client = api.ApiClient(KEY, sleep=waits.append, notify=lines.append)
+    body = {"model": "google/imagen4/preview", "prompt": "a", "seed": 3}
+    generation = client.generate(body)
     assert len(generation.images) == 1
     assert [0.5 <= waits[0] <= 1, 1 <= waits[1] <= 2, 2 <= waits[2] <= 4] == [True] * 3
     assert len(lines) == 3
@@ -119,9 +119,9 @@ def test_connection_refused_is_retried_then_reported(fake, monkeypatch):
         port = sock.getsockname()[1]
     monkeypatch.setenv("AIMLAPI_BASE_URL", f"http://127.0.0.1:{port}")
     waits = []
-    with api.ApiClient(KEY, sleep=waits.append, notify=lambda line: None) as client:
-        with pytest.raises(api.ApiError, match="Could not connect to"):
-            client.generate({"model": "google/imagen4/preview", "prompt": "a"})
+    client = api.ApiClient(KEY, sleep=waits.append, notify=lambda line: None)
+    with pytest.raises(api.ApiError, match="Could not connect to"):
+        client.generate({"model": "google/imagen4/preview", "prompt": "a"})
     assert len(waits) == 3
 
 
