@@ -2,6 +2,8 @@
 
 import json
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -204,3 +206,47 @@ def test_a_true_subprocess_generates_and_pipes_paths(fake, llm_process):
         "lighthouse-at-dawn-dusk-2.png",
     ]
     assert proc.stderr == b""
+
+
+def test_the_plugin_imports_next_to_nothing_for_other_commands(fake, llm_process):
+    code = (
+        "import sys, llm, llm.cli; llm.get_models();"
+        "print(sorted(m for m in sys.modules if m.startswith('llm_imagen4')))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert (
+        proc.stdout.strip()
+        == "['llm_imagen4', 'llm_imagen4.cli', 'llm_imagen4.models']"
+    )
+    assert not (fake.user_path / "logs.db").exists()
+
+
+def test_options_are_listed(fake, llm_cli):
+    preview = llm_cli("models", "--options", "-m", "imagen4").stdout
+    fast = llm_cli("models", "--options", "-m", "imagen4-fast").stdout
+    for name in ("aspect_ratio", "num_images", "seed", "output", "negative_prompt"):
+        assert f"{name}:" in preview
+    assert "negative_prompt" not in fast
+    for name in (
+        "enhance_prompt",
+        "person_generation",
+        "safety_setting",
+        "add_watermark",
+    ):
+        assert f"{name}:" in fast and name not in preview
+    listed = llm_cli("imagen4", "models").stdout
+    assert "imagen4: google/imagen4/preview (default)" in listed
+    assert "imagen4-ultra: google/imagen-4.0-ultra-generate-001" in listed
+    assert "prompt: up to 400 characters" in listed
+
+
+def test_open_shows_the_saved_images(fake, llm_cli, monkeypatch):
+    import click
+
+    opened = []
+    monkeypatch.setattr(click, "launch", lambda path: opened.append(path))
+    result = llm_cli("imagen4", "two", "-n", "2", "--open")
+    assert result.exit_code == 0
+    assert opened == result.stdout.splitlines()
