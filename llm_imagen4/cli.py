@@ -131,17 +131,21 @@ _output_options = _apply(
 )
 
 
+def _model_option(default: str | None, help: str) -> Callable:
+    return click.option(
+        "-m",
+        "--model",
+        "model_id",
+        type=click.Choice(MODEL_IDS),
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
+
+
 @imagen4.command()
 @click.argument("prompt")
-@click.option(
-    "-m",
-    "--model",
-    "model_id",
-    type=click.Choice(MODEL_IDS),
-    default="imagen4",
-    show_default=True,
-    help="Model to use",
-)
+@_model_option("imagen4", "Model to use")
 @_request_options
 @_output_options
 def generate(
@@ -307,13 +311,7 @@ def _json_summary(response: Any, paths: list[str]) -> dict[str, Any]:
 
 @imagen4.command()
 @click.argument("source")
-@click.option(
-    "-m",
-    "--model",
-    "model_id",
-    type=click.Choice(MODEL_IDS),
-    help="Model to use  [default: the original's]",
-)
+@_model_option(None, "Model to use  [default: the original's]")
 @click.option("--vary", is_flag=True, help="Draw a new seed")
 @_request_options
 @_output_options
@@ -677,15 +675,7 @@ def datasette() -> None:
 
 @imagen4.command()
 @click.argument("file")
-@click.option(
-    "-m",
-    "--model",
-    "model_id",
-    type=click.Choice(MODEL_IDS),
-    default="imagen4",
-    show_default=True,
-    help="Model for rows that name none",
-)
+@_model_option("imagen4", "Model for rows that name none")
 @_request_options
 @click.option(
     "-j",

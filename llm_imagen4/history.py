@@ -264,21 +264,7 @@ def generation(db: sqlite_utils.Database, turn_id: str) -> dict[str, Any] | None
         "provenance": json.loads(first["provenance"]) if first["provenance"] else None,
         "images": [
             {
-                **{
-                    key: row[key]
-                    for key in (
-                        "position",
-                        "status",
-                        "path",
-                        "url",
-                        "sha256",
-                        "bytes",
-                        "width",
-                        "height",
-                        "content_type",
-                        "error",
-                    )
-                },
+                **{key: row[key] for key in ("position", "path", *_IMAGE_FIELDS)},
                 "exists": bool(
                     row["status"] == "saved"
                     and row["path"]

@@ -13,14 +13,6 @@ from pydantic import Field
 
 SEED_MAX = 4294967295
 ASPECT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4")
-# Output pixels per aspect ratio, as documented for the Imagen 4 family.
-SIZES = {
-    "1:1": (1024, 1024),
-    "16:9": (1408, 768),
-    "9:16": (768, 1408),
-    "4:3": (1280, 896),
-    "3:4": (896, 1280),
-}
 # The newer models' controls: option name -> the values the schema allows.
 CONTROLS = ("enhance_prompt", "person_generation", "safety_setting", "add_watermark")
 

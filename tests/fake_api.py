@@ -83,6 +83,21 @@ def png(width: int, height: int, salt: bytes = b"") -> bytes:
     )
 
 
+def jpeg(width: int, height: int) -> bytes:
+    """The smallest JPEG header a reader of sizes needs: SOI, JFIF, SOF0, EOI."""
+    return (
+        b"\xff\xd8\xff\xe0"
+        + struct.pack(">H", 16)
+        + b"JFIF\x00"
+        + b"\x00" * 9
+        + b"\xff\xc0"
+        + struct.pack(">HBHH", 17, 8, height, width)
+        + b"\x03"
+        + b"\x00" * 9
+        + b"\xff\xd9"
+    )
+
+
 @dataclass
 class Received:
     host: str

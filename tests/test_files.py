@@ -1,6 +1,5 @@
 """Naming and writing image files."""
 
-import struct
 import threading
 
 import pytest
@@ -13,7 +12,7 @@ from llm_imagen4.files import (
     slugify,
 )
 
-from .fake_api import png
+from .fake_api import jpeg, png
 
 
 @pytest.mark.parametrize(
@@ -43,17 +42,7 @@ def test_slug_of_a_4000_character_prompt_fits_any_file_system():
 
 def test_image_info_reads_png_jpeg_and_webp():
     assert image_info(png(1408, 768)) == ("image/png", ".png", 1408, 768)
-    jpeg = (
-        b"\xff\xd8\xff\xe0"
-        + struct.pack(">H", 16)
-        + b"JFIF\x00"
-        + b"\x00" * 9
-        + b"\xff\xc0"
-        + struct.pack(">HBHH", 17, 8, 768, 1408)
-        + b"\x03"
-        + b"\x00" * 9
-    )
-    assert image_info(jpeg) == ("image/jpeg", ".jpg", 1408, 768)
+    assert image_info(jpeg(1408, 768)) == ("image/jpeg", ".jpg", 1408, 768)
     webp = b"RIFF\x00\x00\x00\x00WEBPVP8X" + b"\x00" * 8
     webp += (1023).to_bytes(3, "little") + (767).to_bytes(3, "little")
     assert image_info(webp) == ("image/webp", ".webp", 1024, 768)

@@ -11,7 +11,7 @@ import pytest
 
 from llm_imagen4 import provenance
 
-from .fake_api import png
+from .fake_api import jpeg, png
 
 TRAINED = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 
@@ -125,21 +125,11 @@ def test_inspect_says_clearly_when_a_file_has_none(fake, llm_cli):
 
 
 def test_a_jpeg_gets_a_sidecar(fake, llm_cli):
-    jpeg = (
-        b"\xff\xd8\xff\xe0"
-        + struct.pack(">H", 16)
-        + b"JFIF\x00"
-        + b"\x00" * 9
-        + b"\xff\xc0"
-        + struct.pack(">HBHH", 17, 8, 1024, 1024)
-        + b"\x03"
-        + b"\x00" * 9
-        + b"\xff\xd9"
-    )
-    fake.fail_downloads(body=jpeg)
+    image = jpeg(1024, 1024)
+    fake.fail_downloads(body=image)
     [path] = generate(llm_cli, "a jpeg")
     assert path.endswith("a-jpeg.jpg")
-    assert Path(path).read_bytes() == jpeg
+    assert Path(path).read_bytes() == image
     sidecar = json.loads(Path(path + ".json").read_text())
     assert sidecar["prompt"] == "a jpeg"
     [made] = json.loads(llm_cli("imagen4", "inspect", path, "--json").stdout)
