@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextvars
 import email.utils
+import functools
 import os
 import random
 import sys
@@ -48,7 +49,6 @@ class ImageRef:
     position: int
     url: str | None = None
     b64_json: str | None = None
-    content_type: str | None = None
 
 
 @dataclass
@@ -113,18 +113,22 @@ def parse_generation(payload: Any) -> Generation:
     ``data[]`` with ``url``/``b64_json`` and ``meta.usage.credits_used``."""
     if not isinstance(payload, dict):
         raise ApiError("The API answered with something that is not a JSON object")
-    if isinstance(payload.get("images"), list):
+    images = payload.get("images")
+    data = payload.get("data")
+    if not images and not data:
+        raise ApiError("The API answered without any image (was the prompt filtered?)")
+    if isinstance(images, list):
         images = [
-            ImageRef(i, url=item.get("url"), content_type=item.get("content_type"))
-            for i, item in enumerate(payload["images"])
+            ImageRef(i, url=item.get("url"))
+            for i, item in enumerate(images)
             if isinstance(item, dict)
         ]
         seed = payload.get("seed")
         return Generation(images, seed=seed if isinstance(seed, int) else None)
-    if isinstance(payload.get("data"), list):
+    if isinstance(data, list):
         images = [
             ImageRef(i, url=item.get("url"), b64_json=item.get("b64_json"))
-            for i, item in enumerate(payload["data"])
+            for i, item in enumerate(data)
             if isinstance(item, dict)
         ]
         usage = (payload.get("meta") or {}).get("usage") or {}
@@ -133,7 +137,7 @@ def parse_generation(payload: Any) -> Generation:
             images,
             credits_used=credits if isinstance(credits, (int, float)) else None,
         )
-    raise ApiError("The API answered without images or data")
+    raise ApiError("The API answered in a shape this plugin does not know")
 
 
 def retry_delay(
@@ -228,7 +232,7 @@ class ApiClient:
             if pacer:
                 pacer.before_send()
             try:
-                response = _shared("api").post(
+                response = api_client().post(
                     self.url,
                     json=body,
                     headers=self._headers,
@@ -305,36 +309,30 @@ def check_image_url(url: str) -> None:
         raise ApiError(f"Refusing to fetch an image from {_one_line(url, 100)}")
 
 
-_CLIENTS: dict[str, httpx2.Client] = {}
-_CLIENTS_LOCK = threading.Lock()
-
-
 def _check_scheme(request: httpx2.Request) -> None:
     check_image_url(str(request.url))
 
 
-def _shared(role: str) -> httpx2.Client:
-    """One client a process for each role, ``api`` or ``images``: a new client
-    costs some 20 ms of loading certificates, and a shared one keeps its
-    connections open for the next generation. Neither carries a key: the API
-    client is given it per request, and never follows redirects. Every request
-    of the image client, redirects included, is checked by check_image_url."""
-    with _CLIENTS_LOCK:
-        if role not in _CLIENTS:
-            _CLIENTS[role] = (
-                httpx2.Client(follow_redirects=False)
-                if role == "api"
-                else httpx2.Client(
-                    timeout=httpx2.Timeout(DOWNLOAD_TIMEOUT, connect=CONNECT_TIMEOUT),
-                    follow_redirects=True,
-                    event_hooks={"request": [_check_scheme]},
-                )
-            )
-        return _CLIENTS[role]
+# One client a process for each host: a new client costs some 20 ms of loading
+# certificates, and a shared one keeps its connections for the next request.
+# Neither carries the key.
 
 
+@functools.cache
+def api_client() -> httpx2.Client:
+    """The key is given per request, and redirects are never followed, so it
+    cannot be carried to another host."""
+    return httpx2.Client(follow_redirects=False)
+
+
+@functools.cache
 def image_client() -> httpx2.Client:
-    return _shared("images")
+    """Every request, redirects included, is checked by check_image_url."""
+    return httpx2.Client(
+        timeout=httpx2.Timeout(DOWNLOAD_TIMEOUT, connect=CONNECT_TIMEOUT),
+        follow_redirects=True,
+        event_hooks={"request": [_check_scheme]},
+    )
 
 
 def fetch_image(

@@ -53,6 +53,7 @@ def prepare(
     spec: Spec, prompt: str, options: Any
 ) -> tuple[dict[str, Any], Destination]:
     """Check everything that can be checked before anything is sent."""
+    api.base_url()
     request = build_request(spec, prompt, options)
     return request, Destination.plan(options.output, prompt, request["num_images"])
 

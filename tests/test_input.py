@@ -217,3 +217,19 @@ def test_non_json_error_body(fake, llm_cli):
         in result.output
     )
     assert "Traceback" not in result.output
+
+
+def test_a_base_url_that_is_not_http(fake, llm_cli, monkeypatch):
+    monkeypatch.setenv("AIMLAPI_BASE_URL", "ftp://api.example.test")
+    result = llm_cli("imagen4", "a")
+    assert_nothing_happened(
+        fake, result, "AIMLAPI_BASE_URL must start with https:// or http://"
+    )
+
+
+def test_an_answer_without_images(fake, llm_cli):
+    fake.plan_api(status=200, body={"data": [], "meta": {"usage": {"credits_used": 0}}})
+    result = llm_cli("imagen4", "a")
+    assert result.exit_code == 1
+    assert "The API answered without any image" in result.output
+    assert list(fake.work.iterdir()) == []
