@@ -130,18 +130,15 @@ def generate(spec: Spec, prompt: str, options: Any, key: str, turn_id: str) -> R
     if journal:
         journal.finish()
     for entry in record["images"]:
-        if entry["status"] != "saved":
-            later = (
-                f" - fetch it later with: llm imagen4 download {turn_id}"
-                if entry["url"] and LOGGING.get()
-                else f" ({entry['url']})"
-                if entry["url"]
-                else ""
-            )
-            api.notify(
-                f"Image {entry['position'] + 1} was generated but not saved: "
-                f"{entry['error']}{later}"
-            )
+        if entry["status"] == "saved":
+            continue
+        line = f"Image {entry['position'] + 1} was generated but not saved: "
+        line += entry["error"]
+        if entry["url"] and LOGGING.get():
+            line += f" - fetch it later with: llm imagen4 download {turn_id}"
+        elif entry["url"]:
+            line += f" ({entry['url']})"
+        api.notify(line)
     return Result(request, record)
 
 

@@ -6,17 +6,23 @@ from __future__ import annotations
 import asyncio
 import secrets
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import llm
 from pydantic import Field
 
 SEED_MAX = 4294967295
-ASPECT_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4")
-# The newer models' controls: option name -> the values the schema allows.
-CONTROLS = ("enhance_prompt", "person_generation", "safety_setting", "add_watermark")
-
 AspectRatio = Literal["1:1", "16:9", "9:16", "4:3", "3:4"]
+ASPECT_RATIOS = get_args(AspectRatio)
+# Options sent only when given: the preview's negative prompt, and the
+# newer models' controls.
+OPTIONAL_FIELDS = (
+    "negative_prompt",
+    "enhance_prompt",
+    "person_generation",
+    "safety_setting",
+    "add_watermark",
+)
 
 
 class _Options(llm.Options):
@@ -125,13 +131,6 @@ SPECS = (
     ),
 )
 SPECS_BY_ID = {spec.model_id: spec for spec in SPECS}
-REQUEST_FIELDS = (
-    "aspect_ratio",
-    "num_images",
-    "seed",
-    "negative_prompt",
-    *CONTROLS,
-)
 
 
 def draw_seed() -> int:
@@ -155,9 +154,9 @@ def build_request(spec: Spec, prompt: str, options: _Options) -> dict[str, Any]:
         "num_images": options.num_images or 1,
         "seed": draw_seed() if options.seed is None else options.seed,
     }
-    for name in REQUEST_FIELDS:
+    for name in OPTIONAL_FIELDS:
         value = getattr(options, name, None)
-        if value is not None and name not in body:
+        if value is not None:
             body[name] = value
     if spec.inline:
         body["convert_base64_to_url"] = False
