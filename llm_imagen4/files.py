@@ -129,11 +129,16 @@ def _nearest_existing(path: Path) -> Path:
 
 
 def _check_writable(folder: Path, shown: str) -> None:
+    """Check that the folder, or the nearest one of its parents that exists,
+    takes a new file: by making one, at once removed, as permissions alone
+    do not tell (a read-only or special file system, root)."""
     existing = _nearest_existing(folder)
     if not existing.is_dir():
         raise SaveError(f"Cannot save to {shown}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise SaveError(f"Cannot save to {shown}: {existing} is not writable")
+    try:
+        tempfile.TemporaryFile(dir=existing, prefix=".imagen4-").close()
+    except OSError:
+        raise SaveError(f"Cannot save to {shown}: {existing} is not writable") from None
 
 
 @dataclass

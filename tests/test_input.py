@@ -1,5 +1,7 @@
 """Bad input: a clear error, a non-zero exit, nothing sent, nothing written."""
 
+import os
+
 import pytest
 
 from .fake_api import KEY
@@ -233,3 +235,13 @@ def test_an_answer_without_images(fake, llm_cli):
     assert result.exit_code == 1
     assert "The API answered without any image" in result.output
     assert list(fake.work.iterdir()) == []
+
+
+@pytest.mark.skipif(
+    not os.path.isdir("/sys"), reason="needs /sys, where even root makes no files"
+)
+def test_output_folder_that_cannot_be_written(fake, llm_cli):
+    result = llm_cli("imagen4", "a", "-o", "/sys/imagen4-out")
+    assert result.exit_code == 1
+    assert "Cannot save to /sys/imagen4-out: /sys is not writable" in result.output
+    assert fake.state.requests == []
