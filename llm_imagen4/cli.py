@@ -486,7 +486,9 @@ def show(generation_id: str, json_: bool) -> None:
 
 
 @imagen4.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False)
+)
 @click.option("json_", "--json", is_flag=True, help="Print a JSON array")
 def inspect(files: tuple[str, ...], json_: bool) -> None:
     """Print how images were made, from the provenance written into them.
