@@ -1,6 +1,8 @@
 """`llm imagen4 batch`: formats, resuming, pacing, budget, dry run, Ctrl-C."""
 
 import json
+import os
+import pty
 import signal
 import subprocess
 import sys
@@ -263,3 +265,30 @@ def test_ctrl_c_finishes_the_rows_in_flight(fake, logs_db):
     assert len(out.decode().splitlines()) == 2
     assert len(fake.generations) == 2
     assert [r["status"] for r in image_rows(logs_db)] == ["saved", "saved"]
+
+
+def test_a_progress_bar_only_on_a_terminal(fake, llm_cli):
+    path = write(fake, "bar.txt", "one\ntwo\n")
+    assert "Generating" not in llm_cli("imagen4", "batch", path).stderr
+    main, secondary = pty.openpty()
+    proc = subprocess.run(
+        [sys.executable, "-m", "llm", "imagen4", "batch", path, "--redo"],
+        cwd=fake.work,
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        timeout=60,
+    )
+    os.close(secondary)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main)
+    assert proc.returncode == 0
+    assert b"Generating" in shown and b"100%" in shown
+    assert len(proc.stdout.splitlines()) == 2
