@@ -250,3 +250,16 @@ def test_open_shows_the_saved_images(fake, llm_cli, monkeypatch):
     result = llm_cli("imagen4", "two", "-n", "2", "--open")
     assert result.exit_code == 0
     assert opened == result.stdout.splitlines()
+
+
+@pytest.mark.parametrize("status", [200, 201, 202, 299])
+def test_any_2xx_is_success(fake, llm_cli, status):
+    import base64
+
+    from .fake_api import png
+
+    image = base64.b64encode(png(1024, 1024)).decode()
+    fake.plan_api(status=status, body={"data": [{"url": None, "b64_json": image}]})
+    result = llm_cli("imagen4", "any success")
+    assert result.exit_code == 0, result.output
+    assert png_size(result.stdout.strip()) == (1024, 1024)
