@@ -308,7 +308,7 @@ class Journal:
 def mark_saved(
     db: sqlite_utils.Database, turn_id: str, position: int, saved: Any
 ) -> None:
-    with db.conn:
+    with transaction(db):
         db.execute(
             "UPDATE imagen4_images SET status = 'saved', error = NULL, path = ?,"
             " sha256 = ?, bytes = ?, width = ?, height = ?, content_type = ?"
