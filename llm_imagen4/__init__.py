@@ -5,10 +5,11 @@ import llm
 
 @llm.hookimpl
 def register_models(register):
-    from .models import SPECS, AsyncImagen4, Imagen4
+    from .models import AsyncImagen4Model, Imagen4Model
+    from .specs import SPECS
 
     for spec in SPECS:
-        register(Imagen4(spec), AsyncImagen4(spec))
+        register(Imagen4Model(spec), AsyncImagen4Model(spec))
 
 
 @llm.hookimpl
@@ -16,3 +17,10 @@ def register_commands(cli):
     from .cli import imagen4
 
     cli.add_command(imagen4)
+
+
+@llm.hookimpl
+def register_tools(register):
+    from .tool import Imagen4
+
+    register(Imagen4)

@@ -1,39 +1,57 @@
-"""The AI/ML API client: one POST per generation, retried only while no image
-can have been paid for, and both documented response shapes."""
+"""The AI/ML API client: one POST a generation, retried only while no image
+can have been paid for; every shape of answer the API is documented to give;
+the image host; and the API's own log of requests, which tells whether a
+request whose answer was lost succeeded and what it cost.
+
+The key goes in the ``Authorization`` header to the base URL and nowhere
+else: the API client never follows a redirect, and the image client never
+has the key."""
 
 from __future__ import annotations
 
 import contextvars
 import email.utils
 import functools
+import json
+import math
 import os
 import random
-import sys
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx2
 import llm
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from . import specs
+from .terminal import notify, scrub
 
 DEFAULT_BASE_URL = "https://api.aimlapi.com"
 GENERATIONS_PATH = "/v1/images/generations"
+LOGS_PATH = "/v2/logs"
+MODELS_PATH = "/v1/models"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-DEFAULT_ATTEMPTS = 4
 BACKOFF_BASE = 1.0
 # The longest wait between two attempts. A server that asks for longer ends
 # the attempt, with a message that says when to try again.
 BACKOFF_CAP = 60.0
 CONNECT_TIMEOUT = 10.0
-# Generation can take a minute or more on the ultra model.
-GENERATE_TIMEOUT = 300.0
-DOWNLOAD_TIMEOUT = 120.0
+# Each image's download, retries included.
+DOWNLOAD_DEADLINE = 120.0
 DOWNLOAD_ATTEMPTS = 3
-DOWNLOAD_BACKOFF = 0.5
-T = TypeVar("T")
+DOWNLOAD_BACKOFF = 0.2
+MAX_REDIRECTS = 5
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+# Four inline images of the largest size, base64, with room to spare.
+MAX_ANSWER_BYTES = 4 * MAX_IMAGE_BYTES
+CHUNK = 65536
 KEY_HELP = "set one with 'llm keys set aimlapi' or the AIMLAPI_KEY environment variable"
+OUT_OF_CREDITS = "err_insufficent_credits"  # sic, as the API spells it
+T = TypeVar("T")
 
 
 class ApiError(llm.ModelError):
@@ -41,64 +59,19 @@ class ApiError(llm.ModelError):
 
 
 class UnknownOutcome(ApiError):
-    """The request went out and no answer came back: the image may be paid for."""
+    """The request went out and no whole answer came back."""
+
+    def __init__(self, message: str, client_request_id: str):
+        super().__init__(message)
+        self.client_request_id = client_request_id
 
 
-@dataclass
-class ImageRef:
-    position: int
-    url: str | None = None
-    b64_json: str | None = None
+class DownloadError(ApiError):
+    """An image could not be fetched; another try may work."""
 
 
-@dataclass
-class Generation:
-    images: list[ImageRef]
-    seed: int | None = None
-    credits_used: float | None = None
-
-
-class Pacer:
-    """Pacing shared by the requests of a batch. A 429, or any answer with a
-    Retry-After, halves how many requests may be in flight and holds every
-    request back until the wait is over; each success adds one back, up to
-    the most allowed."""
-
-    def __init__(
-        self,
-        most: int,
-        *,
-        now: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-        notify: Callable[[str], None] | None = None,
-    ):
-        self.most = self.limit = most
-        self.not_before = 0.0
-        self.now, self.sleep = now, sleep
-        self.notify = notify or (lambda line: None)
-        self._lock = threading.Lock()
-
-    def before_send(self) -> None:
-        while (wait := self.not_before - self.now()) > 0:
-            self.sleep(wait)
-
-    def slow_down(self, delay: float) -> None:
-        with self._lock:
-            self.not_before = max(self.not_before, self.now() + delay)
-            limit = max(1, self.limit // 2)
-            if limit < self.limit:
-                self.notify(f"Slowing down to {limit} requests in flight")
-            self.limit = limit
-
-    def succeeded(self) -> None:
-        with self._lock:
-            self.limit = min(self.most, self.limit + 1)
-
-
-# The pacer of the batch this thread's request belongs to, if any.
-PACER: contextvars.ContextVar[Pacer | None] = contextvars.ContextVar(
-    "imagen4_pacer", default=None
-)
+class Refused(DownloadError):
+    """An image that will not be saved however often it is fetched."""
 
 
 def base_url() -> str:
@@ -108,36 +81,232 @@ def base_url() -> str:
     return url
 
 
-def parse_generation(payload: Any) -> Generation:
-    """Read either documented shape: ``images[]`` with a top-level ``seed``, or
-    ``data[]`` with ``url``/``b64_json`` and ``meta.usage.credits_used``."""
+def clean_key(key: str | None) -> str:
+    """The key as it is sent: without surrounding whitespace, which a key
+    read from a file often carries, and only printable ASCII, as a header
+    can hold. A bad key is named, never shown."""
+    if not key or not key.strip():
+        raise ApiError(f"No AI/ML API key: {KEY_HELP}")
+    key = key.strip()
+    if not all(0x21 <= ord(char) <= 0x7E for char in key):
+        raise ApiError(
+            "The AI/ML API key has a character no key has (a space, a control "
+            f"character or a non-ASCII letter): {KEY_HELP}"
+        )
+    return key
+
+
+def client_request_id(generation_id: str) -> str:
+    """The ``X-Client-Request-Id`` of a generation: 1 to 128 characters of
+    ``[A-Za-z0-9._:-]``, or the API drops it."""
+    return ("llm-imagen4:" + re.sub(r"[^A-Za-z0-9._:-]", "-", generation_id))[:128]
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- answers ------------------------------------------------------------------
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+class _Tolerant(BaseModel):
+    """A part of an answer: unknown fields ignored, and a field of the wrong
+    type read as absent rather than failing the whole answer."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class ImageItem(_Tolerant):
+    url: Any = None
+    b64_json: Any = None
+    # The prompt the image was made from, after enhance_prompt rewrote it.
+    prompt: Any = None
+    revised_prompt: Any = None
+
+
+class Usage(_Tolerant):
+    credits_used: Any = None
+    tokens_used: Any = None
+    usd_spent: Any = None
+
+
+class ErrorObject(_Tolerant):
+    name: Any = None
+    message: Any = None
+    data: Any = None
+
+    def line(self) -> str:
+        message = self.message
+        if isinstance(message, list):
+            message = "; ".join(str(item) for item in message)
+        kind = self.data.get("kind") if isinstance(self.data, dict) else None
+        text = _one_line(str(message or self.name or "an error"))
+        if kind == OUT_OF_CREDITS:
+            return f"The AI/ML API account is out of credits ({text})"
+        return text + (f" ({kind})" if isinstance(kind, str) else "")
+
+
+class AnswerBody(_Tolerant):
+    images: list[Any] | None = None
+    data: list[Any] | None = None
+    seed: Any = None
+    meta: Any = None
+    error: Any = None
+
+    @field_validator("images", "data", mode="before")
+    @classmethod
+    def _list(cls, value: Any) -> Any:
+        return value if isinstance(value, list) else None
+
+
+@dataclass
+class ImageRef:
+    position: int
+    url: str | None = None
+    b64_json: str | None = None
+    enhanced_prompt: str | None = None
+    # Why the API's entry for this image cannot be used, if it cannot.
+    problem: str | None = None
+
+
+@dataclass
+class Answer:
+    images: list[ImageRef]
+    seed: int | None = None
+    credits_used: float | None = None
+    usd_spent: float | None = None
+    inference_id: str | None = None
+
+
+def _image(position: int, item: Any) -> ImageRef:
+    if not isinstance(item, dict):
+        return ImageRef(position, problem="the API's entry for it is not an object")
+    try:
+        parsed = ImageItem.model_validate(item)
+    except ValidationError:
+        return ImageRef(position, problem="the API's entry for it is not readable")
+    url = parsed.url if isinstance(parsed.url, str) and parsed.url else None
+    b64 = (
+        parsed.b64_json
+        if isinstance(parsed.b64_json, str) and parsed.b64_json
+        else None
+    )
+    enhanced = next(
+        (p for p in (parsed.prompt, parsed.revised_prompt) if isinstance(p, str) and p),
+        None,
+    )
+    problem = None
+    if url is None and b64 is None:
+        problem = (
+            "the API gave no usable URL"
+            if parsed.url is not None
+            else "the API answered with no image"
+        )
+    return ImageRef(position, url, b64, enhanced, problem)
+
+
+def parse_answer(payload: Any, headers: httpx2.Headers | dict[str, str]) -> Answer:
+    """Read any documented answer: ``images[]`` with a top-level ``seed``, or
+    ``data[]`` with ``url``/``b64_json`` (and the rewritten ``prompt``), or
+    both with one empty; the cost from ``meta.usage`` (``credits_used``,
+    ``tokens_used``, ``usd_spent``) or else the ``x-aimlapi-*`` headers. An
+    ``error`` object, even in a 2xx answer, is an ApiError."""
+    headers = httpx2.Headers(headers)
     if not isinstance(payload, dict):
         raise ApiError("The API answered with something that is not a JSON object")
-    images = payload.get("images")
-    data = payload.get("data")
-    if not images and not data:
-        raise ApiError("The API answered without any image (was the prompt filtered?)")
-    if isinstance(images, list):
-        images = [
-            ImageRef(i, url=item.get("url"))
-            for i, item in enumerate(images)
-            if isinstance(item, dict)
-        ]
-        seed = payload.get("seed")
-        return Generation(images, seed=seed if isinstance(seed, int) else None)
-    if isinstance(data, list):
-        images = [
-            ImageRef(i, url=item.get("url"), b64_json=item.get("b64_json"))
-            for i, item in enumerate(data)
-            if isinstance(item, dict)
-        ]
-        usage = (payload.get("meta") or {}).get("usage") or {}
-        credits = usage.get("credits_used")
-        return Generation(
-            images,
-            credits_used=credits if isinstance(credits, (int, float)) else None,
+    body = AnswerBody.model_validate(payload)
+    if body.error is not None:
+        error = ErrorObject.model_validate(
+            body.error if isinstance(body.error, dict) else {"message": body.error}
         )
-    raise ApiError("The API answered in a shape this plugin does not know")
+        raise ApiError(f"The AI/ML API refused the request: {error.line()}")
+    items = body.data or body.images or []
+    if not items:
+        raise ApiError("The API answered without any image (was the prompt filtered?)")
+    usage = Usage()
+    if isinstance(body.meta, dict) and isinstance(body.meta.get("usage"), dict):
+        usage = Usage.model_validate(body.meta["usage"])
+    credits = _finite(usage.credits_used)
+    if credits is None:
+        credits = _finite(usage.tokens_used)
+    if credits is None:
+        credits = _finite(headers.get("x-aimlapi-credits-used"))
+    usd = _finite(usage.usd_spent)
+    if usd is None:
+        usd = _finite(headers.get("x-aimlapi-usd-spent"))
+    seed = body.seed
+    valid_seed = (
+        isinstance(seed, int)
+        and not isinstance(seed, bool)
+        and 0 <= seed <= specs.SEED_MAX
+    )
+    return Answer(
+        images=[_image(position, item) for position, item in enumerate(items)],
+        seed=seed if valid_seed else None,
+        credits_used=credits,
+        usd_spent=usd,
+        inference_id=headers.get("x-inference-id"),
+    )
+
+
+def _json(content: bytes) -> Any:
+    """The JSON value of a body, or None. A number JSON cannot hold (NaN,
+    infinity) makes it not JSON."""
+    try:
+        return json.loads(
+            content.decode("utf-8", "replace"), parse_constant=_no_constant
+        )
+    except (ValueError, RecursionError):
+        return None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def error_message(response: httpx2.Response, body: bytes) -> str:
+    """One line from an error answer: status, the server's message (a list
+    of messages joined), its requestId."""
+    message, request_id = "", None
+    payload = _json(body)
+    if isinstance(payload, dict):
+        raw = payload.get("message")
+        if raw is None and isinstance(payload.get("error"), dict):
+            raw = ErrorObject.model_validate(payload["error"]).line()
+        elif raw is None:
+            raw = payload.get("error")
+        if isinstance(raw, list):
+            raw = "; ".join(str(item) for item in raw)
+        message = str(raw or "")
+        request_id = payload.get("requestId")
+    else:
+        message = body.decode("utf-8", "replace")
+    line = f"AI/ML API error {response.status_code}"
+    if message := _one_line(message):
+        line += f": {message}"
+    if isinstance(request_id, str):
+        line += f" (requestId {_one_line(request_id, 80)})"
+    if response.status_code == 401:
+        line += f" - check your key: {KEY_HELP}"
+    return line
+
+
+# -- waiting ------------------------------------------------------------------
+
+
+class WaitTooLong(ApiError):
+    pass
 
 
 def retry_delay(
@@ -149,154 +318,319 @@ def retry_delay(
 ) -> float:
     """Seconds to wait before the next attempt: what the server asked for
     (``retry-after-ms``, ``Retry-After`` in seconds or as an HTTP date), or
-    else capped exponential backoff with jitter."""
+    else capped exponential backoff with jitter. A wait that is not a finite
+    number of seconds counts as too long."""
     headers = httpx2.Headers(headers)
+    asked = None
     if (ms := headers.get("retry-after-ms")) is not None:
         try:
-            return max(0.0, float(ms) / 1000)
+            asked = float(ms) / 1000
         except ValueError:
             pass
-    if (value := headers.get("retry-after")) is not None:
+    if asked is None and (value := headers.get("retry-after")) is not None:
         try:
-            return max(0.0, float(value))
+            asked = float(value)
         except ValueError:
             try:
                 when = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, IndexError, OverflowError):
                 when = None
             if when is not None and when.tzinfo is not None:
-                return max(0.0, when.timestamp() - now())
+                asked = when.timestamp() - now()
+    if asked is not None:
+        return max(0.0, asked) if math.isfinite(asked) else math.inf
     backoff = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))
     return backoff * (0.5 + rng() / 2)
 
 
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def error_message(response: httpx2.Response) -> str:
-    """One line from an error answer: status, the server's message, requestId."""
-    message, request_id = "", None
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        raw = body.get("message") or body.get("error") or ""
-        if isinstance(raw, dict):
-            raw = raw.get("message") or ""
-        message = raw if isinstance(raw, str) else str(raw)
-        request_id = body.get("requestId")
-    elif response.text:
-        message = response.text
-    line = f"AI/ML API error {response.status_code}"
-    if message := _one_line(message):
-        line += f": {message}"
-    if request_id:
-        line += f" (requestId {request_id})"
-    if response.status_code == 401:
-        line += f" - check your key: {KEY_HELP}"
-    return line
-
-
-def notify(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-class ApiClient:
-    """Sends a generation request to the AI/ML API. The key goes in the
-    ``Authorization`` header to the base URL and nowhere else; redirects are
-    not followed, so it cannot be carried to another host."""
+class Pacer:
+    """Pacing shared by the requests of a batch. A 429, or any answer with a
+    Retry-After, halves how many requests may be in flight and holds every
+    request back until the wait is over, each with a jitter of its own so
+    that they do not all wake at once; each success adds one back."""
 
     def __init__(
         self,
-        key: str,
+        most: int,
         *,
-        attempts: int = DEFAULT_ATTEMPTS,
-        timeout: float = GENERATE_TIMEOUT,
+        now: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        rng: Callable[[], float] = random.random,
         notify: Callable[[str], None] = notify,
     ):
-        self.url = base_url() + GENERATIONS_PATH
-        self.attempts = attempts
-        self.sleep = sleep
-        self.notify = notify
-        self._headers = {"Authorization": f"Bearer {key}"}
-        self._timeout = httpx2.Timeout(timeout, connect=CONNECT_TIMEOUT)
+        self.most = self.limit = most
+        self.not_before = 0.0
+        self.spread = 0.0
+        self.now, self.sleep, self.rng, self.notify = now, sleep, rng, notify
+        self._lock = threading.Lock()
 
-    def generate(self, body: dict[str, Any]) -> Generation:
+    def before_send(self) -> None:
+        jitter = self.rng() * self.spread
+        while (wait := self.not_before + jitter - self.now()) > 0:
+            self.sleep(wait)
+
+    def slow_down(self, delay: float) -> None:
+        with self._lock:
+            self.not_before = max(self.not_before, self.now() + delay)
+            self.spread = min(2.0, max(0.05, delay / 4))
+            limit = max(1, self.limit // 2)
+            if limit < self.limit:
+                self.notify(f"Slowing down to {limit} requests in flight")
+            self.limit = limit
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self.limit = min(self.most, self.limit + 1)
+
+
+# The pacer of the batch this request belongs to, if any.
+PACER: contextvars.ContextVar[Pacer | None] = contextvars.ContextVar(
+    "imagen4_pacer", default=None
+)
+
+
+# -- the API --------------------------------------------------------------------
+
+
+@functools.cache
+def api_client() -> httpx2.Client:
+    """One client a process: a new one costs some 20 ms of loading
+    certificates, and a shared one keeps its connections. The key is given
+    per request, and redirects are never followed."""
+    return httpx2.Client(follow_redirects=False)
+
+
+@dataclass
+class ApiClient:
+    key: str
+    attempts: int = specs.DEFAULT_ATTEMPTS
+    # Seconds for the whole answer, retries and waits included.
+    timeout: float = specs.DEFAULT_TIMEOUT
+    sleep: Callable[[float], None] = time.sleep
+    notify: Callable[[str], None] = notify
+    http: httpx2.Client = field(default_factory=api_client)
+
+    def _headers(self, request_id: str | None = None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.key}"}
+        if request_id:
+            headers["X-Client-Request-Id"] = request_id
+        return headers
+
+    def _error(self, text: str) -> str:
+        return scrub(text, self.key)
+
+    def generate(self, body: dict[str, Any], request_id: str) -> Answer:
+        """Send one generation, retrying while nothing can have been paid for:
+        a refused connection, or an answer of 429 or 5xx. Every attempt
+        carries the same body and ``request_id``."""
+        url = base_url() + GENERATIONS_PATH
+        deadline = time.monotonic() + self.timeout
         pacer = PACER.get()
         for attempt in range(1, self.attempts + 1):
             last = attempt == self.attempts
             if pacer:
                 pacer.before_send()
-            try:
-                response = api_client().post(
-                    self.url,
-                    json=body,
-                    headers=self._headers,
-                    timeout=self._timeout,
-                    follow_redirects=False,
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ApiError(
+                    f"No answer from the API within {self.timeout:g} s "
+                    "(--timeout); nothing more was sent"
                 )
+            try:
+                status, headers, content = self._post(url, body, request_id, remaining)
             except (httpx2.ConnectError, httpx2.ConnectTimeout) as ex:
                 # Nothing reached the server: safe to send again.
-                if last:
-                    raise ApiError(
-                        f"Could not connect to {self.url}: {_one_line(str(ex))}"
-                    ) from None
-                self._wait(
-                    attempt,
-                    retry_delay(attempt, {}),
-                    f"could not connect ({type(ex).__name__})",
+                reason = self._error(
+                    f"could not connect to {url}: {_one_line(str(ex))}"
                 )
+                if last:
+                    raise ApiError(reason[0].upper() + reason[1:]) from None
+                self._wait(attempt, retry_delay(attempt, {}), reason, deadline)
                 continue
-            except httpx2.TimeoutException:
+            except (httpx2.TimeoutException, _Deadline):
                 raise UnknownOutcome(
-                    f"No answer from {self.url} within the timeout; the image may "
-                    "have been generated and charged. Check your AI/ML API account "
-                    "before trying again, or raise --timeout"
+                    f"No whole answer from the API within {self.timeout:g} s "
+                    "after the request was sent",
+                    request_id,
                 ) from None
-            except httpx2.TransportError as ex:
+            except httpx2.HTTPError as ex:
                 raise UnknownOutcome(
-                    f"The connection to {self.url} failed after the request was "
-                    f"sent ({_one_line(str(ex)) or type(ex).__name__}); the image "
-                    "may have been charged. Check your account before trying again"
+                    self._error(
+                        "The connection to the API failed after the request was "
+                        f"sent ({_one_line(str(ex)) or type(ex).__name__})"
+                    ),
+                    request_id,
                 ) from None
-            if response.is_success:
+            response = httpx2.Response(status, headers=headers)
+            if 200 <= status < 300:
                 if pacer:
                     pacer.succeeded()
-                try:
-                    payload = response.json()
-                except ValueError:
+                payload = _json(content)
+                if payload is None:
                     raise ApiError(
-                        f"The API answered {response.status_code} with a body "
-                        "that is not JSON"
-                    ) from None
-                return parse_generation(payload)
-            retryable = response.status_code in RETRY_STATUSES
-            delay = retry_delay(attempt, response.headers) if retryable else 0.0
-            if pacer and (
-                response.status_code == 429 or "retry-after" in response.headers
-            ):
+                        f"The API answered {status} with a body that is not JSON"
+                    )
+                try:
+                    return parse_answer(payload, headers)
+                except ApiError as ex:
+                    raise ApiError(self._error(str(ex))) from None
+            retryable = status in RETRY_STATUSES
+            delay = retry_delay(attempt, headers) if retryable else 0.0
+            if pacer and (status == 429 or "retry-after" in headers):
                 pacer.slow_down(min(delay, BACKOFF_CAP))
+            message = self._error(error_message(response, content))
             if retryable and not last:
-                self._wait(attempt, delay, error_message(response))
+                self._wait(attempt, delay, message, deadline)
                 continue
-            raise ApiError(error_message(response))
+            if status == 400 and (why := specs.explain_refusal(body["model"], message)):
+                message += f" - {why}"
+            raise ApiError(message)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _wait(self, attempt: int, delay: float, reason: str) -> None:
+    def _post(
+        self, url: str, body: dict[str, Any], request_id: str, remaining: float
+    ) -> tuple[int, httpx2.Headers, bytes]:
+        """POST and read the whole answer by the deadline, however slowly it
+        arrives."""
+        deadline = time.monotonic() + remaining
+        timeout = httpx2.Timeout(remaining, connect=min(CONNECT_TIMEOUT, remaining))
+        with self.http.stream(
+            "POST",
+            url,
+            json=body,
+            headers=self._headers(request_id),
+            timeout=timeout,
+            follow_redirects=False,
+        ) as response:
+            content = bytearray()
+            for chunk in response.iter_bytes():
+                content += chunk
+                if time.monotonic() > deadline:
+                    raise _Deadline
+                if len(content) > MAX_ANSWER_BYTES:
+                    raise ApiError("The API's answer is larger than any answer can be")
+            return response.status_code, response.headers, bytes(content)
+
+    def _wait(self, attempt: int, delay: float, reason: str, deadline: float) -> None:
         if delay > BACKOFF_CAP:
+            when = (
+                " after "
+                + time.strftime("%H:%M:%S", time.localtime(time.time() + delay))
+                if math.isfinite(delay) and delay < 86400 * 365
+                else " much later"
+            )
+            raise WaitTooLong(
+                f"{reason}; the server asked to wait too long: try again{when}"
+            )
+        if time.monotonic() + delay > deadline:
             raise ApiError(
-                f"{reason}; the server asked to wait {delay:.0f} s: "
-                f"try again after {time.strftime('%H:%M:%S', time.localtime(time.time() + delay))}"
+                f"{reason}; no time left to try again within {self.timeout:g} s "
+                "(--timeout)"
             )
         self.notify(
             f"{reason}; retrying in {delay:.1f} s "
             f"(attempt {attempt + 1} of {self.attempts})"
         )
         self.sleep(delay)
+
+    def lookup(self, request_id: str) -> LogEntry | None:
+        """The API's own record of the request with this client request id,
+        or None when its log does not have it (yet)."""
+        try:
+            response = self.http.get(
+                base_url() + LOGS_PATH,
+                params={"client_request_id": request_id},
+                headers=self._headers(),
+                timeout=httpx2.Timeout(30, connect=CONNECT_TIMEOUT),
+            )
+        except httpx2.HTTPError as ex:
+            raise ApiError(
+                self._error(f"Could not ask the API's log: {_one_line(str(ex))}")
+            ) from None
+        if not response.is_success:
+            raise ApiError(self._error(error_message(response, response.content)))
+        try:
+            payload = response.json()
+        except ValueError:
+            raise ApiError(
+                "The API's log answered with something that is not JSON"
+            ) from None
+        entries = (
+            payload.get("data", payload.get("logs"))
+            if isinstance(payload, dict)
+            else payload
+        )
+        for item in entries if isinstance(entries, list) else []:
+            if isinstance(item, dict) and item.get("client_request_id") == request_id:
+                cost = item.get("cost") if isinstance(item.get("cost"), dict) else {}
+                return LogEntry(
+                    status=str(item.get("status") or "unknown"),
+                    credits=_finite(cost.get("credits")),
+                    usd=_finite(cost.get("usd")),
+                    inference_id=item.get("inference_id")
+                    if isinstance(item.get("inference_id"), str)
+                    else None,
+                )
+        return None
+
+
+class _Deadline(Exception):
+    """The answer did not arrive whole by the deadline."""
+
+
+@dataclass
+class LogEntry:
+    status: str  # succeeded or failed
+    credits: float | None
+    usd: float | None
+    inference_id: str | None
+
+    def line(self) -> str:
+        if self.status == "failed":
+            return "the API's log says it failed, and failed requests cost nothing"
+        cost = describe_cost(self.credits, self.usd)
+        return f"the API's log says it {self.status}" + (
+            f", costing {cost}" if cost else ""
+        )
+
+
+def describe_cost(credits: float | None, usd: float | None) -> str:
+    parts = []
+    if credits is not None:
+        parts.append(f"{credits:g} credits")
+    if usd is not None:
+        parts.append(f"${usd:.4f}")
+    return " / ".join(parts)
+
+
+def served_models() -> dict[str, set[str]]:
+    """Each model id the API serves now, with its aliases. The list needs no
+    key, and nothing else is sent."""
+    url = base_url() + MODELS_PATH
+    try:
+        response = api_client().get(
+            url, timeout=httpx2.Timeout(30, connect=CONNECT_TIMEOUT)
+        )
+        response.raise_for_status()
+        payload = response.json()
+    except (httpx2.HTTPError, ValueError) as ex:
+        raise ApiError(
+            f"Could not list the API's models: {_one_line(str(ex))}"
+        ) from None
+    items = payload.get("data") if isinstance(payload, dict) else payload
+    served: dict[str, set[str]] = {}
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("id"), str):
+            aliases = item.get("aliases")
+            served[item["id"]] = {
+                alias
+                for alias in (aliases if isinstance(aliases, list) else [])
+                if isinstance(alias, str)
+            }
+    return served
+
+
+# -- the image host ---------------------------------------------------------------
 
 
 def check_image_url(url: str) -> None:
@@ -306,60 +640,88 @@ def check_image_url(url: str) -> None:
         ("https://",) if base_url().startswith("https://") else ("https://", "http://")
     )
     if not url.startswith(allowed):
-        raise ApiError(f"Refusing to fetch an image from {_one_line(url, 100)}")
+        raise Refused(f"Refusing to fetch an image from {_one_line(url, 100)}")
 
 
 def _check_scheme(request: httpx2.Request) -> None:
     check_image_url(str(request.url))
 
 
-# One client a process for each host: a new client costs some 20 ms of loading
-# certificates, and a shared one keeps its connections for the next request.
-# Neither carries the key.
-
-
-@functools.cache
-def api_client() -> httpx2.Client:
-    """The key is given per request, and redirects are never followed, so it
-    cannot be carried to another host."""
-    return httpx2.Client(follow_redirects=False)
-
-
 @functools.cache
 def image_client() -> httpx2.Client:
     """Every request, redirects included, is checked by check_image_url."""
     return httpx2.Client(
-        timeout=httpx2.Timeout(DOWNLOAD_TIMEOUT, connect=CONNECT_TIMEOUT),
         follow_redirects=True,
+        max_redirects=MAX_REDIRECTS,
         event_hooks={"request": [_check_scheme]},
     )
 
 
 def fetch_image(
-    client: httpx2.Client,
     url: str,
     save: Callable[[Iterator[bytes]], T],
+    *,
+    deadline: float = DOWNLOAD_DEADLINE,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """Stream one image to ``save``, trying again a few times when the
-    download, not the generation, fails."""
+    download fails in a way another try may mend, all within ``deadline``
+    seconds. ``save`` raises DownloadError for bytes worth another try (a
+    cut-off image), Refused for bytes that never will be."""
     check_image_url(url)
+    client = image_client()
+    end = time.monotonic() + deadline
+    error: DownloadError = DownloadError(
+        f"the download took longer than {deadline:g} s"
+    )
+    wait = 0.0
     for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
         if attempt > 1:
-            sleep(DOWNLOAD_BACKOFF * (attempt - 1))
-        last = attempt == DOWNLOAD_ATTEMPTS
+            sleep(min(wait, max(0.0, end - time.monotonic())))
+        remaining = end - time.monotonic()
+        if remaining <= 0:
+            break
+        retry, wait = True, DOWNLOAD_BACKOFF * attempt
         try:
-            with client.stream("GET", url) as response:
-                if response.status_code in RETRY_STATUSES and not last:
-                    continue
-                if not response.is_success:
-                    raise ApiError(
-                        f"The image host answered {response.status_code} for {url}"
-                    )
-                return save(response.iter_bytes(65536))
-        except httpx2.TransportError as ex:
-            if last:
-                raise ApiError(
-                    f"Download of {url} failed: {_one_line(str(ex)) or type(ex).__name__}"
-                ) from None
-    raise AssertionError("unreachable")  # pragma: no cover
+            with client.stream(
+                "GET",
+                url,
+                timeout=httpx2.Timeout(
+                    remaining, connect=min(CONNECT_TIMEOUT, remaining)
+                ),
+            ) as response:
+                if response.is_success:
+                    return save(_until(response.iter_bytes(), end))
+                error = DownloadError(f"the image host answered {response.status_code}")
+                retry = response.status_code in RETRY_STATUSES
+                asked = retry_delay(attempt, response.headers, rng=lambda: 0.0)
+                if (
+                    "retry-after" in response.headers
+                    or "retry-after-ms" in response.headers
+                ):
+                    wait = asked
+        except Refused:
+            raise
+        except httpx2.TooManyRedirects:
+            raise DownloadError("the image host redirected in a loop") from None
+        except httpx2.InvalidURL:
+            raise Refused(f"not a valid URL: {_one_line(url, 100)}") from None
+        except DownloadError as ex:
+            error = ex
+        except _Deadline:
+            error = DownloadError(f"the download took longer than {deadline:g} s")
+            break
+        except httpx2.HTTPError as ex:
+            error = DownloadError(
+                f"the download failed: {_one_line(str(ex)) or type(ex).__name__}"
+            )
+        if not retry:
+            break
+    raise error
+
+
+def _until(chunks: Iterator[bytes], end: float) -> Iterator[bytes]:
+    for chunk in chunks:
+        if time.monotonic() > end:
+            raise _Deadline
+        yield chunk

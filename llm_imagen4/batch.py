@@ -1,17 +1,25 @@
-"""Many prompts: reading a batch file, knowing which rows are already done,
-and running the rest with a set number of requests in flight."""
+"""Many prompts: reading a batch file, finishing what an earlier run of it
+left unfinished, skipping rows already done, and running the rest with a set
+number of requests in flight, paced on 429s, within a budget."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import queue
 import signal
+import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import click
+import llm
+
+from . import api, engine, history, journal
+from .terminal import command, dumps, notify, printable
 
 ROW_FIELDS = (
     "prompt",
@@ -32,7 +40,7 @@ class BatchError(Exception):
 class Row:
     number: int  # line number (text, JSONL) or record number (CSV), from 1
     prompt: str = ""
-    model_id: str | None = None
+    model_name: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
@@ -43,7 +51,7 @@ def detect_format(name: str, first_line: str) -> str:
         return "jsonl"
     if lower.endswith(".csv"):
         return "csv"
-    if name == "-" and first_line.lstrip().startswith("{"):
+    if name in ("-", "<stdin>") and first_line.lstrip().startswith("{"):
         return "jsonl"
     return "text"
 
@@ -100,104 +108,302 @@ def _fields(number: int, record: dict[str, Any]) -> Row:
     prompt = record.pop("prompt", None)
     if not isinstance(prompt, str):
         return Row(number, error="no prompt")
-    model_id = record.pop("model", None)
-    return Row(number, prompt=prompt, model_id=model_id, options=record)
+    model_name = record.pop("model", None)
+    return Row(number, prompt=prompt, model_name=model_name, options=record)
 
 
-def request_key(request: dict[str, Any], with_seed: bool) -> str:
-    """What identifies a request when a batch is run again: everything it
+def request_key(request: dict[str, Any], seeded: bool) -> str:
+    """What identifies a row's request when the batch runs again: all it
     sends, and the seed only when the row chose one."""
     return json.dumps(
-        {k: v for k, v in request.items() if with_seed or k != "seed"},
-        sort_keys=True,
+        {k: v for k, v in request.items() if seeded or k != "seed"}, sort_keys=True
     )
 
 
-def done_keys(db: Any) -> set[str]:
-    """Request keys (with and without seed) of the generations in the history
-    whose images were all saved."""
-    keys = set()
-    for (made,) in db.execute(
-        "select provenance from imagen4_images where provenance is not null"
-        " group by turn_id having min(status = 'saved') = 1"
-    ).fetchall():
-        made = json.loads(made)
-        request = {"model": made["api_model"], "prompt": made["prompt"]}
-        request.update(made["options"])
-        keys.add(request_key(request, True))
-        keys.add(request_key(request, False))
-    return keys
+@dataclass
+class Job:
+    """A row checked and ready to send."""
+
+    row: Row
+    model: llm.Model
+    options: dict[str, Any]
+    request: dict[str, Any]
+    seeded: bool
 
 
 @dataclass
-class Outcome:
-    row: Row
-    value: Any = None  # what the task returned
-    error: BaseException | None = None
+class Tally:
+    generated: int = 0
+    recovered: int = 0
+    skipped: int = 0
+    failed: int = 0
+    credits: float = 0.0
+    usd: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class Runner:
-    """Runs tasks in daemon threads, at most ``pacer.limit`` at once, yielding
-    each outcome as it comes. The first Ctrl-C stops starting new tasks and
-    lets those in flight finish; a second one stops at once. ``should_start``
-    is asked before each task starts."""
+class Interrupts:
+    """The first Ctrl-C (or SIGTERM) stops starting rows and lets those in
+    flight finish; a second one stops at once."""
 
-    def __init__(self, pacer: Any, notify: Callable[[str], None]):
-        self.pacer = pacer
-        self.notify = notify
+    def __init__(self) -> None:
         self.stopping = False
-        self._interrupts = 0
 
-    def _on_sigint(self, signum: int, frame: Any) -> None:
-        self._interrupts += 1
-        if self._interrupts > 1:
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.stopping:
             raise KeyboardInterrupt
         self.stopping = True
-        self.notify("Stopping: finishing the rows in flight (Ctrl-C again to stop now)")
+        notify("Stopping: finishing the rows in flight (Ctrl-C again to stop now)")
 
-    def run(
-        self,
-        rows: list[Row],
-        task: Callable[[Row], Any],
-        should_start: Callable[[], bool],
-    ) -> Iterator[Outcome]:
-        done: queue.Queue = queue.Queue()
 
-        def work(row: Row) -> None:
+def run(
+    file: Any,
+    *,
+    options: dict[str, Any],
+    model_name: str,
+    key: str | None,
+    database: Path | None,
+    no_log: bool,
+    jobs: int,
+    fmt: str,
+    redo: bool,
+    max_credits: float | None,
+    max_usd: float | None,
+    dry_run: bool,
+    json_: bool,
+    fail: Callable[[Exception], click.ClickException],
+) -> None:
+    from .commands import log_target
+
+    name = getattr(file, "name", "-")
+    try:
+        rows = read_rows(file.read(), name, fmt)
+    except BatchError as ex:
+        raise click.ClickException(str(ex)) from None
+    if not rows:
+        raise click.ClickException(f"No prompts in {name}")
+    log_to = log_target(database, no_log)
+    tally = Tally()
+
+    def report(row: Row, status: str, **fields: Any) -> None:
+        if json_:
+            click.echo(
+                dumps(
+                    {
+                        "row": row.number,
+                        "prompt": row.prompt,
+                        "status": status,
+                        **fields,
+                    }
+                )
+            )
+        elif status == "failed":
+            notify(f"Row {row.number}: {fields.get('error')}")
+
+    given = {name: value for name, value in options.items() if value is not None}
+    checked: list[Job] = []
+    for row in rows:
+        if row.error is None:
             try:
-                done.put(Outcome(row, value=task(row)))
-            except Exception as ex:
-                done.put(Outcome(row, error=ex))
+                model = engine.resolve(row.model_name or model_name)
+                row_options = {**given, **row.options}
+                run_options, request = engine.check(model, row.prompt, row_options, key)
+                checked.append(
+                    Job(row, model, run_options, request, "seed" in row_options)
+                )
+                continue
+            except llm.ModelError as ex:
+                row.error = fail(ex).message
+        tally.failed += 1
+        report(row, "failed", error=row.error)
+    db = history.open_db(log_to) if log_to and not redo else None
+    todo = []
+    unfinished = {} if redo else _unfinished_by_request()
+    for job in checked:
+        entry_id = unfinished.get(request_key(job.request, job.seeded))
+        if entry_id:
+            if dry_run:
+                notify(
+                    f"Row {job.row.number}: would be finished from the journal ({entry_id})"
+                )
+                tally.recovered += 1
+                continue
+            if _recover(entry_id, job, report):
+                tally.recovered += 1
+                unfinished = {k: v for k, v in unfinished.items() if v != entry_id}
+                continue
+        if db is not None and history.done(db, job.request, job.seeded):
+            tally.skipped += 1
+            report(job.row, "skipped")
+            continue
+        todo.append(job)
+    if dry_run:
+        for job in todo:
+            request = (
+                job.request
+                if job.seeded
+                else {k: v for k, v in job.request.items() if k != "seed"}
+            )
+            click.echo(dumps(request))
+        notify(
+            f"{len(todo)} requests would be sent; {tally.recovered} rows would be "
+            f"finished from the journal, {tally.skipped} rows already done, "
+            f"{tally.failed} rows with errors (a row without a seed gets one when sent)"
+        )
+        if tally.failed:
+            raise click.exceptions.Exit(1)
+        return
+    started, stopped_for = _send(
+        todo, jobs, key, log_to, tally, report, json_, max_credits, max_usd
+    )
+    summary = (
+        f"{len(rows)} rows: {tally.generated} generated, {tally.recovered} recovered, "
+        f"{tally.skipped} skipped (already done), {tally.failed} failed"
+    )
+    not_started = len(todo) - started
+    if not_started:
+        summary += f", {not_started} not started ({stopped_for})"
+    spent = api.describe_cost(tally.credits or None, tally.usd or None)
+    if spent:
+        summary += f"; spent {spent}"
+    notify(summary)
+    if tally.failed or stopped_for == "stopped":
+        raise click.exceptions.Exit(1)
 
-        in_main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, self._on_sigint) if in_main else None
+
+def _unfinished_by_request() -> dict[str, str]:
+    """The journal's unfinished generations that can be finished without
+    paying again, by request key (with and without the seed)."""
+    found: dict[str, str] = {}
+    for entry_id in journal.ids():
+        entry = journal.load(entry_id)
+        if entry is None or entry.record is None:
+            continue
+        found.setdefault(request_key(entry.record.request, True), entry_id)
+        found.setdefault(request_key(entry.record.request, False), entry_id)
+    return found
+
+
+def _recover(entry_id: str, job: Job, report: Callable[..., None]) -> bool:
+    claim = journal.claim(entry_id)
+    if claim is None:
+        return False
+    entry = claim.load()
+    if entry is None or entry.record is None:
+        claim.release()
+        return False
+    result = engine.finish(claim, entry)
+    paths = [str(path) for path in entry.record.saved_paths()]
+    if result.failed:
+        report(job.row, "failed", id=entry_id, paths=paths, error="images not saved")
+    else:
+        report(job.row, "recovered", id=entry_id, paths=paths)
+    return not result.failed
+
+
+def _send(
+    todo: list[Job],
+    jobs: int,
+    key: str | None,
+    log_to: Path | None,
+    tally: Tally,
+    report: Callable[..., None],
+    json_: bool,
+    max_credits: float | None,
+    max_usd: float | None,
+) -> tuple[int, str]:
+    """Run the rows, at most ``jobs`` at once; returns how many were
+    started, and why the others were not."""
+    pacer = api.Pacer(jobs)
+    interrupts = Interrupts()
+    in_flight: dict[int, str] = {}
+    budget: dict[str, str | None] = {"stop": None}
+    started = 0
+
+    def task(job: Job) -> Any:
+        api.PACER.set(pacer)
+        token = engine.LOG_TO.set(log_to)
         try:
-            waiting = list(reversed(rows))
-            in_flight = 0
-
-            def start_more() -> None:
-                nonlocal in_flight
-                while (
-                    waiting
-                    and not self.stopping
-                    and in_flight < self.pacer.limit
-                    and should_start()
-                ):
-                    threading.Thread(
-                        target=work, args=(waiting.pop(),), daemon=True
-                    ).start()
-                    in_flight += 1
-
-            start_more()
-            while in_flight:
-                try:
-                    outcome = done.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-                in_flight -= 1
-                # Keep the requests in flight before handling this outcome.
-                start_more()
-                yield outcome
+            response = job.model.prompt(
+                job.row.prompt, key=key, stream=False, **job.options
+            )
+            in_flight[job.row.number] = response.id
+            response.text()
         finally:
-            if in_main:
-                signal.signal(signal.SIGINT, previous)
+            engine.LOG_TO.reset(token)
+        # Counted here, before the next row may start.
+        spend(engine.record_of(response))
+        return response
+
+    def spend(record: Any) -> None:
+        with tally.lock:
+            tally.credits += record.credits_used or 0
+            tally.usd += record.usd_spent or 0
+            if (max_credits is not None and record.credits_used is None) or (
+                max_usd is not None and record.usd_spent is None
+            ):
+                budget["stop"] = (
+                    "the API reported no cost, so the budget cannot be kept"
+                )
+            elif max_credits is not None and tally.credits >= max_credits:
+                budget["stop"] = "--max-credits reached"
+            elif max_usd is not None and tally.usd >= max_usd:
+                budget["stop"] = "--max-usd reached"
+
+    def should_start() -> bool:
+        return not interrupts.stopping and budget["stop"] is None
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = (
+        {sig: signal.signal(sig, interrupts) for sig in (signal.SIGINT, signal.SIGTERM)}
+        if main
+        else {}
+    )
+    progress = (
+        click.progressbar(length=len(todo), label="Generating", file=sys.stderr)
+        if sys.stderr.isatty()
+        else None
+    )
+    try:
+        for job, outcome in engine.in_threads(
+            todo, task, limit=lambda: pacer.limit, should_start=should_start
+        ):
+            in_flight.pop(job.row.number, None)
+            started += 1
+            if progress:
+                progress.update(1)
+            if isinstance(outcome, BaseException):
+                tally.failed += 1
+                report(job.row, "failed", error=str(outcome) or type(outcome).__name__)
+                continue
+            engine.log(outcome, log_to)
+            record = engine.record_of(outcome)
+            paths = [str(path) for path in record.saved_paths()]
+            if record.unsaved():
+                tally.failed += 1
+                report(
+                    job.row,
+                    "failed",
+                    id=outcome.id,
+                    paths=paths,
+                    error="images not saved",
+                )
+            else:
+                tally.generated += 1
+                report(job.row, "done", id=outcome.id, paths=paths, seed=record.seed)
+            if not json_:
+                for path in paths:
+                    click.echo(printable(path))
+    except KeyboardInterrupt:
+        if in_flight:
+            notify("Stopped at once; these generations may be left to finish:")
+            for generation_id in in_flight.values():
+                notify(f"  {generation_id}")
+            notify("Finish them with: " + command("llm", "imagen4", "download"))
+        raise
+    finally:
+        if progress:
+            progress.render_finish()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return started, "stopped" if interrupts.stopping else (budget["stop"] or "")

@@ -1,36 +1,42 @@
-"""Saving images: where they go, what they are called, and how they are written
-(to a temporary file in the target folder, then linked into a name that is
-free, so no file is ever overwritten or left half-written)."""
+"""Saving images: where they go, what they are called, and how they are
+written. Each image is streamed to a temporary file in its folder, checked to
+be a whole image, given its provenance, and only then linked into the first
+free name, so no file is ever overwritten or left half-written under a real
+name. Files get the mode any new file gets (0666 less the umask)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import re
-import struct
+import secrets
 import tempfile
+import threading
+import time
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import llm
 
-from . import provenance
+from . import images
 
 # A name that fits in any file system's 255-byte limit with room for a suffix.
 SLUG_MAX_BYTES = 80
-DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+PART_PREFIX = ".imagen4-"
+PART_SUFFIX = ".part"
+# Temporary files older than this were left by a process that was killed.
+STALE_PART_SECONDS = 3600
 
 
 class SaveError(llm.ModelError):
     pass
 
 
-class NotAnImage(SaveError):
-    pass
+class TooLarge(ValueError):
+    """An image over the size cap: refused whenever it is fetched."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,18 @@ class SavedFile:
     width: int
     height: int
     content_type: str
+    sidecar: Path | None = None
+    c2pa: bool = False
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A temporary image made ready to be named: the file to link, and the
+    sidecar to write beside it (a function of the image's final path)."""
+
+    path: Path
+    sidecar: Callable[[Path, str], bytes] | None = None
+    c2pa: bool = False
 
 
 def slugify(text: str) -> str:
@@ -62,64 +80,35 @@ def slugify(text: str) -> str:
     return slug or "image"
 
 
-def image_info(head: bytes) -> tuple[str, str, int, int]:
-    """(content type, suffix, width, height) from an image's first bytes, or
-    NotAnImage. PNG, JPEG and WebP are recognised by their magic bytes."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
-        width, height = struct.unpack(">II", head[16:24])
-        return "image/png", ".png", width, height
-    if head.startswith(b"\xff\xd8\xff"):
-        width, height = _jpeg_size(head)
-        return "image/jpeg", ".jpg", width, height
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        width, height = _webp_size(head)
-        return "image/webp", ".webp", width, height
-    raise NotAnImage("The downloaded bytes are not a PNG, JPEG or WebP image")
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int]:
-    i = 2
-    while i + 9 < len(data):
-        if data[i] != 0xFF:
-            i += 1
+def new_file(folder: Path, prefix: str = PART_PREFIX, suffix: str = PART_SUFFIX):
+    """A new temporary file in ``folder``, open for writing, made with the
+    mode any new file gets."""
+    while True:
+        path = folder / f"{prefix}{secrets.token_hex(8)}{suffix}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
             continue
-        marker = data[i + 1]
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-            i += 1 if marker == 0xFF else 2
-            continue
-        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
-            return width, height
-        i += 2 + length
-    return 0, 0
+        return path, os.fdopen(fd, "wb")
 
 
-def _webp_size(data: bytes) -> tuple[int, int]:
-    chunk = data[12:16]
-    if chunk == b"VP8X" and len(data) >= 30:
-        width = int.from_bytes(data[24:27], "little") + 1
-        height = int.from_bytes(data[27:30], "little") + 1
-        return width, height
-    if chunk == b"VP8 " and len(data) >= 30:
-        width, height = struct.unpack("<HH", data[26:30])
-        return width & 0x3FFF, height & 0x3FFF
-    if chunk == b"VP8L" and len(data) >= 25:
-        bits = int.from_bytes(data[21:25], "little")
-        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    return 0, 0
+def write_new(path: Path, data: bytes) -> None:
+    """Write a file that must not exist yet."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
-def _digest(path: Path) -> tuple[str, int]:
+def digest(path: Path) -> tuple[str, int]:
     """The sha256 and size of a file, synced to disk on the way."""
-    digest = hashlib.sha256()
+    sha = hashlib.sha256()
     size = 0
     with open(path, "rb") as f:
         while block := f.read(1024 * 1024):
-            digest.update(block)
+            sha.update(block)
             size += len(block)
         os.fsync(f.fileno())
-    return digest.hexdigest(), size
+    return sha.hexdigest(), size
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -136,9 +125,24 @@ def _check_writable(folder: Path, shown: str) -> None:
     if not existing.is_dir():
         raise SaveError(f"Cannot save to {shown}: {existing} is not a folder")
     try:
-        tempfile.TemporaryFile(dir=existing, prefix=".imagen4-").close()
+        tempfile.TemporaryFile(dir=existing, prefix=PART_PREFIX).close()
     except OSError:
         raise SaveError(f"Cannot save to {shown}: {existing} is not writable") from None
+
+
+def remove_stale_parts(folder: Path, now: float | None = None) -> None:
+    """Remove temporary files that a killed process left in ``folder``."""
+    cutoff = (now or time.time()) - STALE_PART_SECONDS
+    try:
+        leftovers = list(folder.glob(f"{PART_PREFIX}*{PART_SUFFIX}"))
+    except OSError:
+        return
+    for path in leftovers:
+        try:
+            if path.lstat().st_mtime < cutoff:
+                path.unlink()
+        except OSError:
+            pass
 
 
 @dataclass
@@ -148,10 +152,9 @@ class Destination:
 
     folder: Path
     stem: str
-    # The provenance written into each image, or None for none.
-    record: dict[str, Any] | None = None
-    # Temporary files being written now, removed if the process is stopped.
+    # Temporary files being written now, dropped if the process is stopped.
     _partial: set[Path] = field(default_factory=set, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def into(cls, folder: Path, prompt: str, shown: str | None = None) -> Destination:
@@ -185,6 +188,14 @@ class Destination:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as ex:
             raise SaveError(f"Cannot create {self.folder}: {ex.strerror}") from None
+        remove_stale_parts(self.folder)
+
+    def discard_partial(self) -> None:
+        """Remove the temporary files being written now."""
+        with self._lock:
+            for tmp in self._partial:
+                tmp.unlink(missing_ok=True)
+                tmp.with_name(tmp.name + ".meta" + tmp.suffix).unlink(missing_ok=True)
 
     def _names(self, position: int, suffix: str) -> Iterator[Path]:
         if position == 0:
@@ -198,62 +209,88 @@ class Destination:
         self,
         chunks: Iterable[bytes],
         position: int,
-        max_bytes: int = DEFAULT_MAX_BYTES,
+        finish: Callable[[Path, images.ImageType], Finished],
+        max_bytes: int,
     ) -> SavedFile:
-        """Stream chunks to a temporary file beside the target, check that they
-        are an image, add the provenance record (in a PNG, or a sidecar), then
-        link it into the first free name."""
-        record = self.record
-        size = 0
-        head = b""
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=".imagen4-", suffix=".part", dir=self.folder
-        )
-        tmp = Path(tmp_name)
-        self._partial.add(tmp)
+        """Stream chunks to a temporary file, check that they are one whole
+        image, let ``finish`` add its provenance, then link it into the
+        first free name (with its sidecar, if any, claimed the same way)."""
+        tmp, out = new_file(self.folder)
+        made: list[Path] = [tmp]
+        with self._lock:
+            self._partial.add(tmp)
         try:
-            with os.fdopen(fd, "wb") as out:
+            size, head = 0, b""
+            with out:
                 for chunk in chunks:
                     size += len(chunk)
                     if size > max_bytes:
-                        raise SaveError(
-                            f"The image is larger than {max_bytes // (1024 * 1024)} MB; "
-                            "refused"
+                        raise TooLarge(
+                            f"the image is larger than {max_bytes // (1024 * 1024)} MB"
                         )
                     if len(head) < 65536:
                         head += chunk[: 65536 - len(head)]
                     out.write(chunk)
-            content_type, suffix, width, height = image_info(head)
-            in_png = record is not None and provenance.embed_png(
-                tmp, provenance.png_chunks(record, width, height)
-            )
-            digest, size = _digest(tmp)
-            path = self._place(tmp, position, suffix)
+            kind = images.sniff(head)
+            if not images.is_complete(tmp, kind.content_type):
+                raise images.NotAnImage("the image arrived cut off")
+            finished = finish(tmp, kind)
+            if finished.path != tmp:
+                made.append(finished.path)
+            sha256, size = digest(finished.path)
+            path, sidecar = self._place(finished, position, kind.suffix, sha256)
         finally:
-            tmp.unlink(missing_ok=True)
-            self._partial.discard(tmp)
-        if record is not None and not in_png:
-            provenance.write_sidecar(path, record)
-        return SavedFile(path, digest, size, width, height, content_type)
+            for leftover in made:
+                leftover.unlink(missing_ok=True)
+            with self._lock:
+                self._partial.discard(tmp)
+        return SavedFile(
+            path,
+            sha256,
+            size,
+            kind.width,
+            kind.height,
+            kind.content_type,
+            sidecar,
+            finished.c2pa,
+        )
 
-    def discard_partial(self) -> None:
-        for tmp in list(self._partial):
-            tmp.unlink(missing_ok=True)
-
-    def _place(self, tmp: Path, position: int, suffix: str) -> Path:
+    def _place(
+        self, finished: Finished, position: int, suffix: str, sha256: str
+    ) -> tuple[Path, Path | None]:
         for candidate in self._names(position, suffix):
-            try:
-                os.link(tmp, candidate)
-                return candidate
-            except FileExistsError:
+            if not _claim(finished.path, candidate):
                 continue
-            except OSError:
-                # No hard links here (some file systems): reserve the name with
-                # an exclusive create, then move the finished file over it.
-                try:
-                    os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-                except FileExistsError:
-                    continue
-                os.replace(tmp, candidate)
-                return candidate
+            if finished.sidecar is None:
+                return candidate, None
+            sidecar = candidate.with_name(candidate.name + ".json")
+            try:
+                write_new(sidecar, finished.sidecar(candidate, sha256))
+            except FileExistsError:
+                # The sidecar's name is taken: the image moves on with it.
+                candidate.unlink()
+                continue
+            return candidate, sidecar
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _claim(tmp: Path, candidate: Path) -> bool:
+    """Give ``tmp`` the name ``candidate`` if that name is free."""
+    try:
+        os.link(tmp, candidate)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:
+        # No hard links here (some file systems): reserve the name with an
+        # exclusive create, then move a copy of the finished file over it.
+        try:
+            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            return False
+        copy = candidate.with_name(candidate.name + PART_SUFFIX)
+        with open(tmp, "rb") as src, open(copy, "wb") as dst:
+            while block := src.read(1024 * 1024):
+                dst.write(block)
+        os.replace(copy, candidate)
+        return True

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import html
 import os
-import shlex
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
+
+from .history import HistoryEntry
+from .terminal import command
 
 GENERATOR = "llm-imagen4"
 
@@ -88,30 +89,28 @@ def _href(path: str, page_folder: Path) -> str:
     return quote(Path(relative).as_posix())
 
 
-def render(generations: list[dict[str, Any]], page_folder: Path) -> str:
+def render(entries: list[HistoryEntry], page_folder: Path) -> str:
     cards = []
-    for generation in generations:
-        rerun = f"llm imagen4 rerun {shlex.quote(generation['id'])}"
-        for image in generation["images"]:
-            if image["exists"]:
-                href = html.escape(_href(image["path"], page_folder))
-                alt = html.escape(generation["prompt"][:200])
+    for entry in entries:
+        rerun = command("llm", "imagen4", "rerun", entry.id)
+        for image in entry.images:
+            if image.exists and image.path:
+                href = html.escape(_href(image.path, page_folder))
+                alt = html.escape(entry.prompt[:200])
                 picture = f'<a href="{href}"><img src="{href}" alt="{alt}" loading="lazy"></a>'
             else:
-                picture = f'<div class="missing">{html.escape(image["status"])}: file missing</div>'
-            size = f"{image['width']}×{image['height']}" if image["width"] else "?"
-            search = " ".join(
-                [generation["prompt"], generation["model"], str(generation["seed"])]
-            ).lower()
+                picture = f'<div class="missing">{html.escape(image.status)}: file missing</div>'
+            size = f"{image.width}×{image.height}" if image.width else "?"
+            search = " ".join([entry.prompt, entry.model, str(entry.seed)]).lower()
             cards.append(
                 CARD.format(
                     search=html.escape(search),
                     picture=picture,
-                    prompt=html.escape(generation["prompt"]),
-                    model=html.escape(generation["model"]),
-                    seed=generation["seed"],
+                    prompt=html.escape(entry.prompt),
+                    model=html.escape(entry.model),
+                    seed=entry.seed,
                     size=size,
-                    date=html.escape(generation["datetime_utc"][:16].replace("T", " ")),
+                    date=html.escape(entry.datetime_utc[:16].replace("T", " ")),
                     rerun=html.escape(rerun),
                 )
             )

@@ -1,9 +1,21 @@
-"""The history of generations, kept in llm's own logs database.
+"""The history: every generation llm logged, read from its logs database.
 
 llm logs each generation as a turn whose ``response_json`` is the plugin's
-record. The plugin's table ``imagen4_images`` holds one row per image, filled
-by a trigger on ``turns``: a row appears exactly when llm logs the turn,
-whichever command logged it, and never when logging is off."""
+record, from whichever route made it. That is the one source of truth. The
+plugin keeps objects of its own beside llm's tables, never in them, made by
+its own migrations and safe to drop at any time:
+
+- ``imagen4_images``, a view with one row per image, always as ``turns``
+  says: the index's rows whose turn still exists, and the image turns
+  logged since the index last read ``turns``;
+- ``imagen4_generations`` (one row per generation) and
+  ``imagen4_image_files`` (one row per image), an index brought up to date
+  from ``turns`` before every read by the plugin's commands;
+- ``imagen4_sync``, how far the index has read ``turns``.
+
+Bringing the index up to date costs one small query when nothing changed,
+and reads only the new turns when some were logged; anything else (a turn
+deleted, ``turns`` rebuilt by a migration) rebuilds it from ``turns``."""
 
 from __future__ import annotations
 
@@ -11,29 +23,56 @@ import contextlib
 import datetime
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import llm
 import sqlite_utils
+from sqlite_utils.migrations import Migrations
 
-MIGRATIONS_TABLE = "imagen4_migrations"
+from . import journal, specs
+from .record import PLUGIN, GenerationRecord
+
 # Seconds a command waits for another process's write to finish.
 BUSY_TIMEOUT = 30.0
+MIGRATIONS = Migrations("llm-imagen4")
+TABLES = ("imagen4_generations", "imagen4_image_files", "imagen4_sync")
+VIEW = "imagen4_images"
+MODEL_IDS = ", ".join(f"'{spec.model_id}'" for spec in specs.SPECS)
 
-_RECORD_FIELDS = {
-    "api_model": "request.model",
-    "prompt": "request.prompt",
-    "negative_prompt": "request.negative_prompt",
-    "aspect_ratio": "request.aspect_ratio",
-    "seed": "seed",
-    "credits_used": "credits_used",
-    "folder": "directory",
-    "metadata": "metadata",
-    "provenance": "provenance",
+
+def _field(path: str, source: str = "t.response_json") -> str:
+    return f"json_extract({source}, '$.{path}')"
+
+
+# Every column of the index, as SQL over a turn ``t`` and, for images, one
+# ``image`` of its record: the index, its refresh and the view all read
+# turns through these, so they cannot disagree.
+GENERATION_COLUMNS = {
+    "turn_id": "t.id",
+    "model": "t.model",
+    "api_model": _field("request.model"),
+    "prompt": _field("request.prompt"),
+    "negative_prompt": _field("request.negative_prompt"),
+    "aspect_ratio": _field("request.aspect_ratio"),
+    "seed": _field("seed"),
+    "images": "json_array_length(t.response_json, '$.images')",
+    "saved": "(SELECT count(*) FROM json_each(t.response_json, '$.images')"
+    " WHERE json_extract(value, '$.status') = 'saved')",
+    "credits_used": _field("credits_used"),
+    "usd_spent": _field("usd_spent"),
+    "client_request_id": _field("client_request_id"),
+    "inference_id": _field("inference_id"),
+    "tool_call_id": _field("tool_call_id"),
+    # The request without its seed: what a batch row is matched on.
+    "request_key": "json_remove(json_extract(t.response_json, '$.request'), '$.seed')",
+    "folder": _field("directory"),
+    "metadata": _field("metadata"),
+    "datetime_utc": "t.datetime_utc",
 }
-_IMAGE_FIELDS = (
+IMAGE_FIELDS = (
     "status",
     "url",
     "sha256",
@@ -42,154 +81,452 @@ _IMAGE_FIELDS = (
     "height",
     "content_type",
     "error",
+    "enhanced_prompt",
+)
+IMAGE_COLUMNS = {
+    "turn_id": "t.id",
+    "position": _field("position", "image.value"),
+    "path": f"{_field('directory')} || {_field('name', 'image.value')}",
+    **{name: _field(name, "image.value") for name in IMAGE_FIELDS},
+}
+# Turns of this plugin. The model is compared first, as it is cheap.
+OURS = (
+    f"t.model IN ({MODEL_IDS}) AND json_valid(t.response_json)"
+    f" AND json_extract(t.response_json, '$.plugin') = '{PLUGIN}'"
+)
+IMAGES_OF_T = (
+    "json_each(CASE WHEN json_valid(t.response_json) THEN t.response_json"
+    " ELSE '{}' END, '$.images') AS image"
+)
+# The view's columns, in order.
+VIEW_COLUMNS = (
+    "turn_id",
+    "position",
+    "model",
+    "api_model",
+    "prompt",
+    "enhanced_prompt",
+    "negative_prompt",
+    "aspect_ratio",
+    "seed",
+    "status",
+    "path",
+    "url",
+    "sha256",
+    "bytes",
+    "width",
+    "height",
+    "content_type",
+    "error",
+    "credits_used",
+    "usd_spent",
+    "client_request_id",
+    "inference_id",
+    "tool_call_id",
+    "folder",
+    "metadata",
+    "provenance",
+    "datetime_utc",
 )
 
 
-def _insert_images(t: str, source: str = "") -> str:
-    """INSERT of one row per image from rows ``t`` carrying a turn's ``id``,
-    ``model``, ``response_json`` and ``datetime_utc``: ``NEW`` in the trigger,
-    ``turns`` in the backfill, a one-row subquery in the journal. ``source``
-    is whatever must come before the images in the FROM clause."""
-    fields = {
-        "turn_id": f"{t}.id",
-        "position": "json_extract(image.value, '$.position')",
-        "model": f"{t}.model",
-        **{
-            name: f"json_extract({t}.response_json, '$.{key}')"
-            for name, key in _RECORD_FIELDS.items()
-        },
-        "path": f"json_extract({t}.response_json, '$.directory')"
-        " || json_extract(image.value, '$.name')",
-        **{name: f"json_extract(image.value, '$.{name}')" for name in _IMAGE_FIELDS},
-        "datetime_utc": f"{t}.datetime_utc",
+def _view_sql() -> str:
+    indexed = {
+        **{name: f"g.{name}" for name in GENERATION_COLUMNS},
+        **{name: f"i.{name}" for name in IMAGE_COLUMNS},
+        "provenance": _field("provenance"),
     }
+    live = {**GENERATION_COLUMNS, **IMAGE_COLUMNS, "provenance": _field("provenance")}
     return (
-        f"INSERT OR REPLACE INTO imagen4_images ({', '.join(fields)}) "
-        f"SELECT {', '.join(fields.values())} "
-        f"FROM {source}json_each(CASE WHEN json_valid({t}.response_json) "
-        f"THEN {t}.response_json ELSE '{{}}' END, '$.images') AS image "
-        f"WHERE json_extract({t}.response_json, '$.plugin') = 'llm-imagen4'"
+        f"SELECT {', '.join(f'{indexed[c]} AS {c}' for c in VIEW_COLUMNS)}"
+        " FROM imagen4_generations g JOIN turns t ON t.id = g.turn_id"
+        " JOIN imagen4_image_files i ON i.turn_id = g.turn_id"
+        " UNION ALL"
+        f" SELECT {', '.join(f'{live[c]} AS {c}' for c in VIEW_COLUMNS)}"
+        f" FROM turns t, {IMAGES_OF_T}"
+        " WHERE t.rowid > (SELECT turns_rowid FROM imagen4_sync) AND "
+        + OURS
+        + " AND t.id NOT IN (SELECT turn_id FROM imagen4_generations)"
     )
 
 
-_JOURNAL_INSERT = _insert_images(
-    "src",
-    "(SELECT :id AS id, :model AS model, :response_json AS response_json,"
-    " :datetime_utc AS datetime_utc) AS src, ",
-)
+def _index_turns(db: sqlite_utils.Database, where: str, params: Any = ()) -> None:
+    """Add to the index the plugin's turns that match ``where``, in the order
+    llm logged them."""
+    db.execute(
+        f"INSERT INTO imagen4_generations ({', '.join(GENERATION_COLUMNS)})"
+        f" SELECT {', '.join(GENERATION_COLUMNS.values())} FROM turns t"
+        f" WHERE {OURS} AND {where} ORDER BY t.rowid",
+        params,
+    )
+    db.execute(
+        f"INSERT INTO imagen4_image_files ({', '.join(IMAGE_COLUMNS)})"
+        f" SELECT {', '.join(IMAGE_COLUMNS.values())} FROM turns t, {IMAGES_OF_T}"
+        f" WHERE {OURS} AND {where} ORDER BY t.rowid",
+        params,
+    )
 
 
-def m001_imagen4_images(db: sqlite_utils.Database) -> None:
-    db["imagen4_images"].create(
+@MIGRATIONS()
+def m001_leave_turns(db: sqlite_utils.Database) -> None:
+    """Before 0.2 the plugin filled its table with a trigger on llm's
+    ``turns`` and kept unfinished downloads as rows in it. The trigger goes;
+    unfinished rows move to the recovery journal; images that ``download``
+    restored are marked saved in their turn; the old table and its own
+    migrations table make way for the index."""
+    db.execute("DROP TRIGGER IF EXISTS imagen4_images_from_turn")
+    if db[VIEW].exists():
+        _rescue_old_rows(db)
+        db[VIEW].drop()
+    db.execute("DROP TABLE IF EXISTS imagen4_migrations")
+
+
+def _rescue_old_rows(db: sqlite_utils.Database) -> None:
+    rows = list(db.query("SELECT * FROM imagen4_images ORDER BY turn_id, position"))
+    by_turn: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_turn.setdefault(row["turn_id"], []).append(row)
+    for turn_id, images in by_turn.items():
+        turn = db.execute(
+            "SELECT response_json FROM turns WHERE id = ?", [turn_id]
+        ).fetchone()
+        if turn is None:
+            _journal_old_rows(db, turn_id, images)
+            continue
+        record = GenerationRecord.model_validate_json(turn[0])
+        changed = False
+        for row, image in zip(images, record.images, strict=False):
+            if row["status"] == "saved" and image.status != "saved" and row["path"]:
+                path = Path(row["path"])
+                image.status, image.name, image.error = "saved", path.name, None
+                image.sha256, image.bytes = row["sha256"], row["bytes"]
+                image.width, image.height = row["width"], row["height"]
+                image.content_type = row["content_type"]
+                changed = True
+        if changed:
+            update_turn(db, turn_id, record)
+
+
+def _journal_old_rows(
+    db: sqlite_utils.Database, turn_id: str, rows: list[dict[str, Any]]
+) -> None:
+    """An old ``pending`` generation, never logged: the recovery journal
+    takes it, so that ``llm imagen4 download`` can finish it."""
+    first = rows[0]
+    provenance = json.loads(first["provenance"]) if first["provenance"] else None
+    request = {"model": first["api_model"], "prompt": first["prompt"]}
+    request.update((provenance or {}).get("options") or {"seed": first["seed"]})
+    record = GenerationRecord.model_validate(
         {
-            "id": int,
+            "request": request,
+            "seed": first["seed"],
+            "credits_used": first["credits_used"],
+            "directory": first["folder"],
+            "metadata": bool(first["metadata"]),
+            "provenance": provenance,
+            "images": [
+                {
+                    "position": row["position"],
+                    "status": "saved" if row["status"] == "saved" else "failed",
+                    "name": Path(row["path"]).name if row["path"] else None,
+                    **{
+                        k: row[k]
+                        for k in (
+                            "url",
+                            "sha256",
+                            "bytes",
+                            "width",
+                            "height",
+                            "content_type",
+                            "error",
+                        )
+                    },
+                }
+                for row in rows
+            ],
+        }
+    )
+    with journal.claimed(turn_id) as held:
+        if held is not None and held.load() is None:
+            held.write(
+                journal.Entry(
+                    id=turn_id,
+                    model=first["model"],
+                    record=record,
+                    log_to=str(db_path(db)),
+                    created_utc=first["datetime_utc"] or journal.now_utc(),
+                )
+            )
+
+
+@MIGRATIONS()
+def m002_index(db: sqlite_utils.Database) -> None:
+    db["imagen4_generations"].create(
+        {
             "turn_id": str,
-            "position": int,
             "model": str,
             "api_model": str,
             "prompt": str,
             "negative_prompt": str,
             "aspect_ratio": str,
             "seed": int,
-            "status": str,
+            "images": int,
+            "saved": int,
+            "credits_used": float,
+            "usd_spent": float,
+            "client_request_id": str,
+            "inference_id": str,
+            "tool_call_id": str,
+            "request_key": str,
+            "folder": str,
+            "metadata": int,
+            "datetime_utc": str,
+        }
+    )
+    generations = db["imagen4_generations"]
+    generations.create_index(["turn_id"], unique=True)
+    generations.create_index(["model"])
+    generations.create_index(["seed"])
+    generations.create_index(["datetime_utc"])
+    generations.create_index(["request_key", "seed"])
+    generations.create_index(["tool_call_id"])
+    db["imagen4_image_files"].create(
+        {
+            "turn_id": str,
+            "position": int,
             "path": str,
-            "url": str,
-            "sha256": str,
+            **{name: str for name in IMAGE_FIELDS},
             "bytes": int,
             "width": int,
             "height": int,
-            "content_type": str,
-            "error": str,
-            "credits_used": float,
-            "folder": str,
-            "metadata": int,
-            "provenance": str,
-            "datetime_utc": str,
-        },
+        }
+    )
+    db["imagen4_image_files"].create_index(["turn_id", "position"], unique=True)
+    db["imagen4_sync"].create(
+        {"id": int, "turns_rowid": int, "turns_count": int, "last_turn_id": str},
         pk="id",
-        foreign_keys=[("turn_id", "turns", "id")],
     )
-    table = db["imagen4_images"]
-    table.create_index(["turn_id", "position"], unique=True)
-    table.create_index(["datetime_utc"])
-    table.create_index(["seed"])
-    table.create_index(["model", "datetime_utc"])
-    table.create_index(["path"])
-    table.create_index(["status"])
-    db.execute(
-        "CREATE TRIGGER imagen4_images_from_turn AFTER INSERT ON turns BEGIN "
-        + _insert_images("NEW")
-        + "; END"
-    )
-    # Turns logged before the trigger existed.
-    db.execute(_insert_images("turns", "turns, "))
+    db["imagen4_sync"].insert({"id": 1, "turns_rowid": 0, "turns_count": 0})
+    db.create_view(VIEW, _view_sql())
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [m001_imagen4_images]
+# -- opening a logs database ---------------------------------------------------
 
 
-def logs_db_path() -> Path:
+def default_path() -> Path:
     return llm.user_dir() / "logs.db"
 
 
-def open_db(path: Path | None = None) -> sqlite_utils.Database:
-    """The logs database, waiting for other writers rather than failing."""
-    path = path or logs_db_path()
+def db_path(db: sqlite_utils.Database) -> Path:
+    return Path(db.execute("PRAGMA database_list").fetchone()[2])
+
+
+def connect(path: Path) -> sqlite_utils.Database:
+    """A logs database, waiting for other writers rather than failing."""
     return sqlite_utils.Database(sqlite3.connect(str(path), timeout=BUSY_TIMEOUT))
-
-
-def _applied(db: sqlite_utils.Database, table: str) -> set[str]:
-    if not db[table].exists():
-        return set()
-    return {row[0] for row in db.execute(f"select name from [{table}]").fetchall()}
-
-
-def _up_to_date(db: sqlite_utils.Database) -> bool:
-    from llm.migrations import MIGRATIONS as LLM_MIGRATIONS
-
-    return {fn.__name__ for fn in LLM_MIGRATIONS} <= _applied(
-        db, "_llm_migrations"
-    ) and {fn.__name__ for fn in MIGRATIONS} <= _applied(db, MIGRATIONS_TABLE)
 
 
 @contextlib.contextmanager
 def transaction(db: sqlite_utils.Database) -> Iterator[None]:
-    """A transaction that takes SQLite's write lock at its start. Another
-    process's write then makes it wait (the busy timeout) rather than fail,
-    as a read that later turns into a write can; and of several processes
-    migrating a new database at once, one migrates and the others find it
-    done."""
+    """A transaction that takes SQLite's write lock at its start, so that a
+    concurrent writer makes it wait (the busy timeout) rather than fail."""
     db.conn.execute("BEGIN IMMEDIATE")
     try:
         yield
     except BaseException:
-        db.conn.execute("ROLLBACK")
+        if db.conn.in_transaction:
+            db.conn.execute("ROLLBACK")
         raise
     db.conn.execute("COMMIT")
 
 
-def migrate(db: sqlite_utils.Database) -> None:
-    """Bring the database up to date: llm's migrations, then the plugin's."""
-    if _up_to_date(db):
-        return
+def _ours_missing(db: sqlite_utils.Database) -> bool:
+    names = {
+        row[0]
+        for row in db.execute(
+            "SELECT name FROM sqlite_master WHERE name IN (?, ?, ?, ?)", [*TABLES, VIEW]
+        )
+    }
+    return names != {*TABLES, VIEW}
+
+
+def prepare(db: sqlite_utils.Database) -> None:
+    """llm's migrations and the plugin's, and the index brought up to date.
+    Objects of the plugin that were dropped are made again."""
+    from llm.migrations import MIGRATIONS as LLM_MIGRATIONS
     from llm.migrations import migrate as llm_migrate
 
-    with transaction(db):
-        llm_migrate(db)
-        if not db[MIGRATIONS_TABLE].exists():
-            db[MIGRATIONS_TABLE].create({"name": str, "applied_at": str}, pk="name")
-        done = _applied(db, MIGRATIONS_TABLE)
-        for fn in MIGRATIONS:
-            if fn.__name__ not in done:
-                fn(db)
-                db[MIGRATIONS_TABLE].insert(
-                    {
-                        "name": fn.__name__,
-                        "applied_at": datetime.datetime.now(
-                            datetime.timezone.utc
-                        ).isoformat(),
-                    }
+    applied = (
+        {row[0] for row in db.execute("SELECT name FROM _llm_migrations")}
+        if db["_llm_migrations"].exists()
+        else set()
+    )
+    llm_current = {fn.__name__ for fn in LLM_MIGRATIONS} <= applied
+    if not llm_current or MIGRATIONS.pending(db) or _ours_missing(db):
+        with transaction(db):
+            if not llm_current:
+                llm_migrate(db)
+            if _ours_missing(db) and not MIGRATIONS.pending(db):
+                # Dropped by hand: all of it is derived, so make it anew.
+                db.execute(f"DROP VIEW IF EXISTS {VIEW}")
+                for table in TABLES:
+                    db.execute(f"DROP TABLE IF EXISTS {table}")
+                db.execute(
+                    f"DELETE FROM [{Migrations.migrations_table}]"
+                    " WHERE migration_set = ? AND name = 'm002_index'",
+                    [MIGRATIONS.name],
                 )
+            MIGRATIONS.apply(db)
+    refresh(db)
+
+
+def open_db(path: Path | None, *, create: bool = False) -> sqlite_utils.Database | None:
+    """The logs database at ``path`` (``llm logs path`` when None), prepared
+    for reading the history; None when there is none yet and ``create`` is
+    false."""
+    path = path or default_path()
+    if not create and not path.exists():
+        return None
+    db = connect(path)
+    prepare(db)
+    return db
+
+
+# -- keeping the index up to date ---------------------------------------------
+
+
+def _turns_now(db: sqlite_utils.Database) -> tuple[int, int, str | None]:
+    rowid, count = db.execute("SELECT max(rowid), count(*) FROM turns").fetchone()
+    last = db.execute("SELECT id FROM turns WHERE rowid = ?", [rowid]).fetchone()
+    return rowid or 0, count, last[0] if last else None
+
+
+def refresh(db: sqlite_utils.Database) -> None:
+    """Bring the index up to date with ``turns``: nothing to do when no turn
+    was logged since; the new turns alone when only new ones were logged;
+    a rebuild when anything else changed."""
+    known = db.execute(
+        "SELECT turns_rowid, turns_count, last_turn_id FROM imagen4_sync"
+    ).fetchone()
+    if tuple(known) == _turns_now(db):
+        return
+    with transaction(db):
+        rowid, count, last = known = tuple(
+            db.execute(
+                "SELECT turns_rowid, turns_count, last_turn_id FROM imagen4_sync"
+            ).fetchone()
+        )
+        now = _turns_now(db)
+        if known == now:
+            return
+        (tail,) = db.execute(
+            "SELECT count(*) FROM turns WHERE rowid > ?", [rowid]
+        ).fetchone()
+        (at_last,) = db.execute(
+            "SELECT count(*) FROM turns WHERE rowid = ? AND id IS ?", [rowid, last]
+        ).fetchone()
+        if (rowid == 0 or at_last) and count + tail == now[1] and now[0] >= rowid:
+            _index_turns(db, "t.rowid > ?", [rowid])
+        else:
+            db.execute("DELETE FROM imagen4_image_files")
+            db.execute("DELETE FROM imagen4_generations")
+            _index_turns(db, "1")
+        db.execute(
+            "UPDATE imagen4_sync SET turns_rowid = ?, turns_count = ?, last_turn_id = ?",
+            now,
+        )
+
+
+# -- reading ---------------------------------------------------------------------
+
+
+@dataclass
+class HistoryImage:
+    position: int
+    path: str | None
+    status: str
+    url: str | None
+    sha256: str | None
+    bytes: int | None
+    width: int | None
+    height: int | None
+    content_type: str | None
+    error: str | None
+    enhanced_prompt: str | None
+    exists: bool
+
+
+@dataclass
+class HistoryEntry:
+    id: str
+    datetime_utc: str
+    model: str
+    api_model: str
+    prompt: str
+    negative_prompt: str | None
+    aspect_ratio: str | None
+    seed: int | None
+    credits_used: float | None
+    usd_spent: float | None
+    folder: str | None
+    metadata: bool
+    tool_call_id: str | None
+    images: list[HistoryImage] = field(default_factory=list)
+
+    @property
+    def missing(self) -> list[HistoryImage]:
+        return [image for image in self.images if not image.exists]
+
+
+_ENTRY_COLUMNS = (
+    "turn_id",
+    "datetime_utc",
+    "model",
+    "api_model",
+    "prompt",
+    "negative_prompt",
+    "aspect_ratio",
+    "seed",
+    "credits_used",
+    "usd_spent",
+    "folder",
+    "metadata",
+    "tool_call_id",
+)
+
+
+def _like(text: str) -> str:
+    """``text`` as a LIKE pattern that matches it literally, anywhere."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _entries(db: sqlite_utils.Database, rows: list[tuple]) -> list[HistoryEntry]:
+    entries = [
+        HistoryEntry(
+            id=row[0],
+            **dict(zip(_ENTRY_COLUMNS[1:], row[1:], strict=True)),
+        )
+        for row in rows
+    ]
+    if not entries:
+        return entries
+    by_id = {entry.id: entry for entry in entries}
+    marks = ", ".join("?" * len(by_id))
+    for row in db.execute(
+        f"SELECT turn_id, position, path, {', '.join(IMAGE_FIELDS)}"
+        f" FROM imagen4_image_files WHERE turn_id IN ({marks})"
+        " ORDER BY turn_id, position",
+        list(by_id),
+    ):
+        values = dict(zip(("position", "path", *IMAGE_FIELDS), row[1:], strict=True))
+        saved = values["status"] == "saved" and bool(values["path"])
+        by_id[row[0]].images.append(
+            HistoryImage(**values, exists=saved and Path(values["path"]).is_file())
+        )
+    for entry in entries:
+        entry.metadata = bool(entry.metadata)
+    return entries
 
 
 def generations(
@@ -200,139 +537,183 @@ def generations(
     model: str | None = None,
     seed: int | None = None,
     since: str | None = None,
+    tool: bool = False,
     missing: bool = False,
-) -> list[dict[str, Any]]:
-    """Generations, newest first, each with its images; ``missing`` keeps
-    those with an image whose file is not on disk."""
-    where, params = [], {}
+) -> list[HistoryEntry]:
+    """Generations, newest first, each with its images. ``missing`` keeps
+    those with an image not on disk, reading only as far back as it takes
+    to find ``limit`` of them."""
+    where, params = [], []
     if query:
-        where.append("prompt like :query")
-        params["query"] = f"%{query}%"
+        where.append("prompt LIKE ? ESCAPE '\\'")
+        params.append(_like(query))
     if model:
-        where.append("model = :model")
-        params["model"] = model
+        where.append("model = ?")
+        params.append(model)
     if seed is not None:
-        where.append("seed = :seed")
-        params["seed"] = seed
+        where.append("seed = ?")
+        params.append(seed)
     if since:
-        where.append("datetime_utc >= :since")
-        params["since"] = since
-    sql = f"""
-        select turn_id from imagen4_images
-        {"where " + " and ".join(where) if where else ""}
-        group by turn_id
-        order by max(datetime_utc) desc, turn_id desc
-    """
-    found = []
-    for (turn_id,) in db.execute(sql, params).fetchall():
-        row = generation(db, turn_id)
-        if row is None or (missing and all(i["exists"] for i in row["images"])):
-            continue
-        found.append(row)
-        if limit and len(found) == limit:
-            break
-    return found
-
-
-def generation(db: sqlite_utils.Database, turn_id: str) -> dict[str, Any] | None:
-    rows = list(
-        db.query(
-            "select * from imagen4_images where turn_id = ? order by position",
-            [turn_id],
-        )
+        where.append("datetime_utc >= ?")
+        params.append(since)
+    if tool:
+        where.append("tool_call_id IS NOT NULL")
+    sql = (
+        f"SELECT {', '.join(_ENTRY_COLUMNS)} FROM imagen4_generations"
+        f"{' WHERE ' + ' AND '.join(where) if where else ''}"
+        " ORDER BY rowid DESC LIMIT ? OFFSET ?"
     )
-    if not rows:
+    if not missing:
+        return _entries(db, db.execute(sql, [*params, limit or -1, 0]).fetchall())
+    found: list[HistoryEntry] = []
+    offset, page = 0, 200
+    while True:
+        rows = db.execute(sql, [*params, page, offset]).fetchall()
+        found.extend(entry for entry in _entries(db, rows) if entry.missing)
+        if len(rows) < page or (limit and len(found) >= limit):
+            return found[:limit] if limit else found
+        offset += page
+
+
+def generation(db: sqlite_utils.Database, generation_id: str) -> HistoryEntry | None:
+    rows = db.execute(
+        f"SELECT {', '.join(_ENTRY_COLUMNS)} FROM imagen4_generations WHERE turn_id = ?",
+        [generation_id],
+    ).fetchall()
+    entries = _entries(db, rows)
+    return entries[0] if entries else None
+
+
+def turn(
+    db: sqlite_utils.Database, generation_id: str
+) -> tuple[GenerationRecord, dict[str, Any]] | None:
+    """A generation's record and options as llm logged them."""
+    row = db.execute(
+        "SELECT response_json, options_json FROM turns WHERE id = ?", [generation_id]
+    ).fetchone()
+    if row is None or not row[0]:
         return None
-    first = rows[0]
-    return {
-        "id": turn_id,
-        **{
-            key: first[key]
-            for key in (
-                "datetime_utc",
-                "model",
-                "api_model",
-                "prompt",
-                "negative_prompt",
-                "aspect_ratio",
-                "seed",
-                "credits_used",
-                "folder",
-                "metadata",
-            )
-        },
-        "provenance": json.loads(first["provenance"]) if first["provenance"] else None,
-        "images": [
-            {
-                **{key: row[key] for key in ("position", "path", *_IMAGE_FIELDS)},
-                "exists": bool(
-                    row["status"] == "saved"
-                    and row["path"]
-                    and Path(row["path"]).is_file()
-                ),
-            }
-            for row in rows
-        ],
-    }
+    return GenerationRecord.model_validate_json(row[0]), json.loads(row[1] or "{}")
 
 
-class Journal:
-    """The generation's rows, written the moment the API answers and again as
-    each image is saved or fails, so that a download that never finished (a
-    crash, Ctrl-C) can be completed later by ``llm imagen4 download``. When
-    the generation finishes the rows are removed: llm's log of the turn then
-    writes the final ones through the trigger, or, with logging off, none."""
-
-    def __init__(self, db: sqlite_utils.Database, turn_id: str, model_id: str):
-        self.db = db
-        self.params = {
-            "id": turn_id,
-            "model": model_id,
-            "datetime_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        }
-
-    def write(self, record: dict[str, Any]) -> None:
-        with transaction(self.db):
-            self.db.execute(
-                _JOURNAL_INSERT, {**self.params, "response_json": json.dumps(record)}
-            )
-
-    def finish(self) -> None:
-        with transaction(self.db):
-            self.db.execute(
-                "DELETE FROM imagen4_images WHERE turn_id = ?", [self.params["id"]]
-            )
-        self.db.close()
+def done(
+    db: sqlite_utils.Database, request: dict[str, Any], seeded: bool
+) -> str | None:
+    """A generation in the history with the same request whose images were
+    all saved (the seed counts only when ``seeded``): found by an index."""
+    row = db.execute(
+        "SELECT turn_id FROM imagen4_generations"
+        " WHERE request_key = json_remove(json(?), '$.seed')"
+        " AND (? OR seed = ?) AND saved = images LIMIT 1",
+        [json.dumps(request), not seeded, request["seed"]],
+    ).fetchone()
+    return row[0] if row else None
 
 
-def mark_saved(
-    db: sqlite_utils.Database, turn_id: str, position: int, saved: Any
+# -- writing -----------------------------------------------------------------------
+
+
+def update_turn(
+    db: sqlite_utils.Database, generation_id: str, record: GenerationRecord
 ) -> None:
-    with transaction(db):
-        db.execute(
-            "UPDATE imagen4_images SET status = 'saved', error = NULL, path = ?,"
-            " sha256 = ?, bytes = ?, width = ?, height = ?, content_type = ?"
-            " WHERE turn_id = ? AND position = ?",
-            [
-                str(saved.path),
-                saved.sha256,
-                saved.bytes,
-                saved.width,
-                saved.height,
-                saved.content_type,
-                turn_id,
-                position,
-            ],
-        )
+    """Say in the logged turn what is now true of its images (after
+    ``download`` saved some), as llm would have logged it: its record, and
+    the response text llm shows. The index follows."""
+    from llm.logs import TURN_SEARCH_INSERT_SQL, LogStore, condense_payload
+    from llm.parts import Message, TextPart
 
+    row = db.execute(
+        "SELECT parent_message_hash, tip_message_hash, thread_id FROM turns WHERE id = ?",
+        [generation_id],
+    ).fetchone()
+    if row is None:
+        return
+    parent, old_tip, thread_id = row
+    messages = [
+        Message(role="assistant", parts=[TextPart(text=record.text(generation_id))])
+    ]
+    tip = LogStore(db).ensure_chain(messages, parent=parent)
+    db.execute(
+        "UPDATE turns SET tip_message_hash = ?, response_json = ? WHERE id = ?",
+        [tip, condense_payload(record.model_dump(), messages), generation_id],
+    )
+    db.execute(
+        "UPDATE threads SET tip_message_hash = ? WHERE id = ? AND tip_message_hash = ?",
+        [tip, thread_id, old_tip],
+    )
+    db["turn_search"].delete_where("turn_id = ?", [generation_id])
+    db.execute(TURN_SEARCH_INSERT_SQL, {"turn_id": generation_id})
+    if db["imagen4_generations"].exists():
+        db.execute("DELETE FROM imagen4_image_files WHERE turn_id = ?", [generation_id])
+        db.execute("DELETE FROM imagen4_generations WHERE turn_id = ?", [generation_id])
+        _index_turns(db, "t.id = ?", [generation_id])
+
+
+def log_new(db: sqlite_utils.Database, entry: journal.Entry) -> None:
+    """Log a generation that was finished from the journal and never logged
+    (the process stopped first), as llm would have: a turn of its model."""
+    assert entry.record is not None
+    model = llm.get_model(entry.model)
+    record = entry.record
+    options = {
+        name: value
+        for name, value in (record.provenance or {}).get("options", {}).items()
+        if name in model.Options.model_fields
+    }
+    response = llm.Response.from_dict(
+        {
+            "model": entry.model,
+            "prompt": {
+                "messages": [
+                    {
+                        "role": "user",
+                        "parts": [{"type": "text", "text": record.request["prompt"]}],
+                    }
+                ],
+                "options": options,
+            },
+            "messages": [
+                {
+                    "role": "assistant",
+                    "parts": [{"type": "text", "text": record.text(entry.id)}],
+                }
+            ],
+            "id": entry.id,
+        },
+        model=model,
+    )
+    response.response_json = record.model_dump()
+    # from_dict keeps no start time; the turn's is when it was generated.
+    response._start_utcnow = datetime.datetime.fromisoformat(entry.created_utc)
+    response.log_to_db(db)
+
+
+def record_finished(path: Path, entry: journal.Entry) -> None:
+    """A generation finished from the journal, in the logs database at
+    ``path``: its turn updated, or logged if the process that made it
+    stopped before llm could log it."""
+    db = connect(path)
+    try:
+        prepare(db)
+        with transaction(db):
+            if db.execute("SELECT 1 FROM turns WHERE id = ?", [entry.id]).fetchone():
+                assert entry.record is not None
+                update_turn(db, entry.id, entry.record)
+            else:
+                log_new(db, entry)
+    finally:
+        db.close()
+
+
+# -- Datasette ---------------------------------------------------------------------
 
 CANNED_QUERIES = {
     "generations_by_day": {
         "title": "Generations by day and model",
         "sql": "select day, model, count(*) as generations, sum(images) as images,"
-        " sum(credits) as credits from (select date(datetime_utc) as day, model,"
-        " count(*) as images, max(credits_used) as credits"
-        " from imagen4_images group by turn_id)"
+        " sum(credits) as credits, sum(usd) as usd from (select date(datetime_utc)"
+        " as day, model, count(*) as images, max(credits_used) as credits,"
+        " max(usd_spent) as usd from imagen4_images group by turn_id)"
         " group by day, model order by day desc, model",
     },
     "seeds_for_prompt": {
@@ -344,10 +725,10 @@ CANNED_QUERIES = {
         " group by turn_id order by datetime_utc desc",
     },
     "missing_images": {
-        "title": "Images whose files are missing",
-        "description": "Images never saved (a failed or unfinished download): "
-        "llm imagen4 download TURN_ID fetches them. "
-        "llm imagen4 history --missing also finds files deleted since.",
+        "title": "Images never saved",
+        "description": "A failed or unfinished download: llm imagen4 download "
+        "TURN_ID fetches them. llm imagen4 history --missing also finds files "
+        "deleted since.",
         "sql": "select turn_id, position, status, error, url, prompt, datetime_utc"
         " from imagen4_images where status != 'saved' order by datetime_utc desc",
     },
@@ -355,14 +736,14 @@ CANNED_QUERIES = {
 
 
 def datasette_metadata(path: Path) -> dict[str, Any]:
-    """Datasette metadata for a logs database at ``path``: the canned queries,
-    under the database name Datasette gives the file."""
+    """Datasette metadata for the logs database at ``path``: the canned
+    queries, under the database name Datasette gives the file."""
     return {
         "databases": {
             path.stem: {
                 "queries": CANNED_QUERIES,
                 "tables": {
-                    "imagen4_images": {
+                    VIEW: {
                         "description": "One row per image generated by llm-imagen4",
                         "sort_desc": "datetime_utc",
                     }

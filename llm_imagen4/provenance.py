@@ -1,39 +1,46 @@
-"""How an image was made, written into the image itself.
+"""How an image was made, written into the image itself and read back.
 
-A PNG gets three text chunks, inserted before ``IEND`` so that the image data
-stays byte for byte as the API made it: ``parameters`` in the form AUTOMATIC1111
-and the tools around it read, a JSON record of the generation, and an XMP
-packet that marks the image as made by a trained algorithm (IPTC
-DigitalSourceType). Other image types get the JSON record in a sidecar file."""
+A PNG gets, before its image data where every reader finds them: a
+``parameters`` text in the layout AUTOMATIC1111 and the tools around it read,
+an ``llm-imagen4`` JSON record of the generation, and XMP with the IPTC
+fields for AI-generated images. A JPEG or WebP gets the XMP inside, and the
+record in a sidecar file (``name.jpg.json``) that names its image and its
+sha256. A file signed with C2PA Content Credentials is left byte for byte as
+received, and its record goes to the sidecar.
+
+Reading treats a file as evidence, not instructions: only the plugin's own
+record (or ``parameters`` as a fallback) is read, within caps, and a
+malformed one is a one-line error."""
 
 from __future__ import annotations
 
 import functools
 import json
 import os
-import struct
-import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 from typing import Any
 
+import llm
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from . import images, specs
+from .files import Finished
+
+GENERATOR = "llm-imagen4"
 JSON_KEYWORD = "llm-imagen4"
-XMP_KEYWORD = "XML:com.adobe.xmp"
 PARAMETERS_KEYWORD = "parameters"
 DIGITAL_SOURCE_TYPE = (
     "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 )
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-XMP = (
-    '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
-    '<x:xmpmeta xmlns:x="adobe:ns:meta/">'
-    '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-    '<rdf:Description rdf:about=""'
-    ' xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/">'
-    f"<Iptc4xmpExt:DigitalSourceType>{DIGITAL_SOURCE_TYPE}"
-    "</Iptc4xmpExt:DigitalSourceType>"
-    "</rdf:Description></rdf:RDF></x:xmpmeta>"
-    '<?xpacket end="r"?>'
-)
+SIDECAR_CAP = images.TEXT_CAP
+JSON_DEPTH_CAP = 16
+
+
+class ProvenanceError(llm.ModelError):
+    """A file whose provenance cannot be read: one line, naming the file."""
 
 
 @functools.cache
@@ -50,144 +57,263 @@ def build(
     *,
     model_id: str,
     request: dict[str, Any],
-    seed: int,
-    credits_used: float | None,
     turn_id: str,
     created_utc: str,
+    credits_used: float | None,
+    usd_spent: float | None,
 ) -> dict[str, Any]:
-    """The record written into each image of one generation. ``options`` with
-    ``api_model`` and ``prompt`` make the request again."""
+    """The record written into each image of one generation: ``model``,
+    ``prompt`` and ``options`` make the request again."""
     return {
-        "generator": "llm-imagen4",
+        "generator": GENERATOR,
         "version": plugin_version(),
         "model": model_id,
         "api_model": request["model"],
         "prompt": request["prompt"],
         "negative_prompt": request.get("negative_prompt"),
-        "seed": seed,
+        "seed": request["seed"],
         "options": {k: v for k, v in request.items() if k not in ("model", "prompt")},
         "turn_id": turn_id,
         "created_utc": created_utc,
         "credits_used": credits_used,
+        "usd_spent": usd_spent,
         "digital_source_type": DIGITAL_SOURCE_TYPE,
     }
 
 
+def _a1111_quote(text: str) -> str:
+    """A value as AUTOMATIC1111 writes one that holds a comma or colon."""
+    if any(char in text for char in ',:\n"'):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
 def parameters(record: dict[str, Any], width: int, height: int) -> str:
+    """The ``parameters`` text: the prompt, ``Negative prompt: …``, then one
+    line of settings. Imagen has no sampler, step count or CFG scale, so
+    there are none: only what is true of the image."""
     lines = [record["prompt"]]
     if record.get("negative_prompt"):
         lines.append(f"Negative prompt: {record['negative_prompt']}")
-    lines.append(
-        f"Seed: {record['seed']}, Size: {width}x{height}, Model: {record['model']}"
-    )
+    settings = [
+        f"Seed: {record['seed']}",
+        f"Size: {width}x{height}",
+        f"Model: {record['model']}",
+    ]
+    if record.get("enhanced_prompt"):
+        settings.append(f"Enhanced prompt: {_a1111_quote(record['enhanced_prompt'])}")
+    settings.append(f"Version: {GENERATOR} {record.get('version', '')}".rstrip())
+    lines.append(", ".join(settings))
     return "\n".join(lines)
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
+def xmp_description(record: dict[str, Any]) -> str:
+    """An ``rdf:Description`` with the IPTC fields for AI-generated images:
+    the digital source type, the AI system and its version, the prompt."""
+    prompt = record.get("enhanced_prompt") or record["prompt"]
     return (
-        struct.pack(">I", len(data))
-        + kind
-        + data
-        + struct.pack(">I", zlib.crc32(kind + data))
+        '<rdf:Description rdf:about=""'
+        ' xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/">'
+        f"<Iptc4xmpExt:DigitalSourceType>{DIGITAL_SOURCE_TYPE}"
+        "</Iptc4xmpExt:DigitalSourceType>"
+        f"<Iptc4xmpExt:AISystemUsed>Google Imagen 4 ({escape(record['model'])})"
+        "</Iptc4xmpExt:AISystemUsed>"
+        f"<Iptc4xmpExt:AISystemVersionUsed>{escape(record['api_model'])}"
+        "</Iptc4xmpExt:AISystemVersionUsed>"
+        f"<Iptc4xmpExt:AIPromptInformation>{escape(_xml_text(prompt))}"
+        "</Iptc4xmpExt:AIPromptInformation>"
+        "</rdf:Description>"
     )
 
 
-def _text_chunk(keyword: str, text: str) -> bytes:
-    """tEXt where the text is Latin-1, as readers of ``parameters`` expect;
-    otherwise uncompressed iTXt, which holds UTF-8."""
+def _xml_text(text: str) -> str:
+    """``text`` without the characters XML 1.0 cannot hold."""
+    return "".join(
+        char
+        for char in text
+        if char in "\t\n\r" or (0x20 <= ord(char) <= 0xD7FF) or 0xE000 <= ord(char)
+    )
+
+
+def sidecar_bytes(record: dict[str, Any], image: Path, sha256: str) -> bytes:
+    return json.dumps(
+        {**record, "file": image.name, "sha256": sha256},
+        ensure_ascii=False,
+        indent=2,
+        sort_keys=True,
+    ).encode("utf-8")
+
+
+def finisher(
+    record: dict[str, Any] | None,
+) -> Callable[[Path, images.ImageType], Finished]:
+    """What ``Destination.save`` calls to give a downloaded image its
+    provenance: ``record`` written into a copy of it, or nothing at all
+    when ``record`` is None (``--no-metadata``)."""
+
+    def finish(tmp: Path, kind: images.ImageType) -> Finished:
+        if record is None:
+            return Finished(tmp)
+        sidecar = functools.partial(sidecar_bytes, record)
+        if images.has_c2pa(tmp, kind.content_type):
+            return Finished(tmp, sidecar, c2pa=True)
+        out = tmp.with_name(tmp.name + ".meta" + os.path.splitext(tmp.name)[1])
+        xmp = xmp_description(record)
+        if kind.content_type == "image/png":
+            texts = [
+                (PARAMETERS_KEYWORD, parameters(record, kind.width, kind.height)),
+                (JSON_KEYWORD, json.dumps(record, ensure_ascii=False, sort_keys=True)),
+            ]
+            images.embed_png(tmp, out, texts, xmp)
+            return Finished(out)
+        if kind.content_type == "image/jpeg":
+            images.embed_jpeg(tmp, out, xmp)
+        else:
+            images.embed_webp(tmp, out, xmp)
+        return Finished(out, sidecar)
+
+    return finish
+
+
+# -- reading ------------------------------------------------------------------
+
+
+class FileRecord(BaseModel):
+    """What a file's provenance claims, read as data and validated."""
+
+    model_config = ConfigDict(extra="allow")
+
+    generator: str
+    model: str
+    prompt: str
+    negative_prompt: str | None = None
+    enhanced_prompt: str | None = None
+    seed: int | None = None
+    options: dict[str, Any] = {}
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _depth(value: Any) -> int:
+    """How deeply a JSON value nests, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def parse_record(text: str) -> dict[str, Any]:
+    """A record's JSON: an object, at most JSON_DEPTH_CAP deep, with no
+    NaN or infinity. ValueError otherwise."""
     try:
-        return _chunk(
-            b"tEXt", keyword.encode("latin-1") + b"\0" + text.encode("latin-1")
-        )
-    except UnicodeEncodeError:
-        return _itxt(keyword, text)
+        value = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    if _depth(value) > JSON_DEPTH_CAP:
+        raise ValueError("nested too deeply")
+    return value
 
 
-def _itxt(keyword: str, text: str) -> bytes:
-    return _chunk(
-        b"iTXt", keyword.encode("latin-1") + b"\0\0\0\0\0" + text.encode("utf-8")
-    )
-
-
-def png_chunks(record: dict[str, Any], width: int, height: int) -> bytes:
-    return (
-        _text_chunk(PARAMETERS_KEYWORD, parameters(record, width, height))
-        + _itxt(JSON_KEYWORD, json.dumps(record, ensure_ascii=False, sort_keys=True))
-        + _itxt(XMP_KEYWORD, XMP)
-    )
-
-
-def _chunks(path: Path) -> list[tuple[bytes, int, int]]:
-    """(type, offset, data length) of each chunk, reading only their headers."""
-    found = []
-    with open(path, "rb") as f:
-        if f.read(8) != PNG_SIGNATURE:
-            return []
-        while header := f.read(8):
-            if len(header) < 8:
-                break
-            length, kind = struct.unpack(">I4s", header)
-            found.append((kind, f.tell() - 8, length))
-            if kind == b"IEND":
-                break
-            f.seek(length + 4, os.SEEK_CUR)
-    return found
-
-
-def embed_png(path: Path, extra: bytes) -> bool:
-    """Insert chunks before IEND, leaving every other byte where it was."""
-    iend = [offset for kind, offset, _ in _chunks(path) if kind == b"IEND"]
-    if not iend:
-        return False
-    with open(path, "r+b") as f:
-        f.seek(iend[0])
-        f.truncate()
-        f.write(extra + _chunk(b"IEND", b""))
-    return True
-
-
-def png_texts(path: Path) -> dict[str, str]:
-    """Every tEXt, zTXt and iTXt chunk of a PNG, by keyword."""
-    texts = {}
-    with open(path, "rb") as f:
-        for kind, offset, length in _chunks(path):
-            if kind not in (b"tEXt", b"zTXt", b"iTXt"):
-                continue
-            f.seek(offset + 8)
-            data = f.read(length)
-            keyword, _, rest = data.partition(b"\0")
-            if kind == b"tEXt":
-                text = rest.decode("latin-1")
-            elif kind == b"zTXt":
-                text = zlib.decompress(rest[1:]).decode("latin-1")
-            else:
-                compressed, rest = rest[0], rest[2:]
-                _language, _, rest = rest.partition(b"\0")
-                _translated, _, rest = rest.partition(b"\0")
-                text = (zlib.decompress(rest) if compressed else rest).decode("utf-8")
-            texts[keyword.decode("latin-1")] = text
-    return texts
+def _from_parameters(text: str) -> dict[str, Any]:
+    """A record from an AUTOMATIC1111 ``parameters`` text alone: the prompt,
+    the negative prompt and the seed, when the settings line has them."""
+    lines = text.split("\n")
+    settings: dict[str, str] = {}
+    if len(lines) > 1:
+        for item in lines[-1].split(", "):
+            key, sep, value = item.partition(": ")
+            if sep:
+                settings[key.strip()] = value.strip()
+        lines = lines[:-1]
+    prompt, _, negative = "\n".join(lines).partition("\nNegative prompt: ")
+    seed = settings.get("Seed", "")
+    return {
+        "generator": settings.get("Version", "").split(" ")[0] or "parameters",
+        "model": settings.get("Model", ""),
+        "prompt": prompt,
+        "negative_prompt": negative or None,
+        "seed": int(seed) if seed.isdigit() else None,
+    }
 
 
 def sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def write_sidecar(path: Path, record: dict[str, Any]) -> None:
-    with open(sidecar(path), "x", encoding="utf-8") as f:
-        json.dump(record, f, ensure_ascii=False, indent=2, sort_keys=True)
+@dataclass(frozen=True)
+class FileProvenance:
+    record: FileRecord
+    # Where the record was found: the PNG's own "record", its "sidecar",
+    # or its "parameters" text.
+    source: str
+    # The file carries C2PA Content Credentials, and was left as received.
+    c2pa: bool
 
 
-def read(path: Path) -> dict[str, Any] | None:
-    """The record of an image, from its PNG chunks or its sidecar; None when
-    it has none."""
+def read(path: Path) -> FileProvenance | None:
+    """The provenance a file claims, and where it came from. None when it
+    has none. ProvenanceError, naming the file, when it is not a regular
+    file or its record is malformed or too large."""
+    shown = str(path)
     try:
-        text = png_texts(path).get(JSON_KEYWORD)
-        if text is None and sidecar(path).exists():
-            text = sidecar(path).read_text(encoding="utf-8")
-        record = json.loads(text) if text else None
-    except (OSError, ValueError, zlib.error):
+        fd = images.open_regular(path)
+    except OSError as ex:
+        raise ProvenanceError(f"{shown}: {ex.strerror or ex}") from None
+    with os.fdopen(fd, "rb") as f:
+        is_png = f.read(8) == images.PNG_SIGNATURE
+    try:
+        texts = (
+            images.png_texts(path, (JSON_KEYWORD, PARAMETERS_KEYWORD)) if is_png else {}
+        )
+        if JSON_KEYWORD in texts:
+            raw, source = parse_record(texts[JSON_KEYWORD]), "record"
+        elif sidecar(path).exists():
+            with os.fdopen(images.open_regular(sidecar(path)), "rb") as f:
+                data = f.read(SIDECAR_CAP + 1)
+            if len(data) > SIDECAR_CAP:
+                raise ValueError("its sidecar is too large")
+            raw, source = parse_record(data.decode("utf-8")), "sidecar"
+        elif PARAMETERS_KEYWORD in texts:
+            raw, source = _from_parameters(texts[PARAMETERS_KEYWORD]), "parameters"
+        else:
+            return None
+    except (OSError, ValueError, UnicodeDecodeError) as ex:
+        raise ProvenanceError(f"{shown}: unreadable provenance ({ex})") from None
+    if raw.get("generator") != GENERATOR and source != "parameters":
         return None
-    if isinstance(record, dict) and record.get("generator") == "llm-imagen4":
-        return record
-    return None
+    try:
+        record = FileRecord.model_validate(raw)
+    except ValidationError as ex:
+        error = ex.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "record"
+        raise ProvenanceError(
+            f"{shown}: malformed provenance ({where}: {error['msg']})"
+        ) from None
+    try:
+        kind = images.sniff(path.read_bytes()[:65536])
+        c2pa = images.has_c2pa(path, kind.content_type)
+    except (OSError, ValueError):
+        c2pa = False
+    return FileProvenance(record, source, c2pa)
+
+
+def rerun_options(record: FileRecord, spec: specs.Spec) -> dict[str, Any]:
+    """The request a file's record describes, as options of ``spec``: only
+    the model's request options (never where to save, whether to write
+    metadata, retries or timeout), to be validated as if typed."""
+    allowed = set(specs.request_options(spec))
+    options = {name: value for name, value in record.options.items() if name in allowed}
+    if record.negative_prompt is not None and "negative_prompt" in allowed:
+        options["negative_prompt"] = record.negative_prompt
+    if record.seed is not None:
+        options["seed"] = record.seed
+    return options

@@ -1,9 +1,19 @@
+"""Fixtures shared by every test: the fake AI/ML API, a user folder of
+llm's with a real logs database, the real ``llm`` command in-process and as
+a subprocess, and a few helpers."""
+
+from __future__ import annotations
+
+import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import sqlite_utils
 from click.testing import CliRunner
 
 from .fake_api import KEY, FakeAPI
@@ -16,9 +26,23 @@ def fake_server():
     server.close()
 
 
+@pytest.fixture(scope="session")
+def migrated_logs_db(tmp_path_factory) -> Path:
+    """A logs.db as llm leaves it after its first run: made once, copied into
+    each test's user folder (llm's migrations take most of a second)."""
+    from llm.migrations import migrate
+
+    path = tmp_path_factory.mktemp("template") / "logs.db"
+    db = sqlite_utils.Database(path)
+    migrate(db)
+    db.close()
+    return path
+
+
 @pytest.fixture
-def fake(fake_server, tmp_path, monkeypatch):
-    """A reset fake API, a fresh LLM_USER_PATH and a working folder."""
+def new_machine(fake_server, tmp_path, monkeypatch):
+    """A reset fake API, an empty LLM_USER_PATH, a working folder, the key
+    in the environment."""
     fake_server.reset()
     user = tmp_path / "llm"
     work = tmp_path / "work"
@@ -31,7 +55,15 @@ def fake(fake_server, tmp_path, monkeypatch):
     monkeypatch.chdir(work)
     fake_server.user_path = user
     fake_server.work = work
+    fake_server.logs = user / "logs.db"
     return fake_server
+
+
+@pytest.fixture
+def fake(new_machine, migrated_logs_db):
+    """As ``new_machine``, where llm has run before: logs.db exists."""
+    shutil.copy(migrated_logs_db, new_machine.logs)
+    return new_machine
 
 
 @pytest.fixture
@@ -45,13 +77,17 @@ def llm_cli():
     return run
 
 
+def llm_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "llm", *args]
+
+
 @pytest.fixture
 def llm_process():
     """Run llm as a true subprocess, with the test's environment."""
 
     def run(*args, input=None, cwd=None):
         return subprocess.run(
-            [sys.executable, "-m", "llm", *args],
+            llm_command(*args),
             input=input,
             capture_output=True,
             cwd=cwd,
@@ -63,10 +99,41 @@ def llm_process():
 
 
 @pytest.fixture
-def logs_db(fake):
-    import sqlite_utils
+def generate(llm_cli):
+    """``llm imagen4 ARGS`` that must succeed; the paths it printed."""
 
-    def open_db():
-        return sqlite_utils.Database(Path(fake.user_path) / "logs.db")
+    def run(*args):
+        result = llm_cli("imagen4", *args)
+        assert result.exit_code == 0, result.output
+        return result.stdout.splitlines()
+
+    return run
+
+
+@pytest.fixture
+def logs_db(fake):
+    def open_db(path: Path | None = None):
+        return sqlite_utils.Database(path or fake.logs)
 
     return open_db
+
+
+def history(llm_cli, *args) -> list[dict]:
+    result = llm_cli("imagen4", "history", "--json", *args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def poll(condition, timeout=30.0):
+    """Wait for ``condition()`` to hold, checking often, up to a deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def journal_ids(fake) -> list[str]:
+    folder = Path(fake.user_path) / "imagen4" / "unfinished"
+    return sorted(p.stem for p in folder.glob("*.json")) if folder.exists() else []

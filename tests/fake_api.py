@@ -2,9 +2,13 @@
 
 It checks every generation request against the model's published request
 schema (copied in ``tests/schemas``, read strictly: a field the schema does
-not list is a 400, as "Body validation error!"), answers in the documented
-shape for the model, and serves PNGs of the documented size from 127.0.0.2.
-Tests plan faults on either host and read back every request it received."""
+not list is a 400 "Body validation error!"), answers in the documented shape
+for the model with the documented headers (``x-inference-id``,
+``x-aimlapi-credits-used``, ``x-aimlapi-usd-spent``), keeps a log of requests
+that ``GET /v2/logs`` lists by client request id, lists its models at the
+keyless ``GET /v1/models``, and serves PNGs of the documented sizes from
+127.0.0.2. Tests plan answers and faults on either host and read back every
+request it received."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import json
 import struct
 import threading
 import time
+import urllib.parse
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
@@ -24,6 +29,8 @@ from typing import Any
 
 import jsonschema
 
+from llm_imagen4 import images
+
 SCHEMAS = Path(__file__).parent / "schemas"
 SCHEMA_FILES = {
     "google/imagen4/preview": "google-imagen4-preview.2025-08.json",
@@ -31,6 +38,7 @@ SCHEMA_FILES = {
     "google/imagen-4.0-fast-generate-001": "imagen-4.0-fast-generate-001.2026-01.json",
     "google/imagen-4.0-ultra-generate-001": "imagen-4.0-ultra-generate-001.2026-01.json",
 }
+PREVIEW_2026 = "imagen-4-preview.2026-01.json"
 SIZES = {
     "1:1": (1024, 1024),
     "16:9": (1408, 768),
@@ -39,14 +47,18 @@ SIZES = {
     "3:4": (896, 1280),
 }
 KEY = "sk-test-4f1c0ffee"
+USD_PER_CREDIT = 0.04 / 120000
 
 
-def load_schema(api_model: str) -> dict[str, Any]:
-    return json.loads((SCHEMAS / SCHEMA_FILES[api_model]).read_text())
+def load_schema(api_model: str, preview_2026: bool = False) -> dict[str, Any]:
+    name = SCHEMA_FILES[api_model]
+    if preview_2026 and api_model == "google/imagen4/preview":
+        name = PREVIEW_2026
+    return json.loads((SCHEMAS / name).read_text())
 
 
 def nullable(schema: Any) -> Any:
-    """The response schemas are OpenAPI: ``nullable: true`` means null is allowed."""
+    """The response schemas are OpenAPI: ``nullable: true`` allows null."""
     if isinstance(schema, list):
         return [nullable(item) for item in schema]
     if not isinstance(schema, dict):
@@ -63,28 +75,27 @@ def strict(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def png(width: int, height: int, salt: bytes = b"") -> bytes:
+def png(width: int, height: int, salt: bytes = b"", extra: bytes = b"") -> bytes:
     """A valid PNG of the given size: grey, with the salt in its first row so
-    that different seeds give different files."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
+    that different seeds give different files; ``extra`` chunks go before
+    the image data."""
     row = bytes([0]) + (salt * (width // max(len(salt), 1) + 1))[:width].ljust(
         width, b"\x80"
     )
     rows = row + (bytes([0]) + b"\x80" * width) * (height - 1)
     return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-        + chunk(b"IDAT", zlib.compress(rows, 1))
-        + chunk(b"IEND", b"")
+        images.PNG_SIGNATURE
+        + images.png_chunk(
+            b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+        )
+        + extra
+        + images.png_chunk(b"IDAT", zlib.compress(rows, 1))
+        + images.png_chunk(b"IEND", b"")
     )
 
 
 def jpeg(width: int, height: int) -> bytes:
-    """The smallest JPEG header a reader of sizes needs: SOI, JFIF, SOF0, EOI."""
+    """The smallest JPEG a reader of sizes needs: SOI, JFIF, SOF0, EOI."""
     return (
         b"\xff\xd8\xff\xe0"
         + struct.pack(">H", 16)
@@ -96,6 +107,15 @@ def jpeg(width: int, height: int) -> bytes:
         + b"\x00" * 9
         + b"\xff\xd9"
     )
+
+
+def _quiet_when_the_client_left(request: Any, address: Any) -> None:
+    """A client that hung up mid-answer is what many tests do on purpose."""
+    import sys
+    import traceback
+
+    if not isinstance(sys.exc_info()[1], ConnectionError):
+        traceback.print_exc()
 
 
 @dataclass
@@ -118,13 +138,25 @@ class State:
     # Faults planned for the downloads of every image made from now on.
     download_faults: list[dict[str, Any]] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)
-    response_shape: str | None = None  # force "images" or "data"
+    # The API's own request log, as GET /v2/logs lists it.
+    log: list[dict[str, Any]] = field(default_factory=list)
+    response_shape: str | None = None  # force "images", "data" or "both"
     credits_per_image: float = 120000
+    # Where the answer reports its cost: "body", "tokens" or "headers".
+    cost_in: str = "body"
+    # The prompt the API says it made each image from, when it rewrites.
+    enhanced_prompt: str | None = None
+    # Chunks the image host adds to each PNG before its data (XMP, caBX).
+    png_extra: bytes = b""
+    preview_2026: bool = False  # the preview follows its 2026-01 schema
+    gone_models: set[str] = field(default_factory=set)
     file_name: str = "output.png"  # what the older shape calls each file
     delay: float = 0.0  # seconds each generation takes
     download_delay: float = 0.0  # seconds the image host takes to answer
     in_flight: int = 0
     most_in_flight: int = 0
+    # When set, generations wait here, so tests can count them in flight.
+    barrier: threading.Barrier | None = None
 
 
 class FakeAPI:
@@ -134,13 +166,16 @@ class FakeAPI:
         self.release = threading.Event()
         self.api = ThreadingHTTPServer(("127.0.0.1", 0), self._handler("api"))
         self.cdn = ThreadingHTTPServer(("127.0.0.2", 0), self._handler("cdn"))
-        self.api.daemon_threads = self.cdn.daemon_threads = True
+        for server in (self.api, self.cdn):
+            server.daemon_threads = True
+            server.handle_error = _quiet_when_the_client_left
         self.base_url = f"http://127.0.0.1:{self.api.server_port}"
         self.cdn_url = f"http://127.0.0.2:{self.cdn.server_port}"
         for server in (self.api, self.cdn):
             threading.Thread(target=server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
+        self.release.set()
         for server in (self.api, self.cdn):
             server.shutdown()
             server.server_close()
@@ -154,7 +189,9 @@ class FakeAPI:
     # -- what tests read -------------------------------------------------
     @property
     def generations(self) -> list[Received]:
-        return [r for r in self.state.requests if r.host == "api"]
+        return [
+            r for r in self.state.requests if r.host == "api" and r.method == "POST"
+        ]
 
     @property
     def downloads(self) -> list[Received]:
@@ -168,6 +205,12 @@ class FakeAPI:
             )
 
     def plan_api(self, **fault: Any) -> None:
+        """The next generation is answered this way: ``status`` and ``body``
+        (a dict is JSON), ``headers``, ``sleep`` first, ``drop`` the
+        connection, ``drip`` the body a byte every that many seconds, or
+        ``generate`` (make the images, then answer with ``body`` merged
+        into the normal answer, or ``shape`` to reshape it, ``no_cost``
+        without the cost headers)."""
         self.state.api_faults.append(fault)
 
     def fail_downloads(self, times: int = 1, **fault: Any) -> None:
@@ -204,7 +247,7 @@ class FakeAPI:
                     status, json.dumps(obj).encode(), headers, "application/json"
                 )
 
-            def _error(self, status: int, message: str, headers=None) -> None:
+            def _error(self, status: int, message: Any, headers=None) -> None:
                 self._json(
                     status,
                     {
@@ -234,41 +277,79 @@ class FakeAPI:
                     )
                 if host != "api" or self.path != "/v1/images/generations":
                     return self._error(404, "Cannot POST " + self.path)
-                if fault:
+                request_id = self.headers.get("X-Client-Request-Id")
+                if fault and not fault.get("generate"):
+                    fake._log(request_id, "failed", 0)
                     return self._fault(fault)
                 state = fake.state
                 with fake.lock:
                     state.in_flight += 1
                     state.most_in_flight = max(state.most_in_flight, state.in_flight)
                 try:
+                    if state.barrier is not None:
+                        state.barrier.wait(30)
                     if state.delay:
                         time.sleep(state.delay)
                 finally:
                     with fake.lock:
                         state.in_flight -= 1
                 if self.headers.get("Authorization") != f"Bearer {KEY}":
+                    fake._log(request_id, "failed", 0)
                     return self._error(401, "Invalid API key")
                 model = body.get("model") if isinstance(body, dict) else None
                 if model not in SCHEMA_FILES:
                     return self._error(400, "Body validation error! model is invalid")
-                schema = load_schema(model)
+                schema = load_schema(model, state.preview_2026)
                 try:
                     jsonschema.validate(body, strict(schema["request_schema"]))
                 except jsonschema.ValidationError as ex:
+                    fake._log(request_id, "failed", 0)
                     where = ".".join(str(p) for p in ex.absolute_path) or "body"
+                    if ex.validator == "additionalProperties":
+                        where = ex.message
                     return self._error(
                         400, f"Body validation error! {where}: {ex.message}"
                     )
-                answer, status = fake._answer(body, schema)
-                self._json(status, answer)
+                answer, headers = fake._answer(body, schema, request_id)
+                if fault and fault.get("no_cost"):
+                    headers = {k: v for k, v in headers.items() if "aimlapi" not in k}
+                if fault:
+                    if fault.get("shape"):
+                        answer = fault["shape"](answer)
+                    answer = {**answer, **fault.get("body", {})}
+                    if fault.get("sleep"):
+                        time.sleep(fault["sleep"])
+                    if fault.get("drop"):
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return
+                    if fault.get("drip"):
+                        return self._drip(json.dumps(answer).encode(), fault["drip"])
+                self._json(fault.get("status", 200) if fault else 200, answer, headers)
+
+            def _drip(self, data: bytes, every: float) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                try:
+                    for byte in data:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        if fake.release.wait(every):
+                            return
+                except OSError:
+                    pass
 
             def _fault(self, fault: dict[str, Any]) -> None:
                 if fault.get("sleep"):
-                    time.sleep(fault["sleep"])
+                    fake.release.wait(fault["sleep"])
                 if fault.get("drop"):
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
+                if fault.get("drip"):
+                    return self._drip(json.dumps(fault["body"]).encode(), fault["drip"])
                 status = fault["status"]
                 body = fault.get("body")
                 if body is None:
@@ -280,87 +361,179 @@ class FakeAPI:
 
             def do_GET(self) -> None:
                 received = Received(host, "GET", self.path, dict(self.headers))
-                name = self.path.rsplit("/", 1)[-1]
                 with fake.lock:
                     fake.state.requests.append(received)
+                url = urllib.parse.urlsplit(self.path)
+                if host == "api" and url.path == "/v1/models":
+                    return self._json(200, fake._models())
+                if host == "api" and url.path == "/v2/logs":
+                    if self.headers.get("Authorization") != f"Bearer {KEY}":
+                        return self._error(401, "Invalid API key")
+                    return self._json(200, {"data": list(reversed(fake.state.log))})
+                name = url.path.rsplit("/", 1)[-1]
+                with fake.lock:
                     queue = fake.state.cdn_faults.get(name)
                     fault = queue.popleft() if queue else None
                     data = fake.state.files.get(name)
                 if host != "cdn" or data is None:
+                    if fault and fault.get("redirect"):
+                        return self._send(
+                            302, b"", {"Location": fault["redirect"]}, "text/plain"
+                        )
                     return self._send(404, b"not found", ctype="text/plain")
                 if fake.state.download_delay:
                     time.sleep(fake.state.download_delay)
                 if fault:
-                    if fault.get("hold"):
-                        # A download that hangs until the test lets go.
-                        fake.release.wait(60)
-                    if fault.get("status"):
-                        return self._send(
-                            fault["status"], b"CDN error", ctype="text/plain"
-                        )
-                    if fault.get("truncate"):
-                        self.send_response(200)
-                        self.send_header("Content-Type", "image/png")
-                        self.send_header("Content-Length", str(len(data)))
-                        self.end_headers()
-                        self.wfile.write(data[: fault["truncate"]])
-                        self.wfile.flush()
-                        self.close_connection = True
-                        self.connection.shutdown(2)
-                        return
-                    if fault.get("body") is not None:
-                        return self._send(200, fault["body"], ctype="image/png")
-                    if fault.get("redirect"):
-                        return self._send(
-                            302, b"", {"Location": fault["redirect"]}, "text/plain"
-                        )
+                    self._cdn_fault(fault, data)
+                    return
+                self._send(200, data, ctype="image/png")
+
+            def _cdn_fault(self, fault: dict[str, Any], data: bytes) -> None:
+                if fault.get("hold"):
+                    # A download that hangs until the test lets go.
+                    fake.release.wait(60)
+                if fault.get("status"):
+                    return self._send(
+                        fault["status"],
+                        b"CDN error",
+                        {"Retry-After": "0"},
+                        "text/plain",
+                    )
+                if fault.get("truncate"):
+                    # A cut connection: fewer bytes than Content-Length says.
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/png")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data[: fault["truncate"]])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                if fault.get("half"):
+                    # Half an image whose Content-Length says it is whole.
+                    return self._send(200, data[: len(data) // 2], ctype="image/png")
+                if fault.get("gzip"):
+                    return self._send(
+                        200, data, {"Content-Encoding": "gzip"}, "image/png"
+                    )
+                if fault.get("drip"):
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    try:
+                        for i in range(0, len(data), 64):
+                            self.wfile.write(data[i : i + 64])
+                            self.wfile.flush()
+                            if fake.release.wait(fault["drip"]):
+                                return
+                    except OSError:
+                        pass
+                    return
+                if fault.get("body") is not None:
+                    return self._send(200, fault["body"], ctype="image/png")
+                if fault.get("redirect"):
+                    return self._send(
+                        302, b"", {"Location": fault["redirect"]}, "text/plain"
+                    )
                 self._send(200, data, ctype="image/png")
 
         return Handler
 
-    def _answer(self, body: dict[str, Any], schema: dict[str, Any]):
+    def _log(self, request_id: str | None, status: str, credits: float) -> str:
+        inference_id = f"inf-{len(self.state.log) + 1}"
+        with self.lock:
+            self.state.log.append(
+                {
+                    "created": time.time(),
+                    "status": status,
+                    "origin": "api",
+                    "client_request_id": request_id,
+                    "inference_id": inference_id,
+                    "cost": {"usd": credits * USD_PER_CREDIT, "credits": credits},
+                }
+            )
+        return inference_id
+
+    def _models(self) -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [
+                {"id": model, "type": "image", "aliases": [model.split("/")[-1]]}
+                for model in SCHEMA_FILES
+                if model not in self.state.gone_models
+            ],
+        }
+
+    def _answer(
+        self, body: dict[str, Any], schema: dict[str, Any], request_id: str | None
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        state = self.state
         count = int(body.get("num_images", 1))
         width, height = SIZES[body.get("aspect_ratio", "1:1")]
         seed = body.get("seed", 1234)
-        images = []
+        made = []
         for i in range(count):
-            data = png(width, height, f"{body['prompt'][:20]}|{seed}|{i}".encode())
+            data = png(
+                width,
+                height,
+                f"{body['prompt'][:20]}|{seed}|{i}".encode(),
+                state.png_extra,
+            )
             name = hashlib.sha256(data).hexdigest()[:16] + "_output.png"
             with self.lock:
-                self.state.files[name] = data
-                self.state.cdn_faults[name] = deque(self.state.download_faults)
-            images.append((name, data))
-        shape = self.state.response_shape or (
+                state.files[name] = data
+                state.cdn_faults[name] = deque(state.download_faults)
+            made.append((name, data))
+        credits = state.credits_per_image * count
+        inference_id = self._log(request_id, "succeeded", credits)
+        headers = {
+            "x-inference-id": inference_id,
+            "x-aimlapi-credits-used": f"{credits:g}",
+            "x-aimlapi-usd-spent": f"{credits * USD_PER_CREDIT:.6f}",
+        }
+        if request_id:
+            headers["X-Client-Request-Id"] = request_id
+        shape = state.response_shape or (
             "images" if "response_schema" not in schema else "data"
         )
-        if shape == "images":
-            return {
-                "images": [
-                    {
-                        "url": f"{self.cdn_url}/files/{name}",
-                        "content_type": "image/png",
-                        "file_name": self.state.file_name,
-                        "file_size": len(data),
-                    }
-                    for name, data in images
-                ],
-                "seed": seed,
-            }, 201
+        older = [
+            {
+                "url": f"{self.cdn_url}/files/{name}",
+                "content_type": "image/png",
+                "file_name": state.file_name,
+                "file_size": len(data),
+            }
+            for name, data in made
+        ]
         inline = body.get("convert_base64_to_url") is False
-        answer = {
-            "data": [
-                {
-                    "url": None if inline else f"{self.cdn_url}/generations/{name}",
-                    "b64_json": base64.b64encode(data).decode() if inline else None,
-                }
-                for name, data in images
-            ],
-            "meta": {"usage": {"credits_used": self.state.credits_per_image * count}},
-        }
-        # The older schema has no response schema: the newer shape is one.
-        shape_schema = (
-            schema.get("response_schema")
-            or load_schema("google/imagen-4.0-generate-001")["response_schema"]
-        )
-        jsonschema.validate(answer, nullable(shape_schema))
-        return answer, 200
+        newer = [
+            {
+                "url": None if inline else f"{self.cdn_url}/generations/{name}",
+                "b64_json": base64.b64encode(data).decode() if inline else None,
+                **({"prompt": state.enhanced_prompt} if state.enhanced_prompt else {}),
+            }
+            for name, data in made
+        ]
+        if shape == "images":
+            answer: dict[str, Any] = {"images": older, "seed": seed}
+        elif shape == "both":
+            answer = {"images": [], "data": newer, "seed": seed}
+        else:
+            answer = {"data": newer}
+        usage = {
+            "body": {"credits_used": credits},
+            "tokens": {"tokens_used": credits},
+            "headers": None,
+        }[state.cost_in]
+        if shape != "images" and usage is not None:
+            answer["meta"] = {"usage": usage}
+        if state.cost_in == "body" and shape == "data" and not state.enhanced_prompt:
+            # The documented shape for the newer models, as published.
+            jsonschema.validate(
+                answer,
+                nullable(
+                    load_schema("google/imagen-4.0-generate-001")["response_schema"]
+                ),
+            )
+        return answer, headers

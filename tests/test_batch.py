@@ -9,11 +9,18 @@ import sys
 import threading
 
 import jsonschema
+import pytest
 
 from llm_imagen4 import api
 
+from .conftest import journal_ids, llm_command, poll
 from .fake_api import load_schema, strict
-from .test_reliability import image_rows, poll
+
+
+def image_rows(logs_db):
+    return list(
+        logs_db().query("select * from imagen4_images order by datetime_utc, position")
+    )
 
 
 def write(fake, name, text):
@@ -36,7 +43,10 @@ def test_plain_text_one_prompt_a_line(fake, llm_cli):
         str(fake.work / "out" / "a-blue-whale.png"),
         str(fake.work / "out" / "a-red-fox.png"),
     ]
-    assert "2 rows: 2 generated, 0 skipped (already done), 0 failed" in result.stderr
+    assert (
+        "2 rows: 2 generated, 0 recovered, 0 skipped (already done), 0 failed"
+        in result.stderr
+    )
 
 
 def test_jsonl_rows_carry_their_own_fields(fake, llm_cli, logs_db):
@@ -117,13 +127,18 @@ def test_bad_rows_fail_alone(fake, llm_cli):
     assert "AI/ML API error 400" in errors[1]  # the API refused the first sent
     assert lines[7]["status"] == "done"
     assert prompts(fake) == ["good one", "good three"]
-    assert "7 rows: 1 generated, 0 skipped (already done), 6 failed" in result.stderr
+    assert (
+        "7 rows: 1 generated, 0 recovered, 0 skipped (already done), 6 failed"
+        in result.stderr
+    )
 
 
 def test_running_again_skips_rows_already_done(fake, llm_cli):
     rows = '{"prompt": "a"}\n{"prompt": "b", "seed": 7}\n{"prompt": "c"}\n'
     path = write(fake, "again.jsonl", rows)
-    fake.fail_api(503, {"message": "Service unavailable"}, times=4)
+    fake.fail_api(
+        503, {"message": "Service unavailable"}, {"Retry-After": "0"}, times=4
+    )
     first = llm_cli("imagen4", "batch", path, "-j", "1", "--retries", "4")
     assert first.exit_code == 1  # row a failed after its attempts
     assert prompts(fake) == ["a"] * 4 + ["b", "c"]
@@ -131,7 +146,7 @@ def test_running_again_skips_rows_already_done(fake, llm_cli):
     second = llm_cli("imagen4", "batch", path)
     assert second.exit_code == 0, second.output
     assert prompts(fake) == ["a"]
-    assert "1 generated, 2 skipped (already done)" in second.stderr
+    assert "1 generated, 0 recovered, 2 skipped (already done)" in second.stderr
     fake.reset()
     assert llm_cli("imagen4", "batch", path).exit_code == 0
     assert prompts(fake) == []
@@ -152,9 +167,9 @@ def test_dry_run_prints_the_exact_requests_and_sends_nothing(fake, llm_cli):
         {"prompt": "new too", "seed": 9},
     ]
     path = write(fake, "dry.jsonl", "\n".join(json.dumps(r) for r in rows))
-    result = llm_cli("imagen4", "batch", path, "--dry-run", "--no-enhance-prompt")
-    assert result.exit_code == 1  # the preview does not take --enhance-prompt
-    assert "Row 3: imagen4 does not take --enhance-prompt" in result.stderr
+    result = llm_cli("imagen4", "batch", path, "--dry-run", "--negative-prompt", "x")
+    assert result.exit_code == 1
+    assert "Row 2: imagen4-generate does not take --negative-prompt" in result.stderr
     result = llm_cli("imagen4", "batch", path, "--dry-run")
     assert result.exit_code == 0, result.output
     bodies = [json.loads(line) for line in result.stdout.splitlines()]
@@ -162,10 +177,10 @@ def test_dry_run_prints_the_exact_requests_and_sends_nothing(fake, llm_cli):
         jsonschema.validate(body, strict(load_schema(body["model"])["request_schema"]))
     assert [b["prompt"] for b in bodies] == ["new", "new too"]
     assert bodies[0]["convert_base64_to_url"] is False
-    assert bodies[1]["seed"] == 9
-    assert "2 requests would be sent; 1 rows already done, 0 rows with errors" in (
-        result.stderr
-    )
+    # A seed drawn now would not be the one sent: none is shown.
+    assert "seed" not in bodies[0] and bodies[1]["seed"] == 9
+    assert "2 requests would be sent" in result.stderr
+    assert "1 rows already done, 0 rows with errors" in result.stderr
     assert fake.state.requests == []
 
 
@@ -184,20 +199,39 @@ def test_max_credits_stops_starting_rows(fake, llm_cli):
         "250",
     )
     assert result.exit_code == 0, result.output
-    assert len(fake.generations) == 3
+    assert len(fake.generations) == 3, result.stderr
     assert "3 generated" in result.stderr
-    assert "3 not started (--max-credits reached); 300 credits used" in result.stderr
+    assert "3 not started (--max-credits reached); spent 300 credits" in result.stderr
 
 
-def test_jobs_sets_how_many_requests_are_in_flight(fake, llm_cli):
-    fake.state.delay = 0.3
+def test_max_usd_stops_a_model_that_reports_cost_only_in_headers(fake, llm_cli):
+    fake.state.cost_in = "headers"
+    path = write(fake, "budget.txt", "\n".join(f"prompt {i}" for i in range(5)))
+    result = llm_cli("imagen4", "batch", path, "-j", "1", "--max-usd", "0.05")
+    assert result.exit_code == 0, result.output
+    assert len(fake.generations) == 2
+    assert (
+        "3 not started (--max-usd reached); spent 240000 credits / $0.0800"
+        in result.stderr
+    )
+
+
+def test_a_budget_the_answers_cannot_keep_stops_the_batch(fake, llm_cli):
+    fake.plan_api(generate=True, no_cost=True)
+    path = write(fake, "budget.txt", "one\ntwo\n")
+    result = llm_cli("imagen4", "batch", path, "-j", "1", "--max-credits", "1000000")
+    assert "(the API reported no cost, so the budget cannot be kept)" in result.stderr
+    assert len(fake.generations) == 1
+
+
+@pytest.mark.parametrize("jobs", [6, 2])
+def test_jobs_sets_how_many_requests_are_in_flight(fake, llm_cli, jobs):
+    # The fake lets requests through only in groups of ``jobs``.
+    fake.state.barrier = threading.Barrier(jobs, timeout=30)
     path = write(fake, "many.txt", "\n".join(f"p {i}" for i in range(12)))
-    assert llm_cli("imagen4", "batch", path, "-j", "6", "--no-log").exit_code == 0
-    assert fake.state.most_in_flight == 6
-    fake.reset()
-    fake.state.delay = 0.1
-    assert llm_cli("imagen4", "batch", path, "-j", "2", "--no-log").exit_code == 0
-    assert fake.state.most_in_flight == 2
+    result = llm_cli("imagen4", "batch", path, "-j", str(jobs), "--no-log")
+    assert result.exit_code == 0, result.output
+    assert fake.state.most_in_flight == jobs
     assert len(fake.generations) == 12
 
 
@@ -218,7 +252,7 @@ def test_the_pacer_halves_and_recovers():
         waits.append(seconds)
         clock[0] += seconds
 
-    pacer = api.Pacer(8, now=lambda: clock[0], sleep=sleep)
+    pacer = api.Pacer(8, now=lambda: clock[0], sleep=sleep, rng=lambda: 0.0)
     pacer.slow_down(2.0)
     assert pacer.limit == 4
     pacer.before_send()  # every request waits until the server's time
@@ -265,6 +299,60 @@ def test_ctrl_c_finishes_the_rows_in_flight(fake, logs_db):
     assert len(out.decode().splitlines()) == 2
     assert len(fake.generations) == 2
     assert [r["status"] for r in image_rows(logs_db)] == ["saved", "saved"]
+
+
+def test_a_second_ctrl_c_still_says_what_to_finish(fake):
+    fake.fail_downloads(hold=True)
+    path = write(fake, "stop.txt", "\n".join(f"row {i}" for i in range(4)))
+    proc = subprocess.Popen(
+        llm_command("imagen4", "batch", path, "-j", "2"),
+        cwd=fake.work,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    err = []
+    reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        poll(lambda: len(fake.downloads) == 2)
+        proc.send_signal(signal.SIGINT)
+        poll(lambda: any(b"Stopping" in line for line in err))
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        reader.join(10)
+    finally:
+        proc.kill()
+        fake.release.set()
+    err = b"".join(err)
+    assert b"Traceback" not in err
+    left = journal_ids(fake)
+    assert len(left) == 2
+    for generation_id in left:
+        assert generation_id.encode() in err
+    assert b"Finish them with: llm imagen4 download" in err
+
+
+def test_running_again_recovers_before_it_buys(fake, llm_cli):
+    rows = '{"prompt": "a"}\n{"prompt": "b", "seed": 7}\n{"prompt": "c"}\n'
+    path = write(fake, "again.jsonl", rows)
+    fake.fail_downloads(3, status=500)
+    first = llm_cli("imagen4", "batch", path, "-j", "1")
+    assert first.exit_code == 1
+    assert len(journal_ids(fake)) == 3
+    assert len(fake.generations) == 3
+    second = llm_cli("imagen4", "batch", path)
+    assert second.exit_code == 0, second.output
+    assert "0 generated, 3 recovered, 0 skipped" in second.stderr
+    assert len(fake.generations) == 3
+    assert journal_ids(fake) == []
+    third = llm_cli("imagen4", "batch", path)
+    assert "0 generated, 0 recovered, 3 skipped" in third.stderr
+    assert len(fake.generations) == 3
+    assert sorted(p.name for p in fake.work.iterdir() if p.suffix == ".png") == [
+        "a.png",
+        "b.png",
+        "c.png",
+    ]
 
 
 def test_a_progress_bar_only_on_a_terminal(fake, llm_cli):

@@ -1,14 +1,19 @@
-"""Generating through `llm imagen4` and `llm -m imagen4`, against the fake API."""
+"""Generating through `llm imagen4`, `llm -m` and the Python API: one engine,
+two identical routes, with llm's defaults, aliases, keys, usage and logging."""
 
+import ast
 import json
+import os
+import stat
 import struct
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from .fake_api import KEY
+from .conftest import history
 
 MODELS = {
     "imagen4": "google/imagen4/preview",
@@ -16,6 +21,7 @@ MODELS = {
     "imagen4-fast": "google/imagen-4.0-fast-generate-001",
     "imagen4-ultra": "google/imagen-4.0-ultra-generate-001",
 }
+ROOT = Path(__file__).parent.parent
 
 
 def png_size(path):
@@ -35,56 +41,12 @@ def test_racoon_16_9_saves_a_1408x768_png(fake, llm_cli, logs_db):
     assert request.body["model"] == "google/imagen4/preview"
     seed = request.body["seed"]
     assert 1 <= seed <= 4294967295
-    # The prompt and seed are in llm logs, the history and the table.
     logs = llm_cli("logs", "-n", "1").stdout
     assert "Racoon eating ice-cream" in logs and f"seed: {seed}" in logs
-    history = llm_cli("imagen4", "history").stdout
-    assert "Racoon eating ice-cream" in history and f"seed {seed}" in history
-    [row] = logs_db().query("select * from imagen4_images")
-    assert row["prompt"] == "Racoon eating ice-cream"
-    assert row["seed"] == seed
-    assert row["path"] == path
-    assert (row["width"], row["height"]) == (1408, 768)
-
-
-def test_llm_prompt_with_options_does_the_same(fake, llm_cli, logs_db):
-    result = llm_cli(
-        "-m", "imagen4", "Racoon eating ice-cream", "-o", "aspect_ratio", "16:9"
-    )
-    assert result.exit_code == 0, result.output
-    path = result.stdout.strip()
-    assert png_size(path) == (1408, 768)
-    seed = fake.generations[0].body["seed"]
-    db = logs_db()
-    [turn] = db.query("select * from turns")
-    options = json.loads(turn["options_json"])
-    assert options == {"aspect_ratio": "16:9", "seed": seed}
-    record = json.loads(turn["response_json"])
-    assert record["request"]["seed"] == seed
-    assert record["images"][0]["name"] == Path(path).name
-    [row] = db.query("select * from imagen4_images")
-    assert row["turn_id"] == turn["id"]
-    assert row["seed"] == seed
-    assert "Racoon eating ice-cream" in llm_cli("imagen4", "history").stdout
-
-
-def test_response_json_keeps_urls_and_records_never_base64_or_key(
-    fake, llm_cli, logs_db
-):
-    result = llm_cli("imagen4", "a cat", "-m", "imagen4-fast", "-n", "2")
-    assert result.exit_code == 0, result.output
-    fake.state.response_shape = "images"
-    assert llm_cli("imagen4", "a dog").exit_code == 0
-    dump = (
-        b"".join(line.encode() for line in logs_db().conn.iterdump())
-        + (fake.user_path / "logs.db").read_bytes()
-    )
-    assert KEY.encode() not in dump
-    assert b"iVBORw0KGgo" not in dump  # base64 of a PNG signature
-    rows = list(logs_db().query("select * from imagen4_images order by id"))
-    assert [r["position"] for r in rows] == [0, 1, 0]
-    assert rows[2]["url"].startswith(fake.cdn_url)
-    assert all(r["status"] == "saved" and len(r["sha256"]) == 64 for r in rows)
+    [row] = history(llm_cli)
+    assert row["prompt"] == "Racoon eating ice-cream" and row["seed"] == seed
+    [image] = logs_db().query("select * from imagen4_images")
+    assert image["path"] == path and (image["width"], image["height"]) == (1408, 768)
 
 
 @pytest.mark.parametrize("model_id", list(MODELS))
@@ -97,60 +59,82 @@ def test_every_model_sends_its_api_id_and_saves(fake, llm_cli, model_id):
     assert png_size(result.stdout.strip()) == (1024, 1024)
     inline = model_id != "imagen4"
     assert request.body.get("convert_base64_to_url") is (False if inline else None)
-    # Inline models need no second round trip to the image host.
     assert len(fake.downloads) == (0 if inline else 1)
 
 
-def test_newer_model_flags_reach_the_request(fake, llm_cli):
+def test_both_routes_send_the_same_request_and_log_the_same_turn(
+    fake, llm_cli, logs_db
+):
+    args = ("-r", "4:3", "-n", "2", "--seed", "5", "--negative-prompt", "fog")
+    assert llm_cli("imagen4", "a harbour", *args).exit_code == 0
+    options = ["-o", "aspect_ratio", "4:3", "-o", "num_images", "2", "-o", "seed", "5"]
     result = llm_cli(
-        "imagen4",
-        "a portrait",
-        "-m",
-        "imagen4-ultra",
-        "--no-enhance-prompt",
-        "--person-generation",
-        "dont_allow",
-        "--safety-setting",
-        "block_only_high",
-        "--watermark",
-        "-r",
-        "3:4",
+        "-m", "imagen4", "a harbour", *options, "-o", "negative_prompt", "fog"
     )
     assert result.exit_code == 0, result.output
-    body = fake.generations[0].body
-    assert body["enhance_prompt"] is False
-    assert body["person_generation"] == "dont_allow"
-    assert body["safety_setting"] == "block_only_high"
-    assert body["add_watermark"] is True
-    assert png_size(result.stdout.strip()) == (896, 1280)
+    first, second = (g.body for g in fake.generations)
+    assert first == second
+    turns = list(logs_db().query("select options_json, model from turns order by id"))
+    assert turns[0] == turns[1]
+    assert json.loads(turns[0]["options_json"]) == {
+        "aspect_ratio": "4:3",
+        "num_images": 2,
+        "seed": 5,
+        "negative_prompt": "fog",
+    }
 
 
-def test_negative_prompt_and_several_images_on_preview(fake, llm_cli):
-    result = llm_cli(
-        "imagen4", "a beach", "--negative-prompt", "people", "-n", "3", "-r", "4:3"
+def test_model_defaults_apply_on_every_route(fake, llm_cli):
+    assert (
+        llm_cli("models", "options", "set", "imagen4", "aspect_ratio", "16:9").exit_code
+        == 0
     )
+    assert llm_cli("imagen4", "one").exit_code == 0
+    assert llm_cli("-m", "imagen4", "two").exit_code == 0
+    import llm
+
+    llm.get_model("imagen4").prompt("three").text()
+    assert [g.body["aspect_ratio"] for g in fake.generations] == ["16:9"] * 3
+    # A flag still wins over the default.
+    assert llm_cli("imagen4", "four", "-r", "1:1").exit_code == 0
+    assert fake.generations[-1].body["aspect_ratio"] == "1:1"
+
+
+def test_aliases_work_on_every_command(fake, llm_cli):
+    assert llm_cli("aliases", "set", "pic", "imagen4-fast").exit_code == 0
+    assert llm_cli("imagen4", "a kite", "-m", "pic").exit_code == 0
+    assert llm_cli("-m", "pic", "a kite").exit_code == 0
+    assert [g.body["model"] for g in fake.generations] == [MODELS["imagen4-fast"]] * 2
+    assert [r["model"] for r in history(llm_cli, "-m", "pic")] == ["imagen4-fast"] * 2
+    wrong = llm_cli("imagen4", "a kite", "-m", "nope")
+    assert wrong.exit_code == 1
+    assert "nope is not an Imagen 4 model" in wrong.output
+
+
+def test_credits_are_llm_usage(fake, llm_cli, logs_db):
+    result = llm_cli("-m", "imagen4-fast", "a koi", "--usage")
     assert result.exit_code == 0, result.output
-    assert fake.generations[0].body["negative_prompt"] == "people"
-    paths = result.stdout.splitlines()
-    assert [Path(p).name for p in paths] == [
-        "a-beach.png",
-        "a-beach-2.png",
-        "a-beach-3.png",
-    ]
-    assert all(png_size(p) == (1280, 896) for p in paths)
-    assert len({Path(p).read_bytes() for p in paths}) == 3
+    assert 'Token usage: {"credits_used": 120000.0, "usd_spent": 0.04}' in result.stderr
+    [turn] = logs_db().query("select token_details from turns")
+    assert json.loads(turn["token_details"]) == {
+        "credits_used": 120000.0,
+        "usd_spent": 0.04,
+    }
+    assert "credits_used" in llm_cli("logs", "-u", "-n", "1").stdout
+    # The preview reports its cost only in headers: that counts too.
+    assert llm_cli("imagen4", "a carp").exit_code == 0
+    assert history(llm_cli)[0]["credits_used"] == 120000
 
 
-def test_both_response_shapes_are_read(fake, llm_cli):
-    fake.state.response_shape = "images"
-    older = llm_cli("imagen4", "shape one", "-m", "imagen4-fast")
-    assert older.exit_code == 0, older.output
-    fake.state.response_shape = "data"
-    newer = llm_cli("imagen4", "shape two", "-m", "imagen4")
-    assert newer.exit_code == 0, newer.output
-    assert png_size(older.stdout.strip()) == png_size(newer.stdout.strip())
-    # The older shape always, the newer one here, by URL.
-    assert [d.path.split("/")[1] for d in fake.downloads] == ["files", "generations"]
+def test_images_get_the_mode_any_new_file_gets(fake, generate, llm_cli):
+    old = os.umask(0o022)
+    try:
+        [path] = generate("a mode")
+        assert llm_cli("imagen4", "gallery").exit_code == 0
+    finally:
+        os.umask(old)
+    for made in (Path(path), fake.work / "imagen4-gallery.html"):
+        assert stat.S_IMODE(made.stat().st_mode) == 0o644, made
 
 
 def test_json_output(fake, llm_cli):
@@ -162,8 +146,8 @@ def test_json_output(fake, llm_cli):
     assert data["api_model"] == "google/imagen4/preview"
     assert data["options"] == {"num_images": 2, "seed": 99}
     assert len(data["paths"]) == 2 and all(Path(p).exists() for p in data["paths"])
-    assert data["images"][0]["width"] == 1024
     assert data["images"][0]["path"] == data["paths"][0]
+    assert data["credits_used"] == 240000
     assert len(data["id"]) == 26
 
 
@@ -171,13 +155,6 @@ def test_prompt_from_stdin(fake, llm_cli):
     result = llm_cli("imagen4", "-", input="a quiet harbour\n")
     assert result.exit_code == 0, result.output
     assert fake.generations[0].body["prompt"] == "a quiet harbour"
-
-
-def test_async_model_shares_the_implementation(fake, llm_cli):
-    result = llm_cli("-m", "imagen4-fast", "an owl", "--async")
-    assert result.exit_code == 0, result.output
-    assert png_size(result.stdout.strip()) == (1024, 1024)
-    assert fake.generations[0].body["model"] == MODELS["imagen4-fast"]
 
 
 def test_python_api_sync_and_async(fake):
@@ -188,6 +165,7 @@ def test_python_api_sync_and_async(fake):
     response = llm.get_model("imagen4-generate").prompt("a bee", seed=5)
     assert Path(response.text()).exists()
     assert response.response_json["seed"] == 5
+    assert response.usage().details == {"credits_used": 120000.0, "usd_spent": 0.04}
 
     async def run():
         model = llm.get_async_model("imagen4-generate")
@@ -197,30 +175,72 @@ def test_python_api_sync_and_async(fake):
     assert [r.body["seed"] for r in fake.generations] == [5, 6]
 
 
+def test_log_to_db_from_python_puts_the_images_in_that_history(fake, tmp_path, llm_cli):
+    import llm
+    import sqlite_utils
+
+    response = llm.get_model("imagen4").prompt("a bee")
+    response.text()
+    other = tmp_path / "other.db"
+    response.log_to_db(sqlite_utils.Database(other))
+    [row] = history(llm_cli, "-d", str(other))
+    assert row["id"] == response.id and row["images"][0]["exists"]
+    assert history(llm_cli) == []
+
+
+def test_async_cli_route(fake, llm_cli):
+    result = llm_cli("-m", "imagen4-fast", "an owl", "--async")
+    assert result.exit_code == 0, result.output
+    assert png_size(result.stdout.strip()) == (1024, 1024)
+
+
 def test_a_true_subprocess_generates_and_pipes_paths(fake, llm_process):
     proc = llm_process("imagen4", "lighthouse: at dawn/dusk", "-n", "2", cwd=fake.work)
     assert proc.returncode == 0, proc.stderr
-    paths = proc.stdout.decode().splitlines()
-    assert [Path(p).name for p in paths] == [
+    assert [Path(p).name for p in proc.stdout.decode().splitlines()] == [
         "lighthouse-at-dawn-dusk.png",
         "lighthouse-at-dawn-dusk-2.png",
     ]
     assert proc.stderr == b""
 
 
-def test_the_plugin_imports_next_to_nothing_for_other_commands(fake, llm_process):
+def test_the_plugin_imports_next_to_nothing_for_other_commands(fake):
     code = (
-        "import sys, llm, llm.cli; llm.get_models();"
+        "import sys, llm, llm.cli; llm.get_models(); llm.get_tools();"
         "print(sorted(m for m in sys.modules if m.startswith('llm_imagen4')))"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
-    assert (
-        proc.stdout.strip()
-        == "['llm_imagen4', 'llm_imagen4.cli', 'llm_imagen4.models']"
+    assert proc.stdout.strip() == (
+        "['llm_imagen4', 'llm_imagen4.cli', 'llm_imagen4.models', "
+        "'llm_imagen4.specs', 'llm_imagen4.tool']"
     )
-    assert not (fake.user_path / "logs.db").exists()
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(p.stem for p in (ROOT / "llm_imagen4").glob("*.py") if p.stem != "__init__"),
+)
+def test_each_module_imports_on_its_own(module):
+    subprocess.run([sys.executable, "-c", f"import llm_imagen4.{module}"], check=True)
+
+
+def test_dependencies_are_what_the_code_imports():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["requires-python"] == ">=3.11"  # httpx2 needs 3.11
+    declared = {
+        name.split(">")[0].split("=")[0].strip() for name in project["dependencies"]
+    }
+    imported = set()
+    for path in (ROOT / "llm_imagen4").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    third_party = {name for name in imported if name not in sys.stdlib_module_names}
+    assert {name.replace("-", "_") for name in declared} == third_party
 
 
 def test_options_are_listed(fake, llm_cli):
@@ -235,11 +255,22 @@ def test_options_are_listed(fake, llm_cli):
         "safety_setting",
         "add_watermark",
     ):
-        assert f"{name}:" in fast and name not in preview
+        assert f"{name}:" in fast and f"{name}:" in preview
     listed = llm_cli("imagen4", "models").stdout
     assert "imagen4: google/imagen4/preview (default)" in listed
-    assert "imagen4-ultra: google/imagen-4.0-ultra-generate-001" in listed
     assert "prompt: up to 400 characters" in listed
+
+
+def test_subcommand_flags_come_from_the_models_options(fake, llm_cli):
+    from llm_imagen4 import cli, specs
+
+    for name, field in cli.OPTION_FIELDS.items():
+        shown = llm_cli("imagen4", "generate", "--help").stdout
+        assert cli.flag(name) in shown
+        assert field.description.split()[0] in shown
+    assert set(cli.OPTION_FIELDS) == {
+        name for spec in specs.SPECS for name in spec.options.model_fields
+    }
 
 
 def test_open_shows_the_saved_images(fake, llm_cli, monkeypatch):
@@ -254,12 +285,17 @@ def test_open_shows_the_saved_images(fake, llm_cli, monkeypatch):
 
 @pytest.mark.parametrize("status", [200, 201, 202, 299])
 def test_any_2xx_is_success(fake, llm_cli, status):
-    import base64
-
-    from .fake_api import png
-
-    image = base64.b64encode(png(1024, 1024)).decode()
-    fake.plan_api(status=status, body={"data": [{"url": None, "b64_json": image}]})
-    result = llm_cli("imagen4", "any success")
+    fake.plan_api(generate=True, status=status)
+    result = llm_cli("imagen4", "any success", "-m", "imagen4-fast")
     assert result.exit_code == 0, result.output
     assert png_size(result.stdout.strip()) == (1024, 1024)
+
+
+def test_readme_is_in_step_with_the_code():
+    proc = subprocess.run(
+        [sys.executable, "-m", "cogapp", "--check", "README.md"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,104 +1,387 @@
-"""The history: llm's turns, the imagen4_images table and `llm imagen4 history`."""
+"""The history: a guest beside llm's tables that llm logs into, never inside
+them. imagen4_images, the commands that read it, -d, privacy, and the
+upgrade from the trigger of 0.1."""
 
+import asyncio
+import hashlib
 import json
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
-from .fake_api import KEY
+import pytest
+import sqlite_utils
+
+from .conftest import history, journal_ids, llm_command, poll
+from .fake_api import KEY, png
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def generate(llm_cli, *args):
-    result = llm_cli("imagen4", *args)
-    assert result.exit_code == 0, result.output
-    return result.stdout.splitlines()
-
-
-def test_history_lists_newest_first_with_filters(fake, llm_cli):
-    generate(llm_cli, "a red fox", "--seed", "11")
-    generate(llm_cli, "a blue whale", "-m", "imagen4-fast", "-n", "2", "--seed", "22")
-    generate(llm_cli, "a red panda", "--seed", "33")
-
-    rows = json.loads(llm_cli("imagen4", "history", "--json").stdout)
+def test_history_lists_newest_first_with_filters(fake, generate, llm_cli):
+    generate("a red fox", "--seed", "11")
+    generate("a blue whale", "-m", "imagen4-fast", "-n", "2", "--seed", "22")
+    generate("a red panda", "--seed", "33")
+    rows = history(llm_cli)
     assert [r["seed"] for r in rows] == [33, 22, 11]
-    assert all(len(r["id"]) == 26 for r in rows)
     assert [len(r["images"]) for r in rows] == [1, 2, 1]
     assert rows[1]["images"][1]["path"].endswith("a-blue-whale-2.png")
-
-    red = json.loads(llm_cli("imagen4", "history", "-q", "red", "--json").stdout)
-    assert [r["prompt"] for r in red] == ["a red panda", "a red fox"]
-    fast = json.loads(
-        llm_cli("imagen4", "history", "-m", "imagen4-fast", "--json").stdout
-    )
-    assert [r["seed"] for r in fast] == [22]
-    one = json.loads(llm_cli("imagen4", "history", "-n", "1", "--json").stdout)
-    assert [r["seed"] for r in one] == [33]
-
+    assert [r["prompt"] for r in history(llm_cli, "-q", "red")] == [
+        "a red panda",
+        "a red fox",
+    ]
+    assert [r["seed"] for r in history(llm_cli, "-m", "imagen4-fast")] == [22]
+    assert [r["seed"] for r in history(llm_cli, "--seed", "11")] == [11]
+    assert [r["seed"] for r in history(llm_cli, "-n", "1")] == [33]
     text = llm_cli("imagen4", "history", "-n", "2").stdout
     assert text.index("a red panda") < text.index("a blue whale")
-    assert "a red fox" not in text
-    assert "seed 22" in text and "imagen4-fast" in text
+    assert "a red fox" not in text and "seed 22" in text and "240000 credits" in text
 
 
-def test_history_ids_join_llm_turns(fake, llm_cli, logs_db):
-    generate(llm_cli, "a kettle")
-    [row] = json.loads(llm_cli("imagen4", "history", "--json").stdout)
-    [turn] = logs_db().query(
-        "select turns.* from turns join imagen4_images on turns.id = turn_id"
-    )
-    assert turn["id"] == row["id"]
-    assert turn["model"] == "imagen4"
-    logged = llm_cli("logs", "--id-gte", row["id"], "--json").stdout
-    assert json.loads(logged)[0]["prompt"] == "a kettle"
+def test_query_text_is_matched_literally(fake, generate, llm_cli):
+    generate("100% cotton")
+    generate("snake_case name")
+    generate("plain words")
+    assert [r["prompt"] for r in history(llm_cli, "-q", "_")] == ["snake_case name"]
+    assert [r["prompt"] for r in history(llm_cli, "-q", "%")] == ["100% cotton"]
 
 
-def test_history_on_a_new_machine_is_empty(fake, llm_cli):
-    result = llm_cli("imagen4", "history", "--json")
-    assert result.exit_code == 0
-    assert json.loads(result.stdout) == []
-    assert not (fake.user_path / "logs.db").exists()
+def test_history_ids_are_llm_turns(fake, generate, llm_cli, logs_db):
+    generate("a kettle")
+    [row] = history(llm_cli)
+    [turn] = logs_db().query("select * from turns")
+    assert turn["id"] == row["id"] and turn["model"] == "imagen4"
+    logged = json.loads(llm_cli("logs", "--json", "-n", "1").stdout)
+    assert logged[0]["id"] == row["id"]
 
 
-def test_no_log_writes_nothing_to_the_history(fake, llm_cli, logs_db):
-    generate(llm_cli, "first")
-    paths = generate(llm_cli, "second", "--no-log")
-    assert len(paths) == 1
-    assert llm_cli("-m", "imagen4", "third", "--no-log").exit_code == 0
-    prompts = [r["prompt"] for r in logs_db().query("select * from imagen4_images")]
-    assert prompts == ["first"]
-    assert logs_db()["turns"].count == 1
+def test_a_new_machine_has_an_empty_history_and_no_logs_db(new_machine, llm_cli):
+    for args in (["history", "--json"], ["gallery", "-o", "g.html"], ["datasette"]):
+        result = llm_cli("imagen4", *args)
+        assert result.exit_code == 0, result.output
+    assert json.loads(llm_cli("imagen4", "history", "--json").stdout) == []
+    assert not new_machine.logs.exists()
 
 
-def test_logs_off_is_honoured(fake, llm_cli, logs_db):
-    generate(llm_cli, "before")
-    assert llm_cli("logs", "off").exit_code == 0
-    generate(llm_cli, "while off")
-    assert llm_cli("-m", "imagen4", "while off too").exit_code == 0
-    assert llm_cli("logs", "on").exit_code == 0
-    generate(llm_cli, "after")
-    prompts = [
-        r["prompt"] for r in logs_db().query("select * from imagen4_images order by id")
-    ]
-    assert prompts == ["before", "after"]
+def test_the_plugin_puts_nothing_in_llms_tables(fake, generate, migrated_logs_db):
+    def llms_objects(path):
+        return {
+            (row["type"], row["name"], row["tbl_name"], row["sql"])
+            for row in sqlite_utils.Database(path).query("select * from sqlite_master")
+            if not row["tbl_name"].startswith("imagen4")
+            and row["tbl_name"] != "_sqlite_migrations"
+        }
+
+    generate("a kettle")
+    assert llms_objects(fake.logs) == llms_objects(migrated_logs_db)
+    ours = {
+        row["name"]
+        for row in sqlite_utils.Database(fake.logs).query(
+            "select name from sqlite_master where type in ('table', 'view', 'trigger')"
+        )
+    } - {row[1] for row in llms_objects(migrated_logs_db)}
+    assert ours == {
+        "imagen4_images",
+        "imagen4_generations",
+        "imagen4_image_files",
+        "imagen4_sync",
+        "_sqlite_migrations",
+    }
 
 
-def test_rows_appear_for_turns_logged_before_the_table_existed(
-    fake, llm_cli, logs_db, monkeypatch
+def test_dropping_the_plugins_objects_leaves_llm_working(
+    fake, generate, llm_cli, logs_db
 ):
-    # A turn logged by llm while the plugin's table did not exist yet.
-    assert llm_cli("-m", "imagen4", "early bird").exit_code == 0
-    db = logs_db()
-    db.execute("drop trigger imagen4_images_from_turn")
-    db["imagen4_images"].drop()
-    db.execute("delete from imagen4_migrations")
-    db.conn.commit()
-    assert llm_cli("-m", "imagen4", "second bird").exit_code == 0
-    prompts = {r["prompt"] for r in logs_db().query("select * from imagen4_images")}
-    assert prompts == {"early bird", "second bird"}
+    generate("before the drop")
+    for name in ("imagen4_generations", "imagen4_image_files", "imagen4_sync"):
+        assert (
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "sqlite_utils",
+                    "drop-table",
+                    str(fake.logs),
+                    name,
+                ],
+                capture_output=True,
+            ).returncode
+            == 0
+        )
+    logs_db().execute("drop view imagen4_images")
+    result = llm_cli("-m", "echo", "hi")
+    assert result.exit_code == 0, result.output
+    assert logs_db()["turns"].count == 2
+    # The next read makes them again, from turns.
+    assert [r["prompt"] for r in history(llm_cli)] == ["before the drop"]
+    assert logs_db()["imagen4_images"].count == 1
 
 
-def test_the_key_is_stored_nowhere(fake, llm_cli, logs_db, monkeypatch):
+def test_images_survive_llm_rebuilding_turns(fake, generate, llm_cli, logs_db):
+    generate("before the rebuild")
+    assert history(llm_cli)
+    logs_db()["turns"].transform(types={"duration_ms": str})
+    generate("after the rebuild")
+    assert [r["prompt"] for r in history(llm_cli)] == [
+        "after the rebuild",
+        "before the rebuild",
+    ]
+
+
+def test_the_view_is_current_before_any_plugin_read(fake, generate, llm_cli, logs_db):
+    generate("first")  # the plugin's objects exist from here on
+    assert llm_cli("-m", "imagen4", "second").exit_code == 0
+    import llm
+
+    response = llm.get_model("imagen4").prompt("third")
+    response.text()
+    response.log_to_db(logs_db())
+    prompts = [
+        r["prompt"]
+        for r in logs_db().query(
+            "select prompt from imagen4_images order by datetime_utc"
+        )
+    ]
+    assert prompts == ["first", "second", "third"]
+
+
+def test_a_deleted_turn_is_gone_from_the_history(fake, generate, llm_cli, logs_db):
+    generate("keep me")
+    generate("delete me")
+    assert len(history(llm_cli)) == 2
+    db = sqlite_utils.Database(fake.logs)
+    turn_id = next(
+        db.query(
+            "select id from turns where id in (select turn_id from imagen4_images where prompt = 'delete me')"
+        )
+    )["id"]
+    db.execute("pragma foreign_keys = on")
+    with db.conn:
+        db.execute("delete from turn_search where turn_id = ?", [turn_id])
+        db.execute("delete from turns where id = ?", [turn_id])
+    assert [r["prompt"] for r in db.query("select prompt from imagen4_images")] == [
+        "keep me"
+    ]
+    assert [r["prompt"] for r in history(llm_cli)] == ["keep me"]
+
+
+def test_no_log_and_logs_off_write_nothing(fake, generate, llm_cli, logs_db):
+    generate("first")
+    generate("second secret", "--no-log")
+    assert llm_cli("-m", "imagen4", "third secret", "-n").exit_code == 0
+    assert llm_cli("logs", "off").exit_code == 0
+    generate("fourth secret")
+    assert llm_cli("-m", "imagen4", "fifth secret").exit_code == 0
+    assert llm_cli("logs", "on").exit_code == 0
+    generate("sixth")
+    assert [r["prompt"] for r in history(llm_cli, "-n", "0")] == ["sixth", "first"]
+    assert b"secret" not in fake.logs.read_bytes()
+    assert journal_ids(fake) == []
+
+
+@pytest.mark.parametrize(
+    "route,logs_off",
+    [
+        (["imagen4", "--no-log"], False),
+        (["-m", "imagen4", "-n"], False),
+        (["-m", "imagen4"], True),
+    ],
+    ids=["llm imagen4 --no-log", "llm -m -n", "llm -m with logs off"],
+)
+def test_ctrl_c_without_logging_leaves_no_trace_and_download_finishes(
+    fake, llm_cli, route, logs_off
+):
+    if logs_off:
+        assert llm_cli("logs", "off").exit_code == 0
+    before = hashlib.sha256(fake.logs.read_bytes()).hexdigest()
+    fake.fail_downloads(hold=True)
+    *command, flag = route if route[-1].startswith("-") else [*route, ""]
+    args = [*command, "a private stork"] + ([flag] if flag else [])
+    proc = subprocess.Popen(
+        llm_command(*args),
+        cwd=fake.work,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        poll(lambda: fake.downloads)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert b"Traceback" not in err
+    assert b"llm imagen4 download" in err
+    assert hashlib.sha256(fake.logs.read_bytes()).hexdigest() == before
+    fake.release.set()
+    result = llm_cli("imagen4", "download")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(fake.work / "a-private-stork.png")
+    assert hashlib.sha256(fake.logs.read_bytes()).hexdigest() == before
+    assert journal_ids(fake) == []
+    assert len(fake.generations) == 1
+
+
+def test_another_database_round_trip(fake, generate, llm_cli, tmp_path):
+    other = tmp_path / "other.db"
+    [first] = generate("in the other one", "-d", str(other))
+    assert llm_cli("-m", "imagen4", "also there", "-d", str(other)).exit_code == 0
+    assert history(llm_cli) == []
+    rows = history(llm_cli, "-d", str(other))
+    assert [r["prompt"] for r in rows] == ["also there", "in the other one"]
+    Path(first).unlink()
+    restored = llm_cli("imagen4", "download", rows[1]["id"], "-d", str(other))
+    assert restored.exit_code == 0, restored.output
+    assert restored.stdout.strip() == first
+    assert history(llm_cli, "-d", str(other), "--missing") == []
+    shown = llm_cli("imagen4", "show", rows[0]["id"], "-d", str(other))
+    assert shown.exit_code == 0 and "also there" in shown.stdout
+    assert json.loads(llm_cli("imagen4", "datasette", "-d", str(other)).stdout)[
+        "databases"
+    ]["other"]
+    assert len(fake.generations) == 2
+
+
+def test_async_cancel_keeps_the_paid_image_findable(fake, llm_cli):
+    fake.fail_downloads(hold=True)
+    script = (
+        "import asyncio, llm\n"
+        "async def main():\n"
+        "    response = llm.get_async_model('imagen4').prompt('a cancelled owl')\n"
+        "    try:\n"
+        "        await asyncio.wait_for(response.text(), 2)\n"
+        "    except asyncio.TimeoutError:\n"
+        "        print(response.id)\n"
+        "asyncio.run(main())\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=fake.work, capture_output=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    generation_id = proc.stdout.decode().strip()
+    assert b"llm imagen4 download" in proc.stderr
+    assert journal_ids(fake) == [generation_id]
+    fake.release.set()
+    result = llm_cli("imagen4", "download")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(fake.work / "a-cancelled-owl.png")
+    assert len(fake.generations) == 1
+
+
+def test_missing_finds_files_deleted_since(fake, generate, llm_cli):
+    paths = generate("two owls", "-n", "2")
+    generate("one more")
+    Path(paths[1]).unlink()
+    [missing] = history(llm_cli, "--missing")
+    assert missing["prompt"] == "two owls"
+    assert [i["exists"] for i in missing["images"]] == [True, False]
+
+
+def test_upgrade_from_the_trigger_of_0_1(fake, llm_cli):
+    old = "/tmp/oldfix/work/"
+    shutil.copy(FIXTURES / "logs-0.1.db", fake.logs)
+    db = sqlite_utils.Database(fake.logs)
+    [cdn] = {
+        row["url"].rsplit("/files/", 1)[0]
+        for row in db.query("select url from imagen4_images")
+    }
+    work = str(fake.work) + "/"
+    with db.conn:
+        db.execute(
+            "update turns set response_json = replace(replace(response_json, ?, ?), ?, ?)",
+            [old, work, cdn, fake.cdn_url],
+        )
+        db.execute(
+            "update imagen4_images set path = replace(path, ?, ?), url = replace(url, ?, ?), folder = ?",
+            [old, work, cdn, fake.cdn_url, work],
+        )
+    for name in ("a-saved-heron.png", "a-restored-crane.png"):
+        (fake.work / name).write_bytes(png(8, 8))
+    [stork_url] = [
+        r["url"]
+        for r in db.query("select url from imagen4_images where status = 'pending'")
+    ]
+    fake.state.files[stork_url.rsplit("/", 1)[-1]] = png(1024, 1024, b"stork")
+
+    rows = history(llm_cli)
+    assert [r["prompt"] for r in rows] == ["a restored crane", "a saved heron"]
+    assert all(
+        image["exists"] and image["status"] == "saved"
+        for r in rows
+        for image in r["images"]
+    )
+    db = sqlite_utils.Database(fake.logs)
+    assert not list(
+        db.query(
+            "select name from sqlite_master where name in ('imagen4_images_from_turn', 'imagen4_migrations')"
+        )
+    )
+    crane = json.loads(
+        next(db.query("select response_json from turns where id = ?", [rows[0]["id"]]))[
+            "response_json"
+        ]
+    )
+    assert crane["images"][0]["status"] == "saved"
+    assert "a-restored-crane.png" in llm_cli("logs", "-n", "1").stdout
+    # The unfinished stork, never logged, is in the journal: download finishes it.
+    assert len(journal_ids(fake)) == 1
+    result = llm_cli("imagen4", "download")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(fake.work / "an-unfinished-stork.png")
+    assert [r["prompt"] for r in history(llm_cli)][0] == "an unfinished stork"
+
+
+def test_the_key_is_stored_nowhere(fake, generate, llm_cli, logs_db, monkeypatch):
     monkeypatch.delenv("AIMLAPI_KEY")
-    generate(llm_cli, "a secret", "--key", KEY)
+    generate("a secret", "--key", KEY)
     assert llm_cli("-m", "imagen4", "another", "--key", KEY).exit_code == 0
     everything = "\n".join(logs_db().conn.iterdump())
-    assert "a secret" in everything
-    assert KEY not in everything
-    assert KEY.encode() not in (fake.user_path / "logs.db").read_bytes()
+    assert "a secret" in everything and KEY not in everything
+    assert KEY.encode() not in fake.logs.read_bytes()
+
+
+def test_eight_processes_at_once_on_a_new_logs_db(new_machine):
+    procs = [
+        subprocess.Popen(
+            llm_command("imagen4", f"parallel {i}", "--seed", str(i + 1)),
+            cwd=new_machine.work,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(8)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+    db = sqlite_utils.Database(new_machine.logs)
+    assert sorted(
+        r["seed"] for r in db.query("select seed from imagen4_images")
+    ) == list(range(1, 9))
+    assert db["turns"].count == 8
+    assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
+
+
+def test_datasette_metadata_names_the_database(fake, llm_cli):
+    data = json.loads(llm_cli("imagen4", "datasette").stdout)
+    assert set(data["databases"]["logs"]["queries"]) == {
+        "generations_by_day",
+        "seeds_for_prompt",
+        "missing_images",
+    }
+
+
+def test_async_in_process_cancel_stops_starting_downloads(fake):
+    import llm
+
+    fake.fail_downloads(hold=True)
+
+    async def main():
+        response = llm.get_async_model("imagen4").prompt("held", num_images=2)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(response.text(), 1)
+        return response.id
+
+    generation_id = asyncio.run(main())
+    assert journal_ids(fake) == [generation_id]
+    fake.release.set()

@@ -1,41 +1,45 @@
-"""Provenance in every image, and the commands that read it: inspect, rerun,
-show, download and the history's filters."""
+"""Provenance in every image, where every tool reads it, and the commands that
+read it back: inspect, rerun, show, download."""
 
 import hashlib
 import json
 import os
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from llm_imagen4 import provenance
+from llm_imagen4 import images
 
+from .conftest import history
 from .fake_api import jpeg, png
 
 TRAINED = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+EXIFTOOL = shutil.which("exiftool")
+needs_exiftool = pytest.mark.skipif(
+    not EXIFTOOL and not os.environ.get("CI"),
+    reason="needs Debian's libimage-exiftool-perl (.ci/run installs it)",
+)
 
 
 def chunks(data):
-    """(type, data) of every chunk of a PNG."""
+    """(type, data) of every chunk of a PNG, and what follows IEND."""
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     found, i = [], 8
     while i < len(data):
         (length,) = struct.unpack(">I", data[i : i + 4])
-        found.append((data[i + 4 : i + 8], data[i + 8 : i + 8 + length]))
+        kind = data[i + 4 : i + 8]
+        found.append((kind, data[i + 8 : i + 8 + length]))
         i += 12 + length
-    return found
+        if kind == b"IEND":
+            return found, data[i:]
+    return found, b""
 
 
-def generate(llm_cli, *args):
-    result = llm_cli("imagen4", *args)
-    assert result.exit_code == 0, result.output
-    return result.stdout.splitlines()
-
-
-def test_png_provenance_round_trips_through_inspect(fake, llm_cli):
+def test_png_provenance_round_trips_through_inspect(fake, generate, llm_cli):
     [path] = generate(
-        llm_cli,
         "Racoon eating ice-cream",
         "-r",
         "16:9",
@@ -44,101 +48,188 @@ def test_png_provenance_round_trips_through_inspect(fake, llm_cli):
         "--negative-prompt",
         "blur",
     )
-    texts = provenance.png_texts(Path(path))
+    texts = images.png_texts(Path(path), ("parameters",))
     assert texts["parameters"] == (
         "Racoon eating ice-cream\nNegative prompt: blur\n"
-        "Seed: 42, Size: 1408x768, Model: imagen4"
+        "Seed: 42, Size: 1408x768, Model: imagen4, Version: llm-imagen4 0.2.0"
     )
-    assert TRAINED in texts["XML:com.adobe.xmp"]
-    assert "Iptc4xmpExt:DigitalSourceType" in texts["XML:com.adobe.xmp"]
-
     [made] = json.loads(llm_cli("imagen4", "inspect", path, "--json").stdout)
-    history = json.loads(llm_cli("imagen4", "history", "--json").stdout)[0]
-    assert made["path"] == path
-    assert made["model"] == "imagen4"
-    assert made["api_model"] == "google/imagen4/preview"
-    assert made["prompt"] == "Racoon eating ice-cream"
-    assert made["negative_prompt"] == "blur"
-    assert made["seed"] == 42
-    assert made["options"] == {
+    [row] = history(llm_cli)
+    assert made["file"] == path and made["source"] == "record"
+    claims = made["claims"]
+    assert (
+        claims["model"] == "imagen4" and claims["api_model"] == "google/imagen4/preview"
+    )
+    assert claims["prompt"] == "Racoon eating ice-cream"
+    assert claims["negative_prompt"] == "blur" and claims["seed"] == 42
+    assert claims["options"] == {
         "aspect_ratio": "16:9",
         "num_images": 1,
         "seed": 42,
         "negative_prompt": "blur",
     }
-    assert made["turn_id"] == history["id"]
-    assert made["version"] == "0.1.0"
-    assert made["digital_source_type"] == TRAINED
+    assert claims["turn_id"] == row["id"]
+    assert claims["credits_used"] == 120000 and claims["usd_spent"] == 0.04
     text = llm_cli("imagen4", "inspect", path).stdout
-    assert "seed: 42" in text and f"llm imagen4 rerun {path}" in text
+    assert "seed: 42" in text and f"again: llm imagen4 rerun {path}" in text
 
 
-def test_the_image_data_is_unchanged_by_the_metadata(fake, llm_cli):
-    fake.state.response_shape = "images"
-    [path] = generate(llm_cli, "a cat")
-    [original] = fake.state.files.values()
-    saved = Path(path).read_bytes()
-    assert saved.startswith(original[:-12])  # every byte up to IEND
-    added = [kind for kind, _ in chunks(saved)[len(chunks(original)) - 1 : -1]]
-    assert added == [b"tEXt", b"iTXt", b"iTXt"]
-    assert chunks(saved)[-1] == (b"IEND", b"")
-    # The sha256 in the history is that of the file on disk.
-    [row] = json.loads(llm_cli("imagen4", "history", "--json").stdout)
-    assert row["images"][0]["sha256"] == hashlib.sha256(saved).hexdigest()
+def test_text_chunks_go_before_the_image_data_which_stays_as_sent(fake, generate):
+    trailer = b"bytes after IEND"
+    fake.fail_downloads(body=png(64, 64, b"sent") + trailer)
+    [path] = generate("a cat")
+    original, after = chunks(png(64, 64, b"sent") + trailer)
+    saved, saved_after = chunks(Path(path).read_bytes())
+    kinds = [kind for kind, _ in saved]
+    assert kinds == [b"IHDR", b"tEXt", b"tEXt", b"iTXt", b"IDAT", b"IEND"]
+    assert [c for c in saved if c[0] in (b"IHDR", b"IDAT", b"IEND")] == original
+    assert saved_after == after == trailer
 
 
-def test_unicode_prompts_go_in_itxt(fake, llm_cli):
-    [path] = generate(llm_cli, "東京の夜 café", "-m", "imagen4-fast")
-    data = Path(path).read_bytes()
-    parameters = [d for kind, d in chunks(data) if d.startswith(b"parameters\0")]
-    assert [kind for kind, d in chunks(data) if d.startswith(b"parameters\0")] == [
-        b"iTXt"
-    ]
-    assert "東京の夜 café".encode() in parameters[0]
-    assert provenance.read(Path(path))["prompt"] == "東京の夜 café"
+def test_every_reader_finds_it_without_decoding(fake, generate):
+    from PIL import Image
+
+    [path] = generate("a lighthouse", "--seed", "5")
+    with Image.open(path) as image:
+        # Read from the chunks before the image data: nothing decoded yet.
+        assert image.info["parameters"].startswith("a lighthouse\nSeed: 5, ")
+        xmp = image.getxmp()
+    description = xmp["xmpmeta"]["RDF"]["Description"]
+    assert description["DigitalSourceType"] == TRAINED
+    assert description["AIPromptInformation"] == "a lighthouse"
+    assert description["AISystemVersionUsed"] == "google/imagen4/preview"
 
 
-def test_no_metadata_keeps_the_file_as_sent(fake, llm_cli):
-    fake.state.response_shape = "images"
-    [path] = generate(llm_cli, "plain", "--no-metadata")
-    [original] = fake.state.files.values()
-    assert Path(path).read_bytes() == original
-    result = llm_cli("imagen4", "inspect", path)
-    assert result.exit_code == 1
-    assert "no provenance from llm-imagen4" in result.stderr
-    assert (
-        llm_cli("-m", "imagen4", "plain too", "-o", "metadata", "false").exit_code == 0
+@needs_exiftool
+def test_exiftool_reads_it_without_a_warning(fake, generate):
+    [path] = generate("a heron at dusk", "--seed", "77", "--negative-prompt", "fog")
+    out = subprocess.run(
+        [
+            EXIFTOOL,
+            "-j",
+            "-a",
+            "-warning",
+            "-Parameters",
+            "-DigitalSourceType",
+            "-AIPromptInformation",
+            path,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    assert provenance.read(fake.work / "plain-too.png") is None
+    [tags] = json.loads(out.stdout)
+    assert "Warning" not in tags
+    assert tags["DigitalSourceType"] == TRAINED
+    assert tags["AIPromptInformation"] == "a heron at dusk"
+    assert "a heron at dusk" in tags["Parameters"] and "Seed: 77" in tags["Parameters"]
 
 
-def test_inspect_says_clearly_when_a_file_has_none(fake, llm_cli):
-    (fake.work / "other.png").write_bytes(png(4, 4))
-    (fake.work / "notes.txt").write_text("hello")
-    [ours] = generate(llm_cli, "ours")
-    result = llm_cli("imagen4", "inspect", "other.png", "notes.txt", ours)
-    assert result.exit_code == 1
-    assert "other.png: no provenance from llm-imagen4" in result.stderr
-    assert "notes.txt: no provenance from llm-imagen4" in result.stderr
-    assert "2 of 3 files have no provenance" in result.stderr
-    assert "prompt: ours" in result.stdout
+def test_what_a1111_readers_recover(fake, generate):
+    from sd_parsers import ParserManager
+    from sd_prompt_reader.image_data_reader import ImageDataReader
+
+    [plain] = generate("a red kite", "--seed", "3")
+    [negative] = generate("a blue kite", "--seed", "4", "--negative-prompt", "clouds")
+    settings = "Seed: {}, Size: 1024x1024, Model: imagen4, Version: llm-imagen4 0.2.0"
+    # sd-prompt-reader takes it for AUTOMATIC1111's. With no "Steps:" it
+    # finds no settings line: they stay with the last prompt it reads.
+    reader = ImageDataReader(plain)
+    assert reader.tool == "A1111 webUI"
+    assert reader.positive == "a red kite\n" + settings.format(3)
+    reader = ImageDataReader(negative)
+    assert reader.positive == "a blue kite"
+    assert reader.negative == "clouds\n" + settings.format(4)
+    # sd-parsers wants a sampler line (Sampler and two of Steps, CFG scale,
+    # Seed...), which Imagen has none of: it recognises nothing.
+    assert ParserManager().parse(plain) is None
 
 
-def test_a_jpeg_gets_a_sidecar(fake, llm_cli):
-    image = jpeg(1024, 1024)
-    fake.fail_downloads(body=image)
-    [path] = generate(llm_cli, "a jpeg")
-    assert path.endswith("a-jpeg.jpg")
-    assert Path(path).read_bytes() == image
+def test_the_apis_own_xmp_gets_our_fields_in_its_one_packet(fake, generate):
+    from PIL import Image
+
+    theirs = images.xmp_packet(
+        '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/">'
+        "<dc:source>Google</dc:source></rdf:Description>"
+    )
+    fake.state.png_extra = images.itxt_chunk(images.XMP_KEYWORD, theirs)
+    [path] = generate("with their xmp")
+    saved, _ = chunks(Path(path).read_bytes())
+    packets = [d for k, d in saved if d.startswith(b"XML:com.adobe.xmp\0")]
+    assert len(packets) == 1
+    with Image.open(path) as image:
+        descriptions = image.getxmp()["xmpmeta"]["RDF"]["Description"]
+    assert {"source", "DigitalSourceType"} <= {k for d in descriptions for k in d}
+
+
+def test_a_c2pa_signed_image_is_left_as_received(fake, generate, llm_cli):
+    fake.state.png_extra = images.png_chunk(b"caBX", b"jumb c2pa manifest")
+    [path] = generate("signed by google", "--seed", "8")
+    [sent] = fake.state.files.values()
+    assert Path(path).read_bytes() == sent
     sidecar = json.loads(Path(path + ".json").read_text())
-    assert sidecar["prompt"] == "a jpeg"
+    assert sidecar["file"] == Path(path).name
+    assert sidecar["sha256"] == hashlib.sha256(sent).hexdigest()
+    assert sidecar["seed"] == 8
+    text = llm_cli("imagen4", "inspect", path).stdout
+    assert "left as received: it carries C2PA Content Credentials" in text
     [made] = json.loads(llm_cli("imagen4", "inspect", path, "--json").stdout)
-    assert made["seed"] == sidecar["seed"]
+    assert made["source"] == "sidecar"
 
 
-def test_rerun_sends_the_identical_request(fake, llm_cli):
+def test_a_jpeg_gets_xmp_inside_and_a_sidecar_that_names_it(fake, generate, llm_cli):
+    fake.fail_downloads(body=jpeg(1024, 1024))
+    [path] = generate("a jpeg")
+    assert path.endswith("a-jpeg.jpg")
+    data = Path(path).read_bytes()
+    assert images.JPEG_XMP_HEADER in data and TRAINED.encode() in data
+    assert data.endswith(b"\xff\xd9")
+    sidecar = json.loads(Path(path + ".json").read_text())
+    assert sidecar["file"] == "a-jpeg.jpg"
+    assert sidecar["sha256"] == hashlib.sha256(data).hexdigest()
+    [made] = json.loads(llm_cli("imagen4", "inspect", path, "--json").stdout)
+    assert made["claims"]["seed"] == sidecar["seed"]
+
+
+def test_a_webp_gets_xmp_inside(fake, generate):
+    bitstream = b"\x2f" + (7 | (7 << 14)).to_bytes(4, "little") + b"\0" * 6
+    webp = b"RIFF" + struct.pack("<I", 4 + 8 + len(bitstream)) + b"WEBP"
+    webp += b"VP8L" + struct.pack("<I", len(bitstream)) + bitstream
+    fake.fail_downloads(body=webp)
+    [path] = generate("a webp")
+    data = Path(path).read_bytes()
+    assert data[12:16] == b"VP8X" and data[20] & 0x04
+    assert struct.unpack("<I", data[4:8])[0] + 8 == len(data)
+    assert b"XMP " in data and TRAINED.encode() in data
+    assert Path(path + ".json").exists()
+
+
+def test_the_enhanced_prompt_round_trips(fake, generate, llm_cli):
+    rewritten = (
+        "A mischievous racoon, with beady eyes, eating a cone of pistachio ice-cream"
+    )
+    fake.state.enhanced_prompt = rewritten
+    [path] = generate("racoon eating ice-cream", "-m", "imagen4-fast", "--seed", "9")
+    [row] = history(llm_cli)
+    assert row["images"][0]["enhanced_prompt"] == rewritten
+    assert (
+        f"enhanced_prompt: {rewritten}" in llm_cli("imagen4", "show", row["id"]).stdout
+    )
+    [made] = json.loads(llm_cli("imagen4", "inspect", path, "--json").stdout)
+    assert made["claims"]["enhanced_prompt"] == rewritten
+    parameters = images.png_texts(Path(path), ("parameters",))["parameters"]
+    assert f'Enhanced prompt: "{rewritten}"' in parameters
+    for source in (row["id"], path):
+        assert llm_cli("imagen4", "rerun", source).exit_code == 0
+        assert llm_cli("imagen4", "rerun", source, "--as-made").exit_code == 0
+    original, *again = (g.body for g in fake.generations)
+    assert again[0] == original and again[2] == original
+    for as_made in (again[1], again[3]):
+        assert as_made == {**original, "prompt": rewritten, "enhance_prompt": False}
+
+
+def test_rerun_sends_the_identical_request(fake, generate, llm_cli):
     generate(
-        llm_cli,
         "a portrait",
         "-m",
         "imagen4-ultra",
@@ -150,28 +241,24 @@ def test_rerun_sends_the_identical_request(fake, llm_cli):
         "--safety-setting",
         "block_only_high",
     )
-    turn_id = json.loads(llm_cli("imagen4", "history", "--json").stdout)[0]["id"]
-    first_path = fake.work / "a-portrait.png"
+    turn_id = history(llm_cli)[0]["id"]
     by_id = llm_cli("imagen4", "rerun", turn_id)
-    by_file = llm_cli("imagen4", "rerun", str(first_path))
+    by_file = llm_cli("imagen4", "rerun", str(fake.work / "a-portrait.png"))
     assert by_id.exit_code == 0 and by_file.exit_code == 0, (
         by_id.output + by_file.output
     )
     original, again, from_file = (g.body for g in fake.generations)
-    assert again == original and from_file == original
-    assert json.dumps(again) == json.dumps(original)  # the same bytes, too
-    assert len(by_id.stdout.splitlines()) == 2
+    assert json.dumps(again) == json.dumps(original) == json.dumps(from_file)
 
 
-def test_rerun_flags_override(fake, llm_cli):
-    [path] = generate(llm_cli, "a boat", "--seed", "5", "--negative-prompt", "fog")
+def test_rerun_flags_override(fake, generate, llm_cli):
+    [path] = generate("a boat", "--seed", "5", "--negative-prompt", "fog")
     assert llm_cli("imagen4", "rerun", path, "--vary", "-n", "3").exit_code == 0
     assert llm_cli("imagen4", "rerun", path, "--seed", "6", "-r", "4:3").exit_code == 0
     original, varied, other = (g.body for g in fake.generations)
     assert varied["seed"] != 5 and varied["num_images"] == 3
     assert {**varied, "seed": 5, "num_images": 1} == original
     assert other == {**original, "seed": 6, "aspect_ratio": "4:3"}
-    # A model that does not take an option the original used: an error.
     switched = llm_cli("imagen4", "rerun", path, "-m", "imagen4-fast")
     assert switched.exit_code == 1
     assert "imagen4-fast does not take --negative-prompt" in switched.output
@@ -191,24 +278,23 @@ def test_rerun_of_something_unknown(fake, llm_cli):
     assert fake.state.requests == []
 
 
-def test_download_restores_a_deleted_file_exactly(fake, llm_cli):
-    paths = generate(llm_cli, "two owls", "-n", "2")
-    turn_id = json.loads(llm_cli("imagen4", "history", "--json").stdout)[0]["id"]
+def test_download_restores_a_deleted_file_exactly(fake, generate, llm_cli):
+    paths = generate("two owls", "-n", "2")
+    turn_id = history(llm_cli)[0]["id"]
     before = hashlib.sha256(Path(paths[1]).read_bytes()).hexdigest()
     os.remove(paths[1])
-    missing = json.loads(llm_cli("imagen4", "history", "--missing", "--json").stdout)
-    assert [m["id"] for m in missing] == [turn_id]
+    assert [m["id"] for m in history(llm_cli, "--missing")] == [turn_id]
     result = llm_cli("imagen4", "download", turn_id)
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == paths[1]
     assert hashlib.sha256(Path(paths[1]).read_bytes()).hexdigest() == before
     assert len(fake.generations) == 1
-    assert json.loads(llm_cli("imagen4", "history", "--missing", "--json").stdout) == []
+    assert history(llm_cli, "--missing") == []
 
 
-def test_show_prints_every_field_and_whether_files_exist(fake, llm_cli):
-    paths = generate(llm_cli, "a vase", "-n", "2", "--seed", "77")
-    turn_id = json.loads(llm_cli("imagen4", "history", "--json").stdout)[0]["id"]
+def test_show_prints_every_field_and_whether_files_exist(fake, generate, llm_cli):
+    paths = generate("a vase", "-n", "2", "--seed", "77")
+    turn_id = history(llm_cli)[0]["id"]
     os.remove(paths[0])
     text = llm_cli("imagen4", "show", turn_id).stdout
     for expected in (
@@ -217,15 +303,18 @@ def test_show_prints_every_field_and_whether_files_exist(fake, llm_cli):
         "prompt: a vase",
         "seed: 77",
         "option num_images: 2",
+        "credits_used: 240000",
+        "usd_spent: 0.08",
+        f"client_request_id: llm-imagen4:{turn_id}",
+        "inference_id: inf-",
         "image 1:",
         "exists: False",
         "image 2:",
         "exists: True",
         f"path: {paths[1]}",
-        "sha256: ",
         "width: 1024",
     ):
-        assert expected in text
+        assert expected in text, expected
     data = json.loads(llm_cli("imagen4", "show", turn_id, "--json").stdout)
     assert [i["exists"] for i in data["images"]] == [False, True]
     assert data["provenance"]["seed"] == 77
@@ -233,21 +322,21 @@ def test_show_prints_every_field_and_whether_files_exist(fake, llm_cli):
     assert unknown.exit_code == 1 and "No generation with id nope" in unknown.output
 
 
-def test_history_since_seed_and_paths(fake, llm_cli, logs_db):
-    generate(llm_cli, "old one", "--seed", "1")
-    generate(llm_cli, "new one", "--seed", "2", "-n", "2")
+def test_history_since_seed_and_paths(fake, generate, llm_cli, logs_db):
+    generate("old one", "--seed", "1")
+    generate("new one", "--seed", "2", "-n", "2")
     db = logs_db()
     with db.conn:
         db.execute(
-            "update imagen4_images set datetime_utc = '2020-01-01T00:00:00+00:00'"
-            " where prompt = 'old one'"
+            "update turns set datetime_utc = '2020-01-01T00:00:00+00:00'"
+            " where id = (select turn_id from imagen4_images where prompt = 'old one')"
         )
-    recent = json.loads(
-        llm_cli("imagen4", "history", "--since", "2021-06-01", "--json").stdout
-    )
-    assert [r["prompt"] for r in recent] == ["new one"]
-    seeded = json.loads(llm_cli("imagen4", "history", "--seed", "1", "--json").stdout)
-    assert [r["prompt"] for r in seeded] == ["old one"]
+    # A turn edited by hand: dropping the index has it made again from turns.
+    db["imagen4_sync"].drop()
+    assert [r["prompt"] for r in history(llm_cli, "--since", "2021-06-01")] == [
+        "new one"
+    ]
+    assert [r["prompt"] for r in history(llm_cli, "--seed", "1")] == ["old one"]
     paths = llm_cli("imagen4", "history", "--paths").stdout.splitlines()
     assert [Path(p).name for p in paths] == [
         "new-one.png",
@@ -259,8 +348,8 @@ def test_history_since_seed_and_paths(fake, llm_cli, logs_db):
 
 
 @pytest.mark.parametrize("command", ["show", "download", "rerun"])
-def test_commands_on_a_new_machine(fake, llm_cli, command):
+def test_commands_on_a_new_machine(new_machine, llm_cli, command):
     result = llm_cli("imagen4", command, "01abc")
     assert result.exit_code == 1
     assert "Traceback" not in result.output
-    assert not (fake.user_path / "logs.db").exists()
+    assert not new_machine.logs.exists()

@@ -1,0 +1,496 @@
+"""What each ``llm imagen4`` command does once click has read its
+arguments: call the engine or the history, and print the outcome. Every
+text that came from a prompt, a file or the API is printed escaped."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import llm
+
+from . import engine, history, journal, specs
+from .terminal import command, dumps, notify, printable
+
+Fail = Callable[[Exception], click.ClickException]
+
+
+def log_target(database: Path | None, no_log: bool, log: bool = False) -> Path | None:
+    """Where the turn goes, as ``llm prompt`` decides: ``-d`` or logs.db,
+    unless ``--no-log`` or ``llm logs off`` (which ``--log`` overrides)."""
+    from llm.cli import logs_on
+
+    if no_log or not (logs_on() or log):
+        return None
+    return (database or history.default_path()).absolute()
+
+
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def _run(
+    model: llm.Model,
+    prompt: str,
+    options: dict[str, Any],
+    key: str | None,
+    database: Path | None,
+    no_log: bool,
+    json_: bool,
+    open_: bool,
+    fail: Fail,
+) -> None:
+    """Check everything, generate, log, print the paths."""
+    log_to = log_target(database, no_log)
+    try:
+        run_options, _ = engine.check(model, prompt, options, key)
+        response = engine.generate(model, prompt, run_options, key, log_to)
+    except llm.ModelError as ex:
+        raise fail(ex) from None
+    engine.log(response, log_to)
+    record = engine.record_of(response)
+    paths = [str(path) for path in record.saved_paths()]
+    if json_:
+        click.echo(dumps(_summary(response, record, paths)))
+    else:
+        for path in paths:
+            click.echo(printable(path))
+    if open_:
+        for path in paths:
+            click.launch(path)
+    if record.unsaved():
+        raise click.ClickException(
+            f"{len(record.unsaved())} of {len(record.images)} images were not saved"
+        )
+
+
+def _summary(response: Any, record: Any, paths: list[str]) -> dict[str, Any]:
+    return {
+        "id": response.id,
+        "model": response.model.model_id,
+        "api_model": record.request["model"],
+        "prompt": record.request["prompt"],
+        "seed": record.seed,
+        "options": response.prompt.options.model_dump(exclude_none=True),
+        "credits_used": record.credits_used,
+        "usd_spent": record.usd_spent,
+        "paths": paths,
+        "images": [
+            {
+                "path": str(record.path(image)) if image.name else None,
+                **image.model_dump(exclude={"name"}),
+            }
+            for image in record.images
+        ],
+    }
+
+
+def generate(
+    prompt: str,
+    model_name: str,
+    options: dict[str, Any],
+    key: str | None,
+    database: Path | None,
+    no_log: bool,
+    json_: bool,
+    open_: bool,
+    fail: Fail,
+) -> None:
+    try:
+        model = engine.resolve(model_name)
+    except llm.ModelError as ex:
+        raise fail(ex) from None
+    _run(model, prompt, _given(options), key, database, no_log, json_, open_, fail)
+
+
+def rerun(
+    source: str,
+    model_name: str | None,
+    vary: bool,
+    as_made: bool,
+    options: dict[str, Any],
+    key: str | None,
+    database: Path | None,
+    no_log: bool,
+    json_: bool,
+    open_: bool,
+    fail: Fail,
+) -> None:
+    """The request of a generation from an image file's record (read as a
+    request only) or from the history, then generated as ``generate``."""
+    from . import provenance
+
+    given = _given(options)
+    if vary and "seed" in given:
+        raise click.ClickException("--vary and --seed cannot be used together")
+    try:
+        path = Path(source)
+        if path.exists():
+            found = provenance.read(path)
+            if found is None:
+                raise llm.ModelError(f"{source} has no provenance from llm-imagen4")
+            record = found.record
+            origin_model = record.model
+            prompt, enhanced = record.prompt, record.enhanced_prompt
+            spec = specs.SPECS_BY_ID.get(origin_model)
+            if spec is None:
+                raise llm.ModelError(f"{source}: its record names no Imagen 4 model")
+            requested = provenance.rerun_options(record, spec)
+        else:
+            db = history.open_db(database)
+            logged = history.turn(db, source) if db else None
+            if logged is None:
+                raise llm.ModelError(f"No image file or generation id {source}")
+            made, _ = logged
+            origin_model = db.execute(
+                "SELECT model FROM turns WHERE id = ?", [source]
+            ).fetchone()[0]
+            prompt = made.request["prompt"]
+            enhanced = next(
+                (i.enhanced_prompt for i in made.images if i.enhanced_prompt), None
+            )
+            spec = specs.SPECS_BY_ID[origin_model]
+            requested = {
+                name: made.request[name]
+                for name in specs.request_options(spec)
+                if name in made.request
+            }
+        model = engine.resolve(model_name or origin_model)
+    except llm.ModelError as ex:
+        raise fail(ex) from None
+    if as_made:
+        if not enhanced:
+            raise click.ClickException(
+                f"{source}: the API did not rewrite its prompt; rerun it as it is"
+            )
+        prompt = enhanced
+        requested["enhance_prompt"] = False
+    if vary:
+        requested.pop("seed", None)
+    _run(
+        model, prompt, {**requested, **given}, key, database, no_log, json_, open_, fail
+    )
+
+
+def _open(database: Path | None, fail: Fail) -> Any:
+    try:
+        return history.open_db(database)
+    except Exception as ex:  # noqa: BLE001 - any database error is one line
+        raise fail(ex) from None
+
+
+def _model_id(model_name: str | None, fail: Fail) -> str | None:
+    if model_name is None:
+        return None
+    try:
+        return engine.resolve(model_name).model_id
+    except llm.ModelError as ex:
+        raise fail(ex) from None
+
+
+def history_list(
+    limit: int,
+    query: str | None,
+    model_name: str | None,
+    seed: int | None,
+    since: Any,
+    tool: bool,
+    missing: bool,
+    paths: bool,
+    json_: bool,
+    database: Path | None,
+    fail: Fail,
+) -> None:
+    db = _open(database, fail)
+    entries = []
+    if db is not None:
+        entries = history.generations(
+            db,
+            limit=limit or None,
+            query=query,
+            model=_model_id(model_name, fail),
+            seed=seed,
+            since=since.isoformat() if since else None,
+            tool=tool,
+            missing=missing,
+        )
+    if json_:
+        click.echo(dumps([dataclasses.asdict(entry) for entry in entries], indent=2))
+        return
+    for entry in entries:
+        if paths:
+            for image in entry.images:
+                if image.path:
+                    click.echo(printable(image.path))
+            continue
+        cost = " ".join(
+            part
+            for part in (
+                f"{entry.credits_used:g} credits"
+                if entry.credits_used is not None
+                else "",
+                f"${entry.usd_spent:.4f}" if entry.usd_spent is not None else "",
+            )
+            if part
+        )
+        click.echo(
+            f"{entry.id}  {printable(entry.datetime_utc[:19])}  {printable(entry.model)}"
+            f"  seed {entry.seed}  {printable(entry.aspect_ratio)}"
+            + (f"  {cost}" if cost else "")
+            + ("  (tool)" if entry.tool_call_id else "")
+        )
+        click.echo(f"  {printable(' '.join(entry.prompt.split()))}")
+        for image in entry.images:
+            gone = "" if image.exists else f"  ({image.status}, missing)"
+            click.echo(f"  {printable(image.path or image.url or '')}{gone}")
+
+
+def show(generation_id: str, json_: bool, database: Path | None, fail: Fail) -> None:
+    db = _open(database, fail)
+    entry = history.generation(db, generation_id) if db else None
+    if entry is None:
+        raise click.ClickException(f"No generation with id {printable(generation_id)}")
+    record, options = history.turn(db, generation_id) or (None, {})
+    data = dataclasses.asdict(entry)
+    data["options"] = options
+    data["provenance"] = record.provenance if record else None
+    data["client_request_id"] = record.client_request_id if record else None
+    data["inference_id"] = record.inference_id if record else None
+    if json_:
+        click.echo(dumps(data, indent=2))
+        return
+    images = data.pop("images")
+    data.pop("provenance")
+    for name, value in data.pop("options").items():
+        data[f"option {name}"] = value
+    for name, value in data.items():
+        click.echo(f"{name}: {printable(value)}")
+    for image in images:
+        click.echo(f"image {image.pop('position') + 1}:")
+        for name, value in image.items():
+            click.echo(f"  {name}: {printable(value)}")
+
+
+def inspect(files: tuple[Path, ...], json_: bool, fail: Fail) -> None:
+    from . import provenance
+
+    shown, problems = [], 0
+    for path in files:
+        try:
+            found = provenance.read(path)
+        except provenance.ProvenanceError as ex:
+            notify(str(ex))
+            problems += 1
+            continue
+        if found is None:
+            notify(f"{path}: no provenance from llm-imagen4")
+            problems += 1
+            continue
+        shown.append(
+            {
+                "file": str(path.resolve()),
+                "source": found.source,
+                "c2pa": found.c2pa,
+                "claims": found.record.model_dump(),
+            }
+        )
+    if json_:
+        click.echo(dumps(shown, indent=2, ensure_ascii=False))
+    else:
+        for item in shown:
+            claims = item["claims"]
+            click.echo(printable(item["file"]))
+            if item["c2pa"]:
+                click.echo(
+                    "  left as received: it carries C2PA Content Credentials,"
+                    " which a change would break"
+                )
+            if item["source"] != "record":
+                where = (
+                    f"{item['file']}.json"
+                    if item["source"] == "sidecar"
+                    else "its parameters text"
+                )
+                click.echo(f"  record read from: {printable(where)}")
+            click.echo(f"  model: {printable(claims['model'])}")
+            click.echo(f"  prompt: {printable(claims['prompt'])}")
+            if claims.get("enhanced_prompt"):
+                click.echo(f"  enhanced prompt: {printable(claims['enhanced_prompt'])}")
+            if claims.get("negative_prompt"):
+                click.echo(f"  negative prompt: {printable(claims['negative_prompt'])}")
+            click.echo(f"  seed: {printable(claims.get('seed'))}")
+            if claims.get("options"):
+                options = ", ".join(f"{k}={v}" for k, v in claims["options"].items())
+                click.echo(f"  options: {printable(options)}")
+            for name in (
+                "created_utc",
+                "turn_id",
+                "credits_used",
+                "usd_spent",
+                "version",
+            ):
+                if claims.get(name) is not None:
+                    click.echo(f"  {name.replace('_', ' ')}: {printable(claims[name])}")
+            if claims.get("path") is not None:
+                click.echo(f"  the record claims a path: {printable(claims['path'])}")
+            click.echo(f"  again: {command('llm', 'imagen4', 'rerun', item['file'])}")
+    if problems:
+        raise click.ClickException(
+            f"{problems} of {len(files)} files have no readable provenance"
+        )
+
+
+def download(
+    generation_id: str | None, output: Path | None, database: Path | None, fail: Fail
+) -> None:
+    ids = [generation_id] if generation_id else journal.ids()
+    if not ids:
+        notify("Nothing to finish: every generation's images are saved")
+        return
+    failed = 0
+    for one in ids:
+        claim = journal.claim(one)
+        if claim is None:
+            notify(f"{one}: another process is saving it now")
+            failed += generation_id is not None
+            continue
+        entry = claim.load()
+        if entry is None:
+            if generation_id is None:
+                claim.release()
+                continue
+            entry = _entry_from_history(one, database, fail, claim)
+            if entry is None:
+                return
+        destination = output.absolute() if output else None
+        if destination:
+            try:
+                destination.mkdir(parents=True, exist_ok=True)
+            except OSError as ex:
+                claim.release()
+                raise click.ClickException(
+                    f"Cannot create {output}: {ex.strerror}"
+                ) from None
+        result = engine.finish(claim, entry, destination)
+        for path in result.saved:
+            click.echo(printable(path))
+        for image in result.failed:
+            notify(
+                f"{one}: image {image.position + 1} could not be saved: {image.error}"
+            )
+        if result.note:
+            notify(f"{one}: {result.note}")
+        failed += len(result.failed)
+    if failed:
+        raise click.ClickException(f"{failed} images could not be saved")
+
+
+def _entry_from_history(
+    generation_id: str, database: Path | None, fail: Fail, claim: journal.Claim
+) -> journal.Entry | None:
+    """A logged generation whose files are gone, as a journal entry to
+    finish; None (and a note) when all its files are there."""
+    db = _open(database, fail)
+    logged = history.turn(db, generation_id) if db else None
+    if logged is None:
+        claim.release()
+        raise click.ClickException(
+            f"No unfinished or logged generation with id {printable(generation_id)}"
+        )
+    record, _ = logged
+    model = db.execute(
+        "SELECT model FROM turns WHERE id = ?", [generation_id]
+    ).fetchone()[0]
+    if all(
+        image.status == "saved" and record.path(image) and record.path(image).is_file()
+        for image in record.images
+    ):
+        claim.release()
+        notify(f"All {len(record.images)} images of {generation_id} are on disk")
+        return None
+    return journal.Entry(
+        id=generation_id,
+        model=model,
+        record=record,
+        client_request_id=record.client_request_id,
+        log_to=str(history.db_path(db)),
+        created_utc=journal.now_utc(),
+    )
+
+
+def status(generation_id: str, key: str | None, fail: Fail) -> None:
+    try:
+        click.echo(printable(engine.status(generation_id, key)))
+    except llm.ModelError as ex:
+        raise fail(ex) from None
+
+
+def models(check: bool, fail: Fail) -> None:
+    from . import api
+
+    served = None
+    if check:
+        try:
+            served = api.served_models()
+        except llm.ModelError as ex:
+            raise fail(ex) from None
+    gone = 0
+    for spec in specs.SPECS:
+        default = " (default)" if spec.model_id == specs.DEFAULT_MODEL else ""
+        line = f"{spec.model_id}: {spec.api_id}{default}"
+        if served is not None:
+            known = spec.api_id in served or any(
+                spec.api_id in aliases for aliases in served.values()
+            )
+            line += "  served" if known else "  NOT SERVED"
+            gone += not known
+        click.echo(line)
+        click.echo(f"  prompt: up to {spec.prompt_max} characters")
+        for name, field in spec.options.model_fields.items():
+            click.echo(f"  {name}: {field.description}")
+    if gone:
+        raise click.ClickException(
+            f"{gone} of the models are no longer served by the API"
+        )
+
+
+def gallery(
+    output: Path,
+    limit: int,
+    query: str | None,
+    model_name: str | None,
+    database: Path | None,
+    fail: Fail,
+) -> None:
+    from . import files
+    from .gallery import is_gallery, render
+
+    page = output.expanduser().absolute()
+    if page.exists() and not is_gallery(page):
+        raise click.ClickException(
+            f"{printable(output)} exists and is not a gallery; it will not be overwritten"
+        )
+    if not page.parent.is_dir():
+        raise click.ClickException(f"No folder {printable(page.parent)}")
+    db = _open(database, fail)
+    entries = (
+        history.generations(
+            db, limit=limit or None, query=query, model=_model_id(model_name, fail)
+        )
+        if db is not None
+        else []
+    )
+    tmp, out = files.new_file(page.parent, suffix=".html")
+    with out:
+        out.write(render(entries, page.parent).encode("utf-8"))
+    os.replace(tmp, page)
+    click.echo(printable(page))
+
+
+def datasette(database: Path | None) -> None:
+    path = (database or history.default_path()).absolute()
+    click.echo(dumps(history.datasette_metadata(path), indent=2))

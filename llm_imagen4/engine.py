@@ -1,0 +1,815 @@
+"""One generation from start to finish, the same for every route (``llm
+imagen4``, ``llm -m``, the Python API, batch rows and the tool): check
+everything, send the request, keep what the API answered in the recovery
+journal, save the images, and give llm the record to log. Also: finishing
+generations the journal still holds, and the one helper that runs work in
+threads.
+
+Once the API has answered, the images are paid for: each is either saved,
+or kept in the journal (its URL, or its bytes if it came inline) until
+``llm imagen4 download`` saves it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import contextvars
+import datetime
+import queue
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import llm
+
+from . import api, files, images, journal, provenance, specs
+from .record import GenerationRecord, ImageRecord, folder_text
+from .terminal import command, notify
+
+T = TypeVar("T")
+R = TypeVar("R")
+# How often a wait wakes up to let Ctrl-C through.
+TICK = 0.1
+_UNSET = object()
+# The logs database the route running this generation logs its turn to
+# (None: not logged), set by the plugin's own routes; otherwise the
+# generation asks llm's command line.
+LOG_TO: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "imagen4_log_to", default=_UNSET
+)
+# The tool call this generation answers, when a chat model asked for it.
+TOOL_CALL_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "imagen4_tool_call_id", default=None
+)
+
+
+# -- the single concurrency helper ------------------------------------------
+
+
+def in_threads(
+    items: Iterable[T],
+    work: Callable[[T], R],
+    *,
+    limit: Callable[[], int] | None = None,
+    should_start: Callable[[], bool] = lambda: True,
+) -> Iterator[tuple[T, R | BaseException]]:
+    """Run ``work`` on each item in daemon threads, each in a copy of the
+    caller's context, at most ``limit()`` at once (all at once by default),
+    starting the next only while ``should_start()``. Yields (item, outcome)
+    as each ends; an exception of any kind is the outcome, never a dead
+    thread. Waits wake every TICK seconds, so a Ctrl-C is never held up by
+    work that hangs, and a thread left running never holds up the exit."""
+    pending = list(items)
+    pending.reverse()
+    done: queue.Queue = queue.Queue()
+    running = 0
+
+    def run(item: T) -> None:
+        try:
+            outcome: Any = work(item)
+        except BaseException as ex:  # noqa: BLE001 - every end is an outcome
+            outcome = ex
+        done.put((item, outcome))
+
+    def start_more() -> None:
+        nonlocal running
+        while pending and (limit is None or running < limit()) and should_start():
+            context = contextvars.copy_context()
+            threading.Thread(
+                target=context.run, args=(run, pending.pop()), daemon=True
+            ).start()
+            running += 1
+
+    start_more()
+    while running:
+        try:
+            item, outcome = done.get(timeout=TICK)
+        except queue.Empty:
+            if not pending or not should_start():
+                continue
+            start_more()
+            continue
+        running -= 1
+        start_more()
+        yield item, outcome
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While a generation runs on the main thread, SIGTERM stops it as
+    Ctrl-C does, so that it too says what is left to finish."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# -- models and options -------------------------------------------------------
+
+
+def resolve(name: str) -> llm.Model:
+    """An Imagen 4 model by its id or any alias llm knows for it."""
+    from .models import Imagen4Model
+
+    try:
+        model = llm.get_model(name)
+    except llm.UnknownModelError:
+        model = None
+    if not isinstance(model, Imagen4Model):
+        ids = ", ".join(spec.model_id for spec in specs.SPECS)
+        raise llm.ModelError(
+            f"{name} is not an Imagen 4 model ({ids}, or an alias of one)"
+        )
+    return model
+
+
+def api_key(explicit: str | None) -> str:
+    """The key as the models find it: ``--key`` (a key or the name of a
+    stored one), the key store, or AIMLAPI_KEY."""
+    return api.clean_key(resolve(specs.DEFAULT_MODEL).get_key(explicit))
+
+
+def with_defaults(model_id: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the model's defaults from ``llm models options set``
+    for the options not given, as ``llm prompt`` applies them."""
+    from llm.cli import get_model_options
+
+    return {**get_model_options(model_id), **options}
+
+
+class OptionError(llm.ModelError):
+    """An option the model does not take, or a value it does not take."""
+
+    def __init__(self, model_id: str, name: str, problem: str | None = None):
+        self.name, self.problem = name, problem
+        super().__init__(
+            f"{name}: {problem}" if problem else f"{model_id} does not take {name}"
+        )
+
+
+def validate_options(spec: specs.Spec, options: dict[str, Any]) -> specs.Imagen4Options:
+    """Options as ``spec`` takes them, or OptionError saying which is wrong."""
+    import pydantic
+
+    unknown = [name for name in options if name not in spec.options.model_fields]
+    if unknown:
+        raise OptionError(spec.model_id, unknown[0])
+    try:
+        return spec.options.model_validate(options)
+    except pydantic.ValidationError as ex:
+        error = ex.errors()[0]
+        raise OptionError(spec.model_id, str(error["loc"][0]), error["msg"]) from None
+
+
+@dataclass
+class Plan:
+    """Everything decided before anything is sent."""
+
+    spec: specs.Spec
+    options: specs.Imagen4Options
+    request: dict[str, Any]
+    destination: files.Destination
+
+
+def plan(spec: specs.Spec, prompt: str, options: specs.Imagen4Options) -> Plan:
+    """Check what can be checked before sending: the base URL, the prompt,
+    the options, where the images go. Draws the seed if none was given."""
+    api.base_url()
+    request = specs.build_request(spec, prompt, options)
+    destination = files.Destination.plan(options.output, prompt, request["num_images"])
+    return Plan(spec, options, request, destination)
+
+
+def log_target() -> Path | None:
+    """The logs database the turn of this generation goes to: as the
+    plugin's route says, or as ``llm prompt`` will log it (``-d``, ``-n``,
+    ``--log``, ``llm logs off``), or None outside llm's command line."""
+    chosen = LOG_TO.get()
+    if chosen is not _UNSET:
+        return chosen
+    import click
+
+    context = click.get_current_context(silent=True)
+    while context is not None and context.command.name != "prompt":
+        context = context.parent
+    if context is None:
+        return None
+    from llm.cli import logs_on
+
+    params = context.params
+    if params.get("no_log") or not (logs_on() or params.get("log")):
+        return None
+    if params.get("database"):
+        return Path(params["database"]).absolute()
+    from . import history
+
+    return history.default_path()
+
+
+# -- one generation -------------------------------------------------------------
+
+
+def run(
+    model_id: str,
+    prompt: llm.Prompt,
+    response: Any,
+    key: str | None,
+    log_to: Path | None,
+    cancel: threading.Event | None = None,
+) -> str:
+    """The body of the models' ``execute``: one generation, its images saved
+    or kept in the journal, its record on ``response``. Returns the text."""
+    if prompt.system:
+        raise llm.ModelError(f"{model_id} does not take a system prompt")
+    spec = specs.SPECS_BY_ID[model_id]
+    prompt.options = validate_options(
+        spec,
+        with_defaults(model_id, dict(prompt.options.model_dump(exclude_none=True))),
+    )
+    key = api.clean_key(key)
+    chosen = plan(spec, prompt.prompt, prompt.options)
+    # options_json then records the seed that was sent, given or drawn.
+    prompt.options.seed = chosen.request["seed"]
+    generation_id = response.id
+    request_id = api.client_request_id(generation_id)
+    claim = _journal_sending(generation_id, model_id, request_id, log_to)
+    client = api.ApiClient(
+        key,
+        attempts=chosen.options.retries or specs.DEFAULT_ATTEMPTS,
+        timeout=chosen.options.timeout or specs.DEFAULT_TIMEOUT,
+    )
+    try:
+        with sigterm_as_interrupt():
+            answer = client.generate(chosen.request, request_id)
+    except api.UnknownOutcome as ex:
+        if claim:
+            claim.release()
+        raise llm.ModelError(
+            f"{ex}. {_ask_log(client, generation_id, request_id)}"
+        ) from None
+    except BaseException:
+        if claim:
+            claim.remove()
+        raise
+    record = _record(model_id, chosen, generation_id, request_id, answer)
+    entry = journal.Entry(
+        id=generation_id,
+        model=model_id,
+        record=record,
+        client_request_id=request_id,
+        log_to=str(log_to) if log_to else None,
+        created_utc=record.provenance["created_utc"]
+        if record.provenance
+        else journal.now_utc(),
+    )
+    claim = _journal_answer(claim, entry, answer)
+    with sigterm_as_interrupt():
+        save_images(claim, entry, chosen.destination, answer, cancel)
+    response.response_json = record.model_dump()
+    usage = {
+        name: value
+        for name, value in (
+            ("credits_used", record.credits_used),
+            ("usd_spent", record.usd_spent),
+        )
+        if value is not None
+    }
+    if usage:
+        response.set_usage(details=usage)
+    response.set_resolved_model(record.request["model"])
+    for image in record.unsaved():
+        notify(_unsaved_line(generation_id, image, claim is not None))
+    if claim:
+        _settle_later(claim, record, log_to)
+    return record.text(generation_id)
+
+
+def _journal_sending(
+    generation_id: str, model_id: str, request_id: str, log_to: Path | None
+) -> journal.Claim | None:
+    """Note the request in the journal before it goes out, so that a process
+    killed while it waits leaves the client request id to ask the API's
+    log about. A journal that cannot be written stops nothing."""
+    try:
+        claim = journal.claim(generation_id)
+        if claim:
+            claim.write(
+                journal.Entry(
+                    id=generation_id,
+                    model=model_id,
+                    outcome="sent",
+                    client_request_id=request_id,
+                    log_to=str(log_to) if log_to else None,
+                    created_utc=journal.now_utc(),
+                )
+            )
+        return claim
+    except OSError:
+        return None
+
+
+def _journal_answer(
+    claim: journal.Claim | None, entry: journal.Entry, answer: api.Answer
+) -> journal.Claim | None:
+    """Keep the answer before any image is fetched: the URLs, and the bytes
+    of images that came inline. When the journal cannot be written, print
+    the URLs at once, with the command that fetches each."""
+    try:
+        if claim is None:
+            raise OSError("no journal")
+        claim.write(entry)
+        for ref in answer.images:
+            if ref.b64_json:
+                claim.stash(ref.position, _decode(ref))
+        return claim
+    except (OSError, ValueError):
+        if claim:
+            claim.release()
+        notify(
+            "Could not write the recovery journal; the images are here if saving fails:"
+        )
+        for ref in answer.images:
+            if ref.url:
+                notify(
+                    f"  image {ref.position + 1}: {command('curl', '-fLO', ref.url)}"
+                )
+        return None
+
+
+def _decode(ref: api.ImageRef) -> bytes:
+    try:
+        return base64.b64decode(ref.b64_json or "", validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the inline image is not valid base64") from None
+
+
+def _record(
+    model_id: str,
+    chosen: Plan,
+    generation_id: str,
+    request_id: str,
+    answer: api.Answer,
+) -> GenerationRecord:
+    metadata = chosen.options.metadata is not False
+    created = datetime.datetime.now(datetime.UTC).isoformat()
+    return GenerationRecord(
+        request=chosen.request,
+        seed=chosen.request["seed"],
+        credits_used=answer.credits_used,
+        usd_spent=answer.usd_spent,
+        client_request_id=request_id,
+        inference_id=answer.inference_id,
+        tool_call_id=TOOL_CALL_ID.get(),
+        directory=folder_text(chosen.destination.folder),
+        metadata=metadata,
+        provenance=provenance.build(
+            model_id=model_id,
+            request=chosen.request,
+            turn_id=generation_id,
+            created_utc=created,
+            credits_used=answer.credits_used,
+            usd_spent=answer.usd_spent,
+        ),
+        images=[
+            ImageRecord(
+                position=ref.position,
+                url=ref.url,
+                enhanced_prompt=ref.enhanced_prompt,
+                status="failed" if ref.problem else "pending",
+                error=ref.problem,
+            )
+            for ref in answer.images
+        ],
+    )
+
+
+def _ask_log(client: api.ApiClient, generation_id: str, request_id: str) -> str:
+    """What the API's own log says of a request whose answer was lost."""
+    later = command("llm", "imagen4", "status", generation_id)
+    try:
+        found = client.lookup(request_id)
+    except api.ApiError as ex:
+        return f"The API's log could not be asked ({ex}); ask later with: {later}"
+    if found is None:
+        return f"The API's log does not have it yet; ask later with: {later}"
+    return f"Asked the API: {found.line()}. Nothing was sent again."
+
+
+def _unsaved_line(generation_id: str, image: ImageRecord, journaled: bool) -> str:
+    line = f"Image {image.position + 1} was not saved: {image.error or image.status}"
+    if image.status == "refused":
+        return line
+    if journaled:
+        return (
+            line
+            + f" - finish it with: {command('llm', 'imagen4', 'download', generation_id)}"
+        )
+    return line + (f" ({image.url})" if image.url else "")
+
+
+# -- saving images ------------------------------------------------------------------
+
+
+def _settle(image: ImageRecord, outcome: files.SavedFile | BaseException) -> None:
+    if isinstance(outcome, files.SavedFile):
+        image.status, image.error = "saved", None
+        image.name = outcome.path.name
+        image.sidecar = outcome.sidecar.name if outcome.sidecar else None
+        image.sha256, image.bytes = outcome.sha256, outcome.bytes
+        image.width, image.height = outcome.width, outcome.height
+        image.content_type, image.c2pa = outcome.content_type, outcome.c2pa
+        return
+    image.status = "refused" if isinstance(outcome, api.Refused) else "failed"
+    if isinstance(outcome, OSError):
+        image.error = f"could not write the file: {outcome.strerror or outcome}"
+    elif isinstance(outcome, llm.ModelError):
+        image.error = str(outcome)
+    elif isinstance(outcome, KeyboardInterrupt):
+        image.error = "stopped"
+    else:
+        image.error = f"{type(outcome).__name__}: {outcome}"
+
+
+def _saver(
+    destination: files.Destination, record: GenerationRecord, image: ImageRecord
+) -> Callable[[Iterable[bytes]], files.SavedFile]:
+    finish = provenance.finisher(record.image_provenance(image))
+
+    def save(chunks: Iterable[bytes]) -> files.SavedFile:
+        try:
+            return destination.save(chunks, image.position, finish, api.MAX_IMAGE_BYTES)
+        except files.TooLarge as ex:
+            raise api.Refused(str(ex)) from None
+        except images.NotAnImage as ex:
+            raise api.DownloadError(str(ex)) from None
+
+    return save
+
+
+def _read_blocks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while block := f.read(api.CHUNK):
+            yield block
+
+
+def save_images(
+    claim: journal.Claim | None,
+    entry: journal.Entry,
+    destination: files.Destination,
+    answer: api.Answer | None = None,
+    cancel: threading.Event | None = None,
+) -> None:
+    """Save every image of ``entry`` not saved yet: those that came inline,
+    from memory or the journal, and the rest from their URLs, all at once.
+    A failure is recorded on its image and never stops the others; the
+    journal is rewritten as each image lands. Ctrl-C (or ``cancel``) stops
+    starting more, and leaves the journal to finish the rest later."""
+    record = entry.record
+    assert record is not None
+    inline = (
+        {ref.position: ref for ref in answer.images if ref.b64_json} if answer else {}
+    )
+    todo = [image for image in record.images if image.status in ("pending", "failed")]
+    if not todo:
+        return
+    try:
+        destination.create()
+    except llm.ModelError as ex:
+        for image in todo:
+            _settle(image, ex)
+        _rewrite(claim, entry)
+        return
+
+    def save_one(image: ImageRecord) -> files.SavedFile:
+        save = _saver(destination, record, image)
+        if image.position in inline:
+            return save([_decode(inline[image.position])])
+        if claim and claim.stashed(image.position).exists():
+            return save(_read_blocks(claim.stashed(image.position)))
+        if not isinstance(image.url, str) or not image.url:
+            raise api.DownloadError("the API gave no URL to fetch it from")
+        return api.fetch_image(image.url, save)
+
+    stopping = cancel or threading.Event()
+    try:
+        for image, outcome in in_threads(
+            todo, save_one, should_start=lambda: not stopping.is_set()
+        ):
+            _settle(image, outcome)
+            if isinstance(outcome, files.SavedFile) and claim:
+                claim.stashed(image.position).unlink(missing_ok=True)
+            _rewrite(claim, entry)
+    except BaseException:
+        stopping.set()
+        # The journal still has every image not saved.
+        destination.discard_partial()
+        if claim:
+            notify(
+                "Stopped; finish it with: "
+                + command("llm", "imagen4", "download", entry.id)
+            )
+            claim.release()
+        raise
+
+
+def _rewrite(claim: journal.Claim | None, entry: journal.Entry) -> None:
+    if claim is None:
+        return
+    try:
+        claim.write(entry)
+    except OSError as ex:
+        notify(f"Could not update the recovery journal: {ex.strerror or ex}")
+
+
+# -- after the turn is logged ---------------------------------------------------------
+
+_awaiting_log: dict[str, journal.Claim] = {}
+_awaiting_lock = threading.Lock()
+
+
+def _settle_later(
+    claim: journal.Claim, record: GenerationRecord, log_to: Path | None
+) -> None:
+    """A generation is over. Its journal entry stays for ``download`` while
+    an image is not saved. Otherwise it goes: at once, or, on the plugin's
+    own routes, once the route has logged the turn (so that a logs database
+    that cannot be written leaves ``download`` to log it later)."""
+    if record.unfinished():
+        claim.release()
+    elif log_to is not None and LOG_TO.get() is not _UNSET:
+        with _awaiting_lock:
+            _awaiting_log[claim.id] = claim
+    else:
+        claim.remove()
+
+
+def logged(generation_id: str, ok: bool = True) -> None:
+    """The route logged the turn (``ok``), or could not: the journal entry
+    goes, or stays for ``download`` to log it later."""
+    with _awaiting_lock:
+        claim = _awaiting_log.pop(generation_id, None)
+    if claim is None:
+        return
+    if ok:
+        claim.remove()
+    else:
+        claim.release()
+
+
+# -- the async route ---------------------------------------------------------------------
+
+
+async def run_async(
+    model_id: str,
+    prompt: llm.Prompt,
+    response: Any,
+    key: str | None,
+    log_to: Path | None,
+) -> str:
+    """``run`` in a daemon thread of its own, so that neither the event loop
+    nor the process's exit waits for it. Cancelled (``asyncio.wait_for``, or
+    Ctrl-C on ``llm prompt --async``), it stops starting downloads and the
+    journal keeps the generation for ``llm imagen4 download``."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[str] = loop.create_future()
+    cancel = threading.Event()
+
+    def deliver(outcome: Any) -> None:
+        if future.done():
+            return
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+    def work() -> None:
+        try:
+            outcome: Any = run(model_id, prompt, response, key, log_to, cancel)
+        except BaseException as ex:  # noqa: BLE001 - handed to the awaiting side
+            outcome = ex
+        with contextlib.suppress(RuntimeError):  # the loop is gone
+            loop.call_soon_threadsafe(deliver, outcome)
+
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(work,), daemon=True).start()
+    try:
+        return await future
+    except asyncio.CancelledError:
+        cancel.set()
+        notify(
+            "Cancelled; once the API answers, the images are kept for: "
+            + command("llm", "imagen4", "download", response.id)
+        )
+        raise
+
+
+# -- finishing what the journal holds ------------------------------------------------------
+
+
+@dataclass
+class Finished:
+    """What finishing one unfinished generation did."""
+
+    id: str
+    saved: list[Path]
+    failed: list[ImageRecord]
+    logged_to: Path | None = None
+    note: str | None = None
+
+
+def finish(
+    claim: journal.Claim,
+    entry: journal.Entry,
+    output: Path | None = None,
+) -> Finished:
+    """Save the images of an unfinished generation that are not on disk yet
+    (an image already saved, its file there with its sha256, is never saved
+    again), then record it where llm logs its turn and drop it from the
+    journal once all is done."""
+    from . import history
+
+    if entry.outcome == "sent" or entry.record is None:
+        return _finish_sent(claim, entry)
+    record = entry.record
+    for image in record.images:
+        path = record.path(image)
+        if image.status == "saved" and not (path and _intact(path, image.sha256)):
+            image.status = "pending"
+    destination = files.Destination(
+        output or Path(record.directory),
+        files.slugify(record.request["prompt"]),
+    )
+    before = {image.position for image in record.images if image.status == "saved"}
+    if output:
+        record.directory = folder_text(output)
+    save_images(claim, entry, destination)
+    saved = [
+        Path(record.directory + image.name)
+        for image in record.images
+        if image.status == "saved" and image.position not in before and image.name
+    ]
+    result = Finished(entry.id, saved, record.unsaved())
+    if entry.log_to:
+        try:
+            history.record_finished(Path(entry.log_to), entry)
+            result.logged_to = Path(entry.log_to)
+        except Exception as ex:  # noqa: BLE001 - the images are saved whatever the history does
+            result.note = f"could not record it in {entry.log_to}: {ex}"
+            claim.release()
+            return result
+    if record.unfinished():
+        claim.release()
+    else:
+        claim.remove()
+    return result
+
+
+def _intact(path: Path, sha256: str | None) -> bool:
+    try:
+        return path.is_file() and files.digest(path)[0] == sha256
+    except OSError:
+        return False
+
+
+def _finish_sent(claim: journal.Claim, entry: journal.Entry) -> Finished:
+    """A request whose answer never arrived: only the API's log can say what
+    became of it. Once it has, the entry goes."""
+    result = Finished(entry.id, [], [])
+    if not entry.client_request_id:
+        claim.remove()
+        return result
+    try:
+        found = api.ApiClient(api_key(None)).lookup(entry.client_request_id)
+    except llm.ModelError as ex:
+        result.note = (
+            f"the request's answer was lost, and the API's log could not be asked: {ex}"
+        )
+        claim.release()
+        return result
+    if found is None:
+        result.note = (
+            "the request's answer was lost, and the API's log does not have it yet"
+        )
+        claim.release()
+        return result
+    if found.status == "failed":
+        result.note = f"the request's answer was lost; {found.line()}"
+    else:
+        result.note = (
+            f"the request's answer was lost; {found.line()}, but its images "
+            "never arrived and cannot be fetched"
+        )
+    claim.remove()
+    return result
+
+
+def status(generation_id: str, key: str | None) -> str:
+    """What the API's log says of a generation, by its id."""
+    from . import history
+
+    entry = journal.load(generation_id)
+    request_id = entry.client_request_id if entry else None
+    if request_id is None:
+        db = history.open_db(None)
+        found = history.turn(db, generation_id) if db else None
+        if found is None:
+            raise llm.ModelError(f"No generation with id {generation_id}")
+        request_id = found[0].client_request_id
+        if request_id is None:
+            raise llm.ModelError(
+                f"{generation_id} was made before client request ids were recorded"
+            )
+    found = api.ApiClient(api_key(key)).lookup(request_id)
+    if found is None:
+        return f"{generation_id}: the API's log does not have it (yet)"
+    return f"{generation_id}: {found.line()}"
+
+
+# -- the plugin's own routes ------------------------------------------------------------
+
+
+def check(
+    model: llm.Model, prompt: str, options: dict[str, Any], key: str | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Everything ``run`` checks before sending, done before anything is
+    opened or sent: the options (with the model's defaults), the key, the
+    prompt and where the images go. Returns the options to run with, the
+    seed drawn now so that the request checked is the one sent, and that
+    request."""
+    spec = specs.SPECS_BY_ID[model.model_id]
+    validated = validate_options(spec, with_defaults(model.model_id, options))
+    api.clean_key(model.get_key(key))
+    chosen = plan(spec, prompt, validated)
+    return {**options, "seed": chosen.request["seed"]}, chosen.request
+
+
+def generate(
+    model: llm.Model,
+    prompt: str,
+    options: dict[str, Any],
+    key: str | None,
+    log_to: Path | None,
+) -> llm.Response:
+    """One generation through llm, as ``llm prompt`` runs it, with its turn
+    going to ``log_to`` (None: not logged). The turn is not logged yet."""
+    token = LOG_TO.set(log_to)
+    try:
+        response = model.prompt(prompt, key=key, stream=False, **options)
+        response.text()
+    finally:
+        LOG_TO.reset(token)
+    return response
+
+
+def record_of(response: llm.Response) -> GenerationRecord:
+    return GenerationRecord.model_validate(response.response_json)
+
+
+def log(response: llm.Response, log_to: Path | None) -> None:
+    """Log the turn as ``llm prompt`` does. A logs database that cannot be
+    written is one line: the images are saved, and the journal keeps the
+    generation for ``llm imagen4 download`` to log later."""
+    import sqlite3
+
+    if log_to is None:
+        return
+    try:
+        _log_to(response, log_to)
+    except (sqlite3.Error, OSError) as ex:
+        notify(
+            f"Could not log to {log_to} ({ex}); the images are saved, and "
+            + command("llm", "imagen4", "download", response.id)
+            + " logs it later"
+        )
+        logged(response.id, ok=False)
+        return
+    logged(response.id)
+
+
+def _log_to(response: llm.Response, path: Path) -> None:
+    import sqlite3
+
+    from . import history
+
+    db = history.connect(path)
+    try:
+        with history.transaction(db):
+            response.log_to_db(db)
+        # The history's index follows; if it cannot now, the next read will.
+        with contextlib.suppress(sqlite3.Error, OSError):
+            history.prepare(db)
+    finally:
+        db.close()

@@ -1,0 +1,436 @@
+"""Image files: recognising PNG, JPEG and WebP from their bytes, telling
+whether one arrived whole, reading and writing PNG text chunks, and putting
+XMP into each format. One implementation, used by the plugin, the tests' fake
+server and the benchmarks.
+
+Everything here reads files it did not make, so every length is checked
+against the file before it is used, and nothing is read or decompressed past
+a cap."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+XMP_KEYWORD = "XML:com.adobe.xmp"
+JPEG_XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
+# The most of any one text this module will read or inflate.
+TEXT_CAP = 1024 * 1024
+COPY_BLOCK = 1024 * 1024
+
+
+class NotAnImage(ValueError):
+    """Bytes that are not a PNG, JPEG or WebP image, or not a whole one."""
+
+
+@dataclass(frozen=True)
+class ImageType:
+    content_type: str
+    suffix: str
+    width: int
+    height: int
+
+
+def sniff(head: bytes) -> ImageType:
+    """What an image is from its first bytes (64 KiB are plenty)."""
+    if head.startswith(PNG_SIGNATURE) and head[12:16] == b"IHDR" and len(head) >= 24:
+        width, height = struct.unpack(">II", head[16:24])
+        return ImageType("image/png", ".png", width, height)
+    if head.startswith(b"\xff\xd8\xff"):
+        return ImageType("image/jpeg", ".jpg", *_jpeg_size(head))
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return ImageType("image/webp", ".webp", *_webp_size(head))
+    raise NotAnImage("The bytes are not a PNG, JPEG or WebP image")
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker in (0xD8, 0x01, 0xFF) or 0xD0 <= marker <= 0xD7:
+            i += 1 if marker == 0xFF else 2
+            continue
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+            return width, height
+        i += 2 + length
+    return 0, 0
+
+
+def _webp_size(data: bytes) -> tuple[int, int]:
+    kind = data[12:16]
+    if kind == b"VP8X" and len(data) >= 30:
+        return (
+            int.from_bytes(data[24:27], "little") + 1,
+            int.from_bytes(data[27:30], "little") + 1,
+        )
+    if kind == b"VP8 " and len(data) >= 30:
+        width, height = struct.unpack("<HH", data[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    if kind == b"VP8L" and len(data) >= 25:
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    return 0, 0
+
+
+def open_regular(path: Path) -> int:
+    """A descriptor for reading ``path``, which must be a regular file: a
+    FIFO or a device is refused without blocking on it."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path} is not a regular file")
+    return fd
+
+
+# -- PNG chunks -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Chunk:
+    kind: bytes
+    offset: int  # of its length field
+    length: int  # of its data
+
+    @property
+    def end(self) -> int:
+        return self.offset + 12 + self.length
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(data))
+        + kind
+        + data
+        + struct.pack(">I", zlib.crc32(kind + data))
+    )
+
+
+def png_chunks(f) -> Iterator[Chunk]:
+    """The chunks of the PNG open as ``f``, up to and with IEND, read from
+    their headers only. Stops at the first chunk that would run past the
+    end of the file."""
+    size = os.fstat(f.fileno()).st_size
+    f.seek(0)
+    if f.read(8) != PNG_SIGNATURE:
+        return
+    offset = 8
+    while offset + 12 <= size:
+        f.seek(offset)
+        length, kind = struct.unpack(">I4s", f.read(8))
+        chunk = Chunk(kind, offset, length)
+        if length > 0x7FFFFFFF or chunk.end > size:
+            return
+        yield chunk
+        if kind == b"IEND":
+            return
+        offset = chunk.end
+
+
+def text_chunk(keyword: str, text: str) -> bytes:
+    """tEXt where the text is Latin-1, which every reader takes; otherwise
+    uncompressed iTXt, which holds UTF-8."""
+    try:
+        return png_chunk(
+            b"tEXt", keyword.encode("latin-1") + b"\0" + text.encode("latin-1")
+        )
+    except UnicodeEncodeError:
+        return itxt_chunk(keyword, text)
+
+
+def itxt_chunk(keyword: str, text: str) -> bytes:
+    return png_chunk(
+        b"iTXt", keyword.encode("latin-1") + b"\0\0\0\0\0" + text.encode("utf-8")
+    )
+
+
+def _inflate(data: bytes) -> bytes:
+    inflater = zlib.decompressobj()
+    text = inflater.decompress(data, TEXT_CAP)
+    if inflater.unconsumed_tail:
+        raise ValueError(f"a compressed text of more than {TEXT_CAP} bytes")
+    return text
+
+
+def decode_text_chunk(kind: bytes, data: bytes) -> tuple[str, str]:
+    """(keyword, text) of a tEXt, zTXt or iTXt chunk; ValueError when it is
+    malformed or inflates past the cap."""
+    keyword, sep, rest = data.partition(b"\0")
+    if not sep or not keyword:
+        raise ValueError("a text chunk without a keyword")
+    if kind == b"tEXt":
+        text = rest
+    elif kind == b"zTXt":
+        if not rest or rest[0] != 0:
+            raise ValueError("a zTXt chunk with an unknown compression")
+        text = _inflate(rest[1:])
+    else:
+        if len(rest) < 2:
+            raise ValueError("an iTXt chunk cut short")
+        compressed, rest = rest[0], rest[2:]
+        _language, sep1, rest = rest.partition(b"\0")
+        _translated, sep2, rest = rest.partition(b"\0")
+        if not (sep1 and sep2):
+            raise ValueError("an iTXt chunk cut short")
+        text = _inflate(rest) if compressed else rest
+        return keyword.decode("latin-1"), text.decode("utf-8")
+    return keyword.decode("latin-1"), text.decode("latin-1")
+
+
+def png_texts(path: Path, keywords: tuple[str, ...]) -> dict[str, str]:
+    """The texts of a PNG under ``keywords``, each read only if its chunk is
+    at most TEXT_CAP bytes and inflates to at most TEXT_CAP; other texts are
+    never read. ValueError for a malformed one."""
+    wanted = {keyword.encode("latin-1") for keyword in keywords}
+    texts: dict[str, str] = {}
+    with os.fdopen(open_regular(path), "rb") as f:
+        for chunk in list(png_chunks(f)):
+            if chunk.kind not in (b"tEXt", b"zTXt", b"iTXt"):
+                continue
+            f.seek(chunk.offset + 8)
+            head = f.read(min(chunk.length, 80))
+            if head.partition(b"\0")[0] not in wanted:
+                continue
+            if chunk.length > TEXT_CAP:
+                raise ValueError(f"a text chunk of {chunk.length} bytes")
+            f.seek(chunk.offset + 8)
+            keyword, text = decode_text_chunk(chunk.kind, f.read(chunk.length))
+            texts.setdefault(keyword, text)
+    return texts
+
+
+def is_complete(path: Path, content_type: str) -> bool:
+    """Whether an image file arrived whole: a PNG up to its IEND, a JPEG to
+    its EOI, a WebP to the length its RIFF header gives."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if content_type == "image/png":
+            return any(chunk.kind == b"IEND" for chunk in png_chunks(f))
+        if content_type == "image/jpeg":
+            f.seek(max(0, size - 2))
+            return f.read(2) == b"\xff\xd9"
+        f.seek(4)
+        (riff_size,) = struct.unpack("<I", f.read(4))
+        return size >= riff_size + 8
+
+
+# -- XMP ----------------------------------------------------------------------
+
+
+def xmp_packet(description: str) -> str:
+    """A whole XMP packet holding one ``rdf:Description``."""
+    return (
+        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/">'
+        '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        f"{description}</rdf:RDF></x:xmpmeta>"
+        '<?xpacket end="w"?>'
+    )
+
+
+def merge_xmp(packet: str, description: str) -> str | None:
+    """``packet`` with ``description`` added to its RDF, so that the file keeps
+    one XMP packet; None when the packet has no RDF to add to."""
+    match = re.search(r"</(\w+:)?RDF\s*>", packet)
+    if match is None:
+        return None
+    return packet[: match.start()] + description + packet[match.start() :]
+
+
+# -- writing provenance into a copy -----------------------------------------
+
+
+def has_c2pa(path: Path, content_type: str) -> bool:
+    """Whether the file carries C2PA Content Credentials, whose signature
+    covers its bytes: a PNG caBX chunk, a JPEG APP11 JUMBF box, a WebP
+    C2PA chunk."""
+    with open(path, "rb") as f:
+        if content_type == "image/png":
+            return any(chunk.kind == b"caBX" for chunk in png_chunks(f))
+        if content_type == "image/jpeg":
+            return any(
+                marker == 0xEB and b"jumb" in f.read(length)
+                for marker, _offset, length in _jpeg_segments(f)
+                if not f.seek(_offset + 4)
+            )
+        return any(kind == b"C2PA" for kind, _offset, _length in _webp_chunks(f))
+
+
+def copy_range(src, dst, start: int, end: int) -> None:
+    src.seek(start)
+    remaining = end - start
+    while remaining > 0:
+        block = src.read(min(COPY_BLOCK, remaining))
+        if not block:
+            raise NotAnImage("The image ended early")
+        dst.write(block)
+        remaining -= len(block)
+
+
+def embed_png(src: Path, dst: Path, texts: list[tuple[str, str]], xmp: str) -> None:
+    """Copy a PNG with text chunks and XMP added before its first IDAT, where
+    every reader finds them without decoding the image. Every other byte is
+    copied as it is, those after IEND too; an XMP packet already there gets
+    ``xmp`` (an ``rdf:Description``) merged in rather than a second packet."""
+    size = src.stat().st_size
+    with open(src, "rb") as f, open(dst, "wb") as out:
+        chunks = list(png_chunks(f))
+        first_idat = next((c for c in chunks if c.kind == b"IDAT"), None)
+        if first_idat is None:
+            raise NotAnImage("The PNG has no image data")
+        existing = None
+        for chunk in chunks:
+            if chunk.kind == b"iTXt" and chunk.length <= TEXT_CAP:
+                f.seek(chunk.offset + 8)
+                data = f.read(chunk.length)
+                if data.startswith(XMP_KEYWORD.encode() + b"\0"):
+                    try:
+                        _, packet = decode_text_chunk(b"iTXt", data)
+                    except ValueError:
+                        continue
+                    merged = merge_xmp(packet, xmp)
+                    if merged is not None:
+                        existing = (chunk, merged)
+                        break
+        added = b"".join(text_chunk(keyword, text) for keyword, text in texts)
+        if existing is None:
+            added += itxt_chunk(XMP_KEYWORD, xmp_packet(xmp))
+        position = 0
+        for chunk in chunks:
+            if existing and chunk is existing[0]:
+                copy_range(f, out, position, chunk.offset)
+                out.write(itxt_chunk(XMP_KEYWORD, existing[1]))
+                position = chunk.end
+            if chunk is first_idat:
+                copy_range(f, out, position, chunk.offset)
+                out.write(added)
+                position = chunk.offset
+        copy_range(f, out, position, size)
+
+
+def _jpeg_segments(f) -> Iterator[tuple[int, int, int]]:
+    """(marker, offset, length) of each segment before the image data."""
+    size = os.fstat(f.fileno()).st_size
+    offset = 2
+    while offset + 4 <= size:
+        f.seek(offset)
+        head = f.read(4)
+        if head[0] != 0xFF or head[1] in (0xDA, 0xD9):
+            return
+        (length,) = struct.unpack(">H", head[2:4])
+        if length < 2 or offset + 2 + length > size:
+            return
+        yield head[1], offset, length
+        offset += 2 + length
+
+
+def embed_jpeg(src: Path, dst: Path, xmp: str) -> None:
+    """Copy a JPEG with ``xmp`` in its XMP segment: merged into the one
+    there, or in a new APP1 segment after the leading APP0/APP1 ones."""
+    size = src.stat().st_size
+    with open(src, "rb") as f, open(dst, "wb") as out:
+        segments = list(_jpeg_segments(f))
+        insert_at, replace = 2, None
+        for marker, offset, length in segments:
+            if marker not in (0xE0, 0xE1):
+                break
+            f.seek(offset + 4)
+            data = f.read(length - 2)
+            if marker == 0xE1 and data.startswith(JPEG_XMP_HEADER):
+                merged = merge_xmp(
+                    data[len(JPEG_XMP_HEADER) :].decode("utf-8", "replace"), xmp
+                )
+                if merged is not None:
+                    replace = (offset, offset + 2 + length, merged)
+                    break
+            insert_at = offset + 2 + length
+        if replace:
+            start, end, packet = replace
+        else:
+            start, end, packet = insert_at, insert_at, xmp_packet(xmp)
+        payload = JPEG_XMP_HEADER + packet.encode("utf-8")
+        if len(payload) + 2 > 0xFFFF:
+            raise ValueError("the XMP packet is too large for a JPEG segment")
+        copy_range(f, out, 0, start)
+        out.write(b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload)
+        copy_range(f, out, end, size)
+
+
+def _webp_chunks(f) -> Iterator[tuple[bytes, int, int]]:
+    """(FourCC, offset, data length) of each chunk of a WebP."""
+    size = os.fstat(f.fileno()).st_size
+    offset = 12
+    while offset + 8 <= size:
+        f.seek(offset)
+        kind, length = struct.unpack("<4sI", f.read(8))
+        if offset + 8 + length > size:
+            return
+        yield kind, offset, length
+        offset += 8 + length + (length & 1)
+
+
+def _riff_chunk(kind: bytes, data: bytes) -> bytes:
+    return (
+        kind + struct.pack("<I", len(data)) + data + (b"\0" if len(data) & 1 else b"")
+    )
+
+
+def embed_webp(src: Path, dst: Path, xmp: str) -> None:
+    """Copy a WebP with ``xmp`` in its XMP chunk: merged into the one there,
+    or added, turning a simple WebP into the extended format that holds it."""
+    with open(src, "rb") as f:
+        chunks = list(_webp_chunks(f))
+        parts: list[bytes] = []
+        vp8x = None
+        packet = None
+        for kind, offset, length in chunks:
+            f.seek(offset + 8)
+            data = f.read(length)
+            if kind == b"VP8X":
+                vp8x = bytearray(data)
+                continue
+            if kind == b"XMP " and packet is None:
+                packet = merge_xmp(data.decode("utf-8", "replace"), xmp)
+                if packet is not None:
+                    continue
+            parts.append(_riff_chunk(kind, data))
+        if vp8x is None:
+            width, height = _webp_size(_head(src))
+            alpha = any(
+                kind == b"VP8L" and _vp8l_alpha(f, offset) for kind, offset, _ in chunks
+            )
+            vp8x = bytearray(
+                bytes([0x10 if alpha else 0])
+                + b"\0\0\0"
+                + (width - 1).to_bytes(3, "little")
+                + (height - 1).to_bytes(3, "little")
+            )
+    vp8x[0] |= 0x04  # XMP present
+    body = (
+        _riff_chunk(b"VP8X", bytes(vp8x))
+        + b"".join(parts)
+        + _riff_chunk(b"XMP ", (packet or xmp_packet(xmp)).encode("utf-8"))
+    )
+    dst.write_bytes(b"RIFF" + struct.pack("<I", len(body) + 4) + b"WEBP" + body)
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(64)
+
+
+def _vp8l_alpha(f, offset: int) -> bool:
+    f.seek(offset + 9)
+    bits = int.from_bytes(f.read(4), "little")
+    return bool((bits >> 28) & 1)

@@ -1,0 +1,156 @@
+"""The recovery journal: generations the API has answered whose images are
+not all saved yet, kept outside the logs database, one small file per
+generation in a folder of llm's user directory.
+
+An entry is written the moment an answer arrives, before the first byte of
+any image is fetched, and rewritten as each image lands, so that a crash, a
+Ctrl-C or a full disk leaves what ``llm imagen4 download`` needs to finish
+the job without paying again. It holds the image URLs (images that came
+inline are kept beside it until saved), the request, and where llm logs the
+turn; never the key. It is removed when every image is saved and the turn
+logged, so the prompt stays there only while the images download.
+
+Each entry has a lock file: the process working on a generation holds it,
+so that two processes never save the same image twice."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import llm
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .record import GenerationRecord
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no locks between processes
+    fcntl = None  # type: ignore[assignment]
+
+SUFFIX = ".json"
+
+
+class Entry(BaseModel):
+    """One unfinished generation."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    model: str
+    # sent: the request went out and no answer has come back (yet), so
+    # only the API's log can tell what became of it. answered: the
+    # API's answer is here.
+    outcome: Literal["sent", "answered"] = "answered"
+    record: GenerationRecord | None = None
+    client_request_id: str | None = None
+    # The logs database llm logs this generation's turn to; None for none.
+    log_to: str | None = None
+    created_utc: str
+
+
+def folder() -> Path:
+    return llm.user_dir() / "imagen4" / "unfinished"
+
+
+def now_utc() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat()
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all: a temporary file readable by the
+    user alone, synced, then renamed over it."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class Claim:
+    """An entry this process holds the lock of: it alone may save its images,
+    rewrite it or remove it."""
+
+    def __init__(self, generation_id: str, lock_fd: int | None):
+        self.id = generation_id
+        self._lock_fd = lock_fd
+        self.path = folder() / f"{generation_id}{SUFFIX}"
+
+    def load(self) -> Entry | None:
+        try:
+            return Entry.model_validate_json(self.path.read_bytes())
+        except (OSError, ValidationError):
+            return None
+
+    def write(self, entry: Entry) -> None:
+        _write_private(self.path, entry.model_dump_json().encode("utf-8"))
+
+    def stash(self, position: int, data: bytes) -> Path:
+        """Keep an image that came inline until it is saved."""
+        path = self.stashed(position)
+        _write_private(path, data)
+        return path
+
+    def stashed(self, position: int) -> Path:
+        return folder() / f"{self.id}-{position}.img"
+
+    def remove(self) -> None:
+        """The generation is finished: forget it."""
+        for path in folder().glob(f"{self.id}-*.img"):
+            path.unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)
+        self.release(remove_lock=True)
+
+    def release(self, remove_lock: bool = False) -> None:
+        if remove_lock:
+            (folder() / f"{self.id}.lock").unlink(missing_ok=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def claim(generation_id: str) -> Claim | None:
+    """The lock of an entry, or None while another process holds it."""
+    if fcntl is None:  # pragma: no cover
+        return Claim(generation_id, None)
+    folder().mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder() / f"{generation_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return Claim(generation_id, fd)
+
+
+def ids() -> list[str]:
+    """The unfinished generations, oldest first."""
+    with contextlib.suppress(OSError):
+        return sorted(path.stem for path in folder().glob(f"*{SUFFIX}"))
+    return []
+
+
+def load(generation_id: str) -> Entry | None:
+    """An entry as it is now, without taking its lock."""
+    return Claim(generation_id, None).load()
+
+
+@contextlib.contextmanager
+def claimed(generation_id: str) -> Iterator[Claim | None]:
+    held = claim(generation_id)
+    try:
+        yield held
+    finally:
+        if held is not None:
+            held.release()

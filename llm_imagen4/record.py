@@ -1,0 +1,105 @@
+"""The record of one generation: what llm logs as the turn's
+``response_json``, what the recovery journal keeps until every image is
+saved, and what the history table is derived from.
+
+It never holds image data or the key. It holds no whole path either: llm
+condenses any string of ``response_json`` that contains the response text
+(the saved paths), so the folder and each file name are kept apart."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+PLUGIN = "llm-imagen4"
+# pending: not saved yet; failed: not saved, worth another try from its URL;
+# refused: not saved and never will be (too large); saved: on disk.
+ImageStatus = Literal["pending", "saved", "failed", "refused"]
+
+
+class ImageRecord(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    position: int
+    status: ImageStatus = "pending"
+    name: str | None = None
+    sidecar: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+    bytes: int | None = None
+    width: int | None = None
+    height: int | None = None
+    content_type: str | None = None
+    # The prompt the API made this image from, when it rewrote the user's.
+    enhanced_prompt: str | None = None
+    # Left byte for byte as received: it carries C2PA Content Credentials.
+    c2pa: bool = False
+    error: str | None = None
+
+
+class GenerationRecord(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    plugin: Literal["llm-imagen4"] = PLUGIN
+    request: dict[str, Any]
+    # The seed that was sent; with it the request makes the images again.
+    seed: int
+    credits_used: float | None = None
+    usd_spent: float | None = None
+    client_request_id: str | None = None
+    inference_id: str | None = None
+    # Set when a chat model asked for the images through the Imagen4 tool.
+    tool_call_id: str | None = None
+    # The folder with its trailing separator.
+    directory: str
+    metadata: bool = True
+    # What each image carries, before its own enhanced prompt.
+    provenance: dict[str, Any] | None = None
+    images: list[ImageRecord]
+
+    def path(self, image: ImageRecord) -> Path | None:
+        return Path(self.directory + image.name) if image.name else None
+
+    def saved_paths(self) -> list[Path]:
+        return [
+            Path(self.directory + image.name)
+            for image in self.images
+            if image.status == "saved" and image.name
+        ]
+
+    def unsaved(self) -> list[ImageRecord]:
+        return [image for image in self.images if image.status != "saved"]
+
+    def unfinished(self) -> list[ImageRecord]:
+        """The images not saved that another try may save."""
+        return [image for image in self.images if image.status in ("pending", "failed")]
+
+    def text(self, generation_id: str) -> str:
+        """The response text llm shows: each saved path, and for each image
+        not saved, what happened and how to finish it."""
+        lines = []
+        for image in self.images:
+            if image.status == "saved" and image.name:
+                lines.append(self.directory + image.name)
+            elif image.status == "refused":
+                lines.append(f"Image {image.position + 1} refused: {image.error}")
+            else:
+                lines.append(
+                    f"Image {image.position + 1} not saved: {image.error or image.status}"
+                    f" - finish it with: llm imagen4 download {generation_id}"
+                )
+        return "\n".join(lines)
+
+    def image_provenance(self, image: ImageRecord) -> dict[str, Any] | None:
+        """What is written into one image: the generation's provenance with
+        the prompt the API made this image from."""
+        if not self.metadata or self.provenance is None:
+            return None
+        return {**self.provenance, "enhanced_prompt": image.enhanced_prompt}
+
+
+def folder_text(folder: Path) -> str:
+    return str(folder) + os.sep

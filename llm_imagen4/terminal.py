@@ -1,0 +1,73 @@
+"""What may be printed. Prompts, file contents and the API's answers are
+untrusted text: they are shown with control characters escaped, so that
+nothing they hold can retitle a terminal, clear it or write its clipboard.
+Suggested commands are shell-quoted, JSON is strict, and notices go to
+standard error."""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+from typing import Any
+
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators,
+# bidi overrides and isolates, which can all rearrange what a line shows.
+_UNSAFE = {
+    *range(0x00, 0x20),
+    *range(0x7F, 0xA0),
+    0x2028,
+    0x2029,
+    *range(0x202A, 0x202F),
+    *range(0x2066, 0x206A),
+}
+
+
+def printable(text: Any, *, newlines: bool = False) -> str:
+    """``text`` with every control character shown as an escape (``\\x1b``,
+    ``\\n``); with ``newlines`` a line break stays a line break."""
+    out = []
+    for char in str(text):
+        if ord(char) in _UNSAFE and not (newlines and char == "\n"):
+            out.append(char.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def command(*words: str) -> str:
+    """A command line the user can paste: every word shell-quoted, and shown
+    only if it holds nothing a terminal would act on."""
+    return printable(shlex.join(str(word) for word in words))
+
+
+def notify(line: str) -> None:
+    """One line on standard error, escaped."""
+    print(printable(line), file=sys.stderr, flush=True)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def dumps(value: Any, **kwargs: Any) -> str:
+    """Strict JSON: a number that JSON cannot hold (NaN, infinity) becomes
+    null rather than invalid output."""
+    try:
+        return json.dumps(value, allow_nan=False, **kwargs)
+    except ValueError:
+        return json.dumps(_finite(value), allow_nan=False, **kwargs)
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """``text`` without ``secret`` in it, as a server may echo a key back."""
+    if secret and len(secret) >= 4:
+        text = text.replace(secret, "[key]")
+    return text

@@ -1,0 +1,200 @@
+"""Imagen 4 as an llm tool: a chat model can make images, look at them, and
+try again. It spends the user's money on a model's decision, so it is capped
+(``max_images`` for the whole chain), every argument is checked before
+anything is sent, and a mistake comes back to the model as one line."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Literal
+
+import llm
+
+AspectRatio = Literal["1:1", "16:9", "9:16", "4:3", "3:4"]
+
+
+class ToolRefusal(ValueError):
+    """An answer to the model that nothing was generated, and why."""
+
+
+class Imagen4(llm.Toolbox):
+    """Generate images with Google's Imagen 4 through the AI/ML API.
+
+    ``model`` is one of imagen4, imagen4-generate, imagen4-fast or
+    imagen4-ultra, or an alias of one; ``output`` the folder for the images
+    (default: the current folder); ``max_images`` how many images this
+    toolbox may make in all, across the whole chain; ``attach`` whether to
+    hand each image back to the model to look at. Any other option of the
+    model (``aspect_ratio``, ``negative_prompt``, ``enhance_prompt``, ...)
+    is fixed for every call."""
+
+    def __init__(
+        self,
+        model: str = "imagen4",
+        output: str | None = None,
+        max_images: int = 4,
+        attach: bool = True,
+        aspect_ratio: str | None = None,
+        negative_prompt: str | None = None,
+        enhance_prompt: bool | None = None,
+        person_generation: str | None = None,
+        safety_setting: str | None = None,
+        add_watermark: bool | None = None,
+        metadata: bool | None = None,
+    ):
+        from . import engine, specs
+
+        self._model = engine.resolve(model)
+        fixed = {
+            name: value
+            for name, value in (
+                ("output", output),
+                ("aspect_ratio", aspect_ratio),
+                ("negative_prompt", negative_prompt),
+                ("enhance_prompt", enhance_prompt),
+                ("person_generation", person_generation),
+                ("safety_setting", safety_setting),
+                ("add_watermark", add_watermark),
+                ("metadata", metadata),
+            )
+            if value is not None
+        }
+        engine.validate_options(specs.SPECS_BY_ID[self._model.model_id], fixed)
+        if (
+            isinstance(max_images, bool)
+            or not isinstance(max_images, int)
+            or max_images < 0
+        ):
+            raise ValueError("max_images must be a whole number, 0 or more")
+        self._fixed = fixed
+        self._max_images = max_images
+        self._attach = attach
+        self._made = 0
+        self._lock = threading.Lock()
+
+    def generate(
+        self,
+        prompt: str,
+        aspect_ratio: AspectRatio | None = None,
+        negative_prompt: str | None = None,
+        seed: int | None = None,
+        num_images: int = 1,
+        llm_tool_call: llm.ToolCall | None = None,
+    ) -> llm.ToolOutput:
+        """Generate images from a text prompt with Google Imagen 4 and save
+        them to disk. Each call costs the user money.
+
+        prompt: what the image shows, in plain words (style, subject,
+        composition, lighting). imagen4 takes up to 4000 characters; the
+        other models 400.
+        aspect_ratio: one of 1:1 (default), 16:9, 9:16, 4:3, 3:4.
+        negative_prompt: what to leave out of the image. Only the imagen4
+        model takes it; leave it out for the others.
+        seed: a whole number from 1 to 4294967295. The same prompt, options
+        and seed make the same image again; leave it out for a new one.
+        num_images: how many images, 1 to 4 (default 1).
+
+        Returns the id of the generation, the model, the seed that was used,
+        the paths of the saved images and how many images may still be made.
+        Where the chat model can see images, each image is attached."""
+        from . import engine
+
+        arguments = {
+            "aspect_ratio": aspect_ratio,
+            "negative_prompt": negative_prompt,
+            "seed": seed,
+            "num_images": num_images,
+        }
+        options = dict(self._fixed)
+        for name, value in arguments.items():
+            if value is None:
+                continue
+            if name in self._fixed and self._fixed[name] != value:
+                raise ToolRefusal(
+                    f"{name} is fixed to {self._fixed[name]} for this tool"
+                )
+            options[name] = value
+        try:
+            run_options, request = engine.check(self._model, prompt, options, None)
+        except llm.ModelError as ex:
+            raise ToolRefusal(" ".join(str(ex).split())) from None
+        count = request["num_images"]
+        with self._lock:
+            left = self._max_images - self._made
+            if count > left:
+                raise ToolRefusal(
+                    f"Refused: this tool may make {left} more image(s) of "
+                    f"{self._max_images} in all, and {count} were asked for"
+                )
+            self._made += count
+        log_to = _log_target()
+        token = engine.TOOL_CALL_ID.set(
+            llm_tool_call.tool_call_id if llm_tool_call else None
+        )
+        try:
+            response = engine.generate(self._model, prompt, run_options, None, log_to)
+        except llm.ModelError as ex:
+            raise ToolRefusal(" ".join(str(ex).split())) from None
+        finally:
+            engine.TOOL_CALL_ID.reset(token)
+        engine.log(response, log_to)
+        record = engine.record_of(response)
+        paths = record.saved_paths()
+        attach = self._attach and _chat_model_sees_images()
+        output = {
+            "id": response.id,
+            "model": self._model.model_id,
+            "seed": record.seed,
+            "paths": [str(path) for path in paths],
+            "not_saved": [
+                f"image {image.position + 1}: {image.error}"
+                for image in record.unsaved()
+            ],
+            "images_left": self._max_images - self._made,
+            "attached": attach,
+        }
+        return llm.ToolOutput(
+            output=output,
+            attachments=[llm.Attachment(path=str(path)) for path in paths]
+            if attach
+            else [],
+        )
+
+
+def _chat_context():
+    import click
+
+    context = click.get_current_context(silent=True)
+    while context is not None and context.command.name not in ("prompt", "chat"):
+        context = context.parent
+    return context
+
+
+def _log_target() -> Path | None:
+    """Where the tool's generations are logged: where llm logs the chain
+    (``-d``, ``-n``, ``llm logs off``), or logs.db when llm's logs are on."""
+    from llm.cli import logs_on
+
+    from . import history
+
+    context = _chat_context()
+    params = context.params if context else {}
+    if params.get("no_log") or not (logs_on() or params.get("log")):
+        return None
+    if params.get("database"):
+        return Path(params["database"]).absolute()
+    return history.default_path()
+
+
+def _chat_model_sees_images() -> bool:
+    """Whether the chat model of llm's command line takes PNG attachments;
+    outside the command line, the toolbox's ``attach`` decides."""
+    context = _chat_context()
+    if context is None:
+        return True
+    try:
+        model = llm.get_model(context.params.get("model_id") or llm.get_default_model())
+    except llm.UnknownModelError:
+        return False
+    return "image/png" in model.attachment_types
