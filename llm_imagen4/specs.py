@@ -210,7 +210,10 @@ def build_request(spec: Spec, prompt: str, options: Imagen4Options) -> dict[str,
 def explain_refusal(api_model: str, message: str) -> str | None:
     """When the server refused a field of the preview's request, which of its
     two published schemas the server follows; None when that cannot tell."""
-    if api_model != SPECS_BY_ID["imagen4"].api_id:
+    if (
+        api_model != SPECS_BY_ID["imagen4"].api_id
+        or "Body validation error" not in message
+    ):
         return None
     if any(name in message for name in PREVIEW_NEWER_ONLY):
         return (
