@@ -90,8 +90,6 @@ def in_threads(
         try:
             item, outcome = done.get(timeout=TICK)
         except queue.Empty:
-            if not pending or not should_start():
-                continue
             start_more()
             continue
         running -= 1
@@ -260,9 +258,20 @@ def run(
         raise llm.ModelError(
             f"{ex}. {_ask_log(client, generation_id, request_id)}"
         ) from None
-    except BaseException:
+    except llm.ModelError:
+        # A definite answer: nothing was made, nothing was charged.
         if claim:
             claim.remove()
+        raise
+    except BaseException:
+        # Stopped while the request may be under way: whether it was
+        # charged is for the API's log to say.
+        if claim:
+            claim.release()
+            notify(
+                "Stopped while waiting for the API; whether it was charged: "
+                + command("llm", "imagen4", "status", generation_id)
+            )
         raise
     record = _record(model_id, chosen, generation_id, request_id, answer)
     entry = journal.Entry(
@@ -388,7 +397,9 @@ def _record(
                 position=ref.position,
                 url=ref.url,
                 enhanced_prompt=ref.enhanced_prompt,
-                status="failed" if ref.problem else "pending",
+                # An image the API gave no usable URL or bytes for can
+                # never be saved.
+                status="refused" if ref.problem else "pending",
                 error=ref.problem,
             )
             for ref in answer.images
@@ -444,13 +455,20 @@ def _settle(image: ImageRecord, outcome: files.SavedFile | BaseException) -> Non
 
 
 def _saver(
-    destination: files.Destination, record: GenerationRecord, image: ImageRecord
+    destination: files.Destination,
+    record: GenerationRecord,
+    image: ImageRecord,
+    recovering: bool,
 ) -> Callable[[Iterable[bytes]], files.SavedFile]:
     finish = provenance.finisher(record.image_provenance(image))
 
     def save(chunks: Iterable[bytes]) -> files.SavedFile:
         try:
-            return destination.save(chunks, image.position, finish, api.MAX_IMAGE_BYTES)
+            # Finishing a generation, an image a stopped process saved
+            # without the journal knowing is found, not saved twice.
+            return destination.save(
+                chunks, image.position, finish, api.MAX_IMAGE_BYTES, recovering
+            )
         except files.TooLarge as ex:
             raise api.Refused(str(ex)) from None
         except images.NotAnImage as ex:
@@ -474,9 +492,10 @@ def save_images(
 ) -> None:
     """Save every image of ``entry`` not saved yet: those that came inline,
     from memory or the journal, and the rest from their URLs, all at once.
-    A failure is recorded on its image and never stops the others; the
-    journal is rewritten as each image lands. Ctrl-C (or ``cancel``) stops
-    starting more, and leaves the journal to finish the rest later."""
+    A failure is recorded on its image and never stops the others. The
+    journal is rewritten by each worker as its image lands, whatever the
+    waiting side is doing. Ctrl-C (or ``cancel``) stops starting more, and
+    leaves the journal to finish the rest later."""
     record = entry.record
     assert record is not None
     inline = (
@@ -492,26 +511,40 @@ def save_images(
             _settle(image, ex)
         _rewrite(claim, entry)
         return
+    lock = threading.Lock()
 
-    def save_one(image: ImageRecord) -> files.SavedFile:
-        save = _saver(destination, record, image)
-        if image.position in inline:
-            return save([_decode(inline[image.position])])
-        if claim and claim.stashed(image.position).exists():
-            return save(_read_blocks(claim.stashed(image.position)))
-        if not isinstance(image.url, str) or not image.url:
-            raise api.DownloadError("the API gave no URL to fetch it from")
-        return api.fetch_image(image.url, save)
+    def save_one(image: ImageRecord) -> None:
+        save = _saver(destination, record, image, recovering=answer is None)
+        try:
+            if image.position in inline:
+                outcome: Any = save([_decode(inline[image.position])])
+            elif claim and claim.stashed(image.position).exists():
+                outcome = save(_read_blocks(claim.stashed(image.position)))
+            elif not isinstance(image.url, str) or not image.url:
+                raise api.DownloadError("the API gave no URL to fetch it from")
+            else:
+                outcome = api.fetch_image(image.url, save)
+        except Exception as ex:  # noqa: BLE001 - every failure is the image's
+            outcome = ex
+        with lock:
+            _settle(image, outcome)
+            if isinstance(outcome, files.SavedFile):
+                folder = folder_text(outcome.path.parent)
+                # Saved elsewhere than the generation's folder (download -o).
+                image.directory = None if folder == record.directory else folder
+                if claim:
+                    claim.stashed(image.position).unlink(missing_ok=True)
+            _rewrite(claim, entry)
 
     stopping = cancel or threading.Event()
     try:
         for image, outcome in in_threads(
             todo, save_one, should_start=lambda: not stopping.is_set()
         ):
-            _settle(image, outcome)
-            if isinstance(outcome, files.SavedFile) and claim:
-                claim.stashed(image.position).unlink(missing_ok=True)
-            _rewrite(claim, entry)
+            if isinstance(outcome, BaseException):
+                with lock:
+                    _settle(image, outcome)
+                    _rewrite(claim, entry)
     except BaseException:
         stopping.set()
         # The journal still has every image not saved.
@@ -646,20 +679,21 @@ def finish(
     record = entry.record
     for image in record.images:
         path = record.path(image)
-        if image.status == "saved" and not (path and _intact(path, image.sha256)):
+        if image.status == "saved" and not (
+            path and image.sha256 and files.same_bytes(path, image.sha256)
+        ):
             image.status = "pending"
-    destination = files.Destination(
-        output or Path(record.directory),
-        files.slugify(record.request["prompt"]),
-    )
     before = {image.position for image in record.images if image.status == "saved"}
-    if output:
-        record.directory = folder_text(output)
+    destination = files.Destination(
+        output or Path(record.directory), files.slugify(record.request["prompt"])
+    )
     save_images(claim, entry, destination)
     saved = [
-        Path(record.directory + image.name)
+        path
         for image in record.images
-        if image.status == "saved" and image.position not in before and image.name
+        if image.status == "saved"
+        and image.position not in before
+        and (path := record.path(image))
     ]
     result = Finished(entry.id, saved, record.unsaved())
     if entry.log_to:
@@ -675,13 +709,6 @@ def finish(
     else:
         claim.remove()
     return result
-
-
-def _intact(path: Path, sha256: str | None) -> bool:
-    try:
-        return path.is_file() and files.digest(path)[0] == sha256
-    except OSError:
-        return False
 
 
 def _finish_sent(claim: journal.Claim, entry: journal.Entry) -> Finished:

@@ -6,6 +6,7 @@ name. Files get the mode any new file gets (0666 less the umask)."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -211,10 +212,13 @@ class Destination:
         position: int,
         finish: Callable[[Path, images.ImageType], Finished],
         max_bytes: int,
+        reuse_identical: bool = False,
     ) -> SavedFile:
         """Stream chunks to a temporary file, check that they are one whole
         image, let ``finish`` add its provenance, then link it into the
-        first free name (with its sidecar, if any, claimed the same way)."""
+        first free name (with its sidecar, if any, claimed the same way).
+        With ``reuse_identical``, a file already there with the same bytes
+        is the image, and nothing is written twice."""
         tmp, out = new_file(self.folder)
         made: list[Path] = [tmp]
         with self._lock:
@@ -238,7 +242,9 @@ class Destination:
             if finished.path != tmp:
                 made.append(finished.path)
             sha256, size = digest(finished.path)
-            path, sidecar = self._place(finished, position, kind.suffix, sha256)
+            path, sidecar = self._place(
+                finished, position, kind.suffix, sha256, reuse_identical
+            )
         finally:
             for leftover in made:
                 leftover.unlink(missing_ok=True)
@@ -256,10 +262,18 @@ class Destination:
         )
 
     def _place(
-        self, finished: Finished, position: int, suffix: str, sha256: str
+        self,
+        finished: Finished,
+        position: int,
+        suffix: str,
+        sha256: str,
+        reuse_identical: bool,
     ) -> tuple[Path, Path | None]:
         for candidate in self._names(position, suffix):
             if not _claim(finished.path, candidate):
+                if reuse_identical and same_bytes(candidate, sha256):
+                    sidecar = candidate.with_name(candidate.name + ".json")
+                    return candidate, sidecar if sidecar.exists() else None
                 continue
             if finished.sidecar is None:
                 return candidate, None
@@ -274,6 +288,18 @@ class Destination:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
+def same_bytes(path: Path, sha256: str) -> bool:
+    """Whether ``path`` is a file with these bytes."""
+    try:
+        return path.is_file() and digest(path)[0] == sha256
+    except OSError:
+        return False
+
+
+# What os.link raises where a file system has no hard links.
+NO_LINKS = {errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
+
+
 def _claim(tmp: Path, candidate: Path) -> bool:
     """Give ``tmp`` the name ``candidate`` if that name is free."""
     try:
@@ -281,16 +307,23 @@ def _claim(tmp: Path, candidate: Path) -> bool:
         return True
     except FileExistsError:
         return False
-    except OSError:
-        # No hard links here (some file systems): reserve the name with an
-        # exclusive create, then move a copy of the finished file over it.
-        try:
-            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-        except FileExistsError:
-            return False
-        copy = candidate.with_name(candidate.name + PART_SUFFIX)
-        with open(tmp, "rb") as src, open(copy, "wb") as dst:
+    except OSError as ex:
+        if ex.errno not in NO_LINKS:
+            raise
+    # No hard links here: reserve the name with an exclusive create, then
+    # move a copy of the finished file over it.
+    try:
+        os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    except FileExistsError:
+        return False
+    copy, out = new_file(candidate.parent)
+    try:
+        with out, open(tmp, "rb") as src:
             while block := src.read(1024 * 1024):
-                dst.write(block)
+                out.write(block)
         os.replace(copy, candidate)
-        return True
+    except BaseException:
+        copy.unlink(missing_ok=True)
+        candidate.unlink(missing_ok=True)
+        raise
+    return True

@@ -86,7 +86,8 @@ IMAGE_FIELDS = (
 IMAGE_COLUMNS = {
     "turn_id": "t.id",
     "position": _field("position", "image.value"),
-    "path": f"{_field('directory')} || {_field('name', 'image.value')}",
+    "path": f"coalesce({_field('directory', 'image.value')}, {_field('directory')})"
+    f" || {_field('name', 'image.value')}",
     **{name: _field(name, "image.value") for name in IMAGE_FIELDS},
 }
 # Turns of this plugin. The model is compared first, as it is cheap.

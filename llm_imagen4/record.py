@@ -26,6 +26,9 @@ class ImageRecord(BaseModel):
     position: int
     status: ImageStatus = "pending"
     name: str | None = None
+    # Set when the image was saved elsewhere than its generation's folder
+    # (``download -o``), with its trailing separator.
+    directory: str | None = None
     sidecar: str | None = None
     url: str | None = None
     sha256: str | None = None
@@ -61,13 +64,15 @@ class GenerationRecord(BaseModel):
     images: list[ImageRecord]
 
     def path(self, image: ImageRecord) -> Path | None:
-        return Path(self.directory + image.name) if image.name else None
+        if not image.name:
+            return None
+        return Path((image.directory or self.directory) + image.name)
 
     def saved_paths(self) -> list[Path]:
         return [
-            Path(self.directory + image.name)
+            path
             for image in self.images
-            if image.status == "saved" and image.name
+            if image.status == "saved" and (path := self.path(image))
         ]
 
     def unsaved(self) -> list[ImageRecord]:
@@ -83,7 +88,7 @@ class GenerationRecord(BaseModel):
         lines = []
         for image in self.images:
             if image.status == "saved" and image.name:
-                lines.append(self.directory + image.name)
+                lines.append(str(self.path(image)))
             elif image.status == "refused":
                 lines.append(f"Image {image.position + 1} refused: {image.error}")
             else:
