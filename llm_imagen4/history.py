@@ -101,6 +101,7 @@ IMAGES_OF_T = (
 )
 # The view's columns, in order.
 VIEW_COLUMNS = (
+    "id",
     "turn_id",
     "position",
     "model",
@@ -132,12 +133,20 @@ VIEW_COLUMNS = (
 
 
 def _view_sql() -> str:
+    # Each image's id: its turn's id and its position, stable however
+    # often the index is made again.
     indexed = {
         **{name: f"g.{name}" for name in GENERATION_COLUMNS},
         **{name: f"i.{name}" for name in IMAGE_COLUMNS},
         "provenance": _field("provenance"),
+        "id": "g.turn_id || ':' || i.position",
     }
-    live = {**GENERATION_COLUMNS, **IMAGE_COLUMNS, "provenance": _field("provenance")}
+    live = {
+        **GENERATION_COLUMNS,
+        **IMAGE_COLUMNS,
+        "provenance": _field("provenance"),
+        "id": f"t.id || ':' || {IMAGE_COLUMNS['position']}",
+    }
     return (
         f"SELECT {', '.join(f'{indexed[c]} AS {c}' for c in VIEW_COLUMNS)}"
         " FROM imagen4_generations g JOIN turns t ON t.id = g.turn_id"

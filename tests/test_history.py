@@ -145,6 +145,8 @@ def test_the_view_is_current_before_any_plugin_read(fake, generate, llm_cli, log
         )
     ]
     assert prompts == ["first", "second", "third"]
+    ids = [r["id"] for r in logs_db().query("select id, turn_id from imagen4_images")]
+    assert len(set(ids)) == 3 and all(i.endswith(":0") for i in ids)
 
 
 def test_a_deleted_turn_is_gone_from_the_history(fake, generate, llm_cli, logs_db):
