@@ -145,10 +145,7 @@ def rerun(
             logged = history.turn(db, source) if db else None
             if logged is None:
                 raise llm.ModelError(f"No image file or generation id {source}")
-            made, _ = logged
-            origin_model = db.execute(
-                "SELECT model FROM turns WHERE id = ?", [source]
-            ).fetchone()[0]
+            made, origin_model = logged.record, logged.model
             prompt = made.request["prompt"]
             enhanced = next(
                 (i.enhanced_prompt for i in made.images if i.enhanced_prompt), None
@@ -254,9 +251,10 @@ def show(generation_id: str, json_: bool, database: Path | None, fail: Fail) -> 
     entry = history.generation(db, generation_id) if db else None
     if entry is None:
         raise click.ClickException(f"No generation with id {printable(generation_id)}")
-    record, options = history.turn(db, generation_id) or (None, {})
+    logged = history.turn(db, generation_id)
+    record = logged.record if logged else None
     data = dataclasses.asdict(entry)
-    data["options"] = options
+    data["options"] = logged.options if logged else {}
     data["provenance"] = record.provenance if record else None
     data["client_request_id"] = record.client_request_id if record else None
     data["inference_id"] = record.inference_id if record else None
@@ -401,10 +399,7 @@ def _entry_from_history(
         raise click.ClickException(
             f"No unfinished or logged generation with id {printable(generation_id)}"
         )
-    record, _ = logged
-    model = db.execute(
-        "SELECT model FROM turns WHERE id = ?", [generation_id]
-    ).fetchone()[0]
+    record, model = logged.record, logged.model
     if all(
         image.status == "saved" and record.path(image) and record.path(image).is_file()
         for image in record.images

@@ -754,7 +754,7 @@ def status(generation_id: str, key: str | None) -> str:
         found = history.turn(db, generation_id) if db else None
         if found is None:
             raise llm.ModelError(f"No generation with id {generation_id}")
-        request_id = found[0].client_request_id
+        request_id = found.record.client_request_id
         if request_id is None:
             raise llm.ModelError(
                 f"{generation_id} was made before client request ids were recorded"

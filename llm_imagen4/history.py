@@ -594,16 +594,25 @@ def generation(db: sqlite_utils.Database, generation_id: str) -> HistoryEntry | 
     return entries[0] if entries else None
 
 
-def turn(
-    db: sqlite_utils.Database, generation_id: str
-) -> tuple[GenerationRecord, dict[str, Any]] | None:
-    """A generation's record and options as llm logged them."""
+@dataclass
+class LoggedTurn:
+    """A generation as llm logged it."""
+
+    model: str
+    record: GenerationRecord
+    options: dict[str, Any]
+
+
+def turn(db: sqlite_utils.Database, generation_id: str) -> LoggedTurn | None:
     row = db.execute(
-        "SELECT response_json, options_json FROM turns WHERE id = ?", [generation_id]
+        "SELECT model, response_json, options_json FROM turns WHERE id = ?",
+        [generation_id],
     ).fetchone()
-    if row is None or not row[0]:
+    if row is None or not row[1]:
         return None
-    return GenerationRecord.model_validate_json(row[0]), json.loads(row[1] or "{}")
+    return LoggedTurn(
+        row[0], GenerationRecord.model_validate_json(row[1]), json.loads(row[2] or "{}")
+    )
 
 
 def done(

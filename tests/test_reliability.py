@@ -445,10 +445,12 @@ def test_two_downloads_at_once_save_each_image_once(fake, llm_cli, llm_process):
         for _ in range(2)
     ]
     poll(lambda: len(fake.downloads) == 6 + 2, timeout=60)
+    # One holds the generation's lock, its downloads held; the other gives up.
+    poll(lambda: any(proc.poll() is not None for proc in procs), timeout=60)
     fake.release.set()
     outputs = [proc.communicate(timeout=60) for proc in procs]
     assert sorted(p.name for p in fake.work.iterdir()) == ["a-pair-2.png", "a-pair.png"]
-    assert any(b"another process is saving it now" in err for _, err in outputs)
+    assert any(b"another process is saving it now" in err for _, err in outputs), outputs
 
 
 # -- the process being stopped ---------------------------------------------------------
