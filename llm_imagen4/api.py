@@ -170,6 +170,15 @@ class AnswerBody(_Tolerant):
         return value if isinstance(value, list) else None
 
 
+class LogItem(_Tolerant):
+    """One request in the API's log (``GET /v2/logs``)."""
+
+    status: Any = None
+    client_request_id: Any = None
+    inference_id: Any = None
+    cost: Any = None
+
+
 @dataclass
 class ImageRef:
     position: int
@@ -549,26 +558,26 @@ class ApiClient:
             ) from None
         if not response.is_success:
             raise ApiError(self._error(error_message(response, response.content)))
-        try:
-            payload = response.json()
-        except ValueError:
-            raise ApiError(
-                "The API's log answered with something that is not JSON"
-            ) from None
+        payload = _json(response.content)
         entries = (
             payload.get("data", payload.get("logs"))
             if isinstance(payload, dict)
             else payload
         )
         for item in entries if isinstance(entries, list) else []:
-            if isinstance(item, dict) and item.get("client_request_id") == request_id:
-                cost = item.get("cost") if isinstance(item.get("cost"), dict) else {}
+            if not isinstance(item, dict):
+                continue
+            logged = LogItem.model_validate(item)
+            if logged.client_request_id == request_id:
+                cost = logged.cost if isinstance(logged.cost, dict) else {}
                 return LogEntry(
-                    status=str(item.get("status") or "unknown"),
+                    status=logged.status
+                    if isinstance(logged.status, str)
+                    else "unknown",
                     credits=_finite(cost.get("credits")),
                     usd=_finite(cost.get("usd")),
-                    inference_id=item.get("inference_id")
-                    if isinstance(item.get("inference_id"), str)
+                    inference_id=logged.inference_id
+                    if isinstance(logged.inference_id, str)
                     else None,
                 )
         return None
