@@ -450,7 +450,9 @@ def test_two_downloads_at_once_save_each_image_once(fake, llm_cli, llm_process):
     fake.release.set()
     outputs = [proc.communicate(timeout=60) for proc in procs]
     assert sorted(p.name for p in fake.work.iterdir()) == ["a-pair-2.png", "a-pair.png"]
-    assert any(b"another process is saving it now" in err for _, err in outputs), outputs
+    assert any(b"another process is saving it now" in err for _, err in outputs), (
+        outputs
+    )
 
 
 # -- the process being stopped ---------------------------------------------------------
@@ -565,3 +567,15 @@ def test_threads_keep_the_limit(fake):
 
     list(in_threads(range(9), work, limit=lambda: 3))
     assert most[0] == 3
+
+
+def test_the_download_hint_of_an_unlogged_generation_works(fake, llm_cli):
+    fake.fail_downloads(3, status=500)
+    result = llm_cli("-m", "imagen4", "a private heron", "-n")
+    assert result.exit_code == 0
+    hint = result.stdout.strip().split("finish it with: ")[1]
+    assert hint.startswith("llm imagen4 download ")
+    restored = llm_cli(*hint.split()[1:])
+    assert restored.exit_code == 0, restored.output
+    assert restored.stdout.strip() == str(fake.work / "a-private-heron.png")
+    assert history(llm_cli) == []
