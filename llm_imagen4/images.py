@@ -157,7 +157,10 @@ def itxt_chunk(keyword: str, text: str) -> bytes:
 
 def _inflate(data: bytes) -> bytes:
     inflater = zlib.decompressobj()
-    text = inflater.decompress(data, TEXT_CAP)
+    try:
+        text = inflater.decompress(data, TEXT_CAP)
+    except zlib.error as ex:
+        raise ValueError(f"a compressed text that is not zlib data: {ex}") from None
     if inflater.unconsumed_tail:
         raise ValueError(f"a compressed text of more than {TEXT_CAP} bytes")
     return text
