@@ -258,7 +258,7 @@ def has_c2pa(path: Path, content_type: str) -> bool:
     """Whether the file carries C2PA Content Credentials, whose signature
     covers its bytes: a PNG caBX chunk, a JPEG APP11 JUMBF box, a WebP
     C2PA chunk."""
-    with open(path, "rb") as f:
+    with os.fdopen(open_regular(path), "rb") as f:
         if content_type == "image/png":
             return any(chunk.kind == b"caBX" for chunk in png_chunks(f))
         if content_type == "image/jpeg":
