@@ -179,9 +179,14 @@ def run(
     try:
         rows = read_rows(file.read(), name, fmt)
     except BatchError as ex:
-        raise click.ClickException(str(ex)) from None
+        raise click.ClickException(printable(str(ex))) from None
     if not rows:
-        raise click.ClickException(f"No prompts in {name}")
+        raise click.ClickException(f"No prompts in {printable(name)}")
+    try:
+        # One key for every row: a bad one is one error, not one a row.
+        engine.api_key(key)
+    except llm.ModelError as ex:
+        raise fail(ex) from None
     log_to = log_target(database, no_log)
     tally = Tally()
 

@@ -23,6 +23,10 @@ XMP_KEYWORD = "XML:com.adobe.xmp"
 JPEG_XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
 # The most of any one text this module will read or inflate.
 TEXT_CAP = 1024 * 1024
+# The most chunks (PNG, WebP) or segments (JPEG) of one file this module will
+# walk: far more than any image has (libpng writes 8 KiB of image data a
+# chunk), far fewer than the empty chunks a crafted file of a few GiB holds.
+CHUNK_CAP = 100_000
 COPY_BLOCK = 1024 * 1024
 
 
@@ -120,13 +124,15 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
 def png_chunks(f) -> Iterator[Chunk]:
     """The chunks of the PNG open as ``f``, up to and with IEND, read from
     their headers only. Stops at the first chunk that would run past the
-    end of the file."""
+    end of the file; NotAnImage past CHUNK_CAP chunks."""
     size = os.fstat(f.fileno()).st_size
     f.seek(0)
     if f.read(8) != PNG_SIGNATURE:
         return
     offset = 8
-    while offset + 12 <= size:
+    for _ in range(CHUNK_CAP):
+        if offset + 12 > size:
+            return
         f.seek(offset)
         length, kind = struct.unpack(">I4s", f.read(8))
         chunk = Chunk(kind, offset, length)
@@ -136,6 +142,7 @@ def png_chunks(f) -> Iterator[Chunk]:
         if kind == b"IEND":
             return
         offset = chunk.end
+    raise NotAnImage(f"a PNG of more than {CHUNK_CAP} chunks")
 
 
 def text_chunk(keyword: str, text: str) -> bytes:
@@ -157,7 +164,10 @@ def itxt_chunk(keyword: str, text: str) -> bytes:
 
 def _inflate(data: bytes) -> bytes:
     inflater = zlib.decompressobj()
-    text = inflater.decompress(data, TEXT_CAP)
+    try:
+        text = inflater.decompress(data, TEXT_CAP)
+    except zlib.error as ex:
+        raise ValueError(f"a compressed text that is not zlib data: {ex}") from None
     if inflater.unconsumed_tail:
         raise ValueError(f"a compressed text of more than {TEXT_CAP} bytes")
     return text
@@ -255,7 +265,7 @@ def has_c2pa(path: Path, content_type: str) -> bool:
     """Whether the file carries C2PA Content Credentials, whose signature
     covers its bytes: a PNG caBX chunk, a JPEG APP11 JUMBF box, a WebP
     C2PA chunk."""
-    with open(path, "rb") as f:
+    with os.fdopen(open_regular(path), "rb") as f:
         if content_type == "image/png":
             return any(chunk.kind == b"caBX" for chunk in png_chunks(f))
         if content_type == "image/jpeg":
@@ -323,7 +333,9 @@ def _jpeg_segments(f) -> Iterator[tuple[int, int, int]]:
     """(marker, offset, length) of each segment before the image data."""
     size = os.fstat(f.fileno()).st_size
     offset = 2
-    while offset + 4 <= size:
+    for _ in range(CHUNK_CAP):
+        if offset + 4 > size:
+            return
         f.seek(offset)
         head = f.read(4)
         if head[0] != 0xFF or head[1] in (0xDA, 0xD9):
@@ -333,6 +345,7 @@ def _jpeg_segments(f) -> Iterator[tuple[int, int, int]]:
             return
         yield head[1], offset, length
         offset += 2 + length
+    raise NotAnImage(f"a JPEG of more than {CHUNK_CAP} segments")
 
 
 def embed_jpeg(src: Path, dst: Path, xmp: str) -> None:
@@ -371,13 +384,16 @@ def _webp_chunks(f) -> Iterator[tuple[bytes, int, int]]:
     """(FourCC, offset, data length) of each chunk of a WebP."""
     size = os.fstat(f.fileno()).st_size
     offset = 12
-    while offset + 8 <= size:
+    for _ in range(CHUNK_CAP):
+        if offset + 8 > size:
+            return
         f.seek(offset)
         kind, length = struct.unpack("<4sI", f.read(8))
         if offset + 8 + length > size:
             return
         yield kind, offset, length
         offset += 8 + length + (length & 1)
+    raise NotAnImage(f"a WebP of more than {CHUNK_CAP} chunks")
 
 
 def _riff_chunk(kind: bytes, data: bytes) -> bytes:

@@ -269,7 +269,8 @@ def read(path: Path) -> FileProvenance | None:
     except OSError as ex:
         raise ProvenanceError(f"{shown}: {ex.strerror or ex}") from None
     with os.fdopen(fd, "rb") as f:
-        is_png = f.read(8) == images.PNG_SIGNATURE
+        head = f.read(65536)
+    is_png = head.startswith(images.PNG_SIGNATURE)
     try:
         texts = (
             images.png_texts(path, (JSON_KEYWORD, PARAMETERS_KEYWORD)) if is_png else {}
@@ -299,7 +300,7 @@ def read(path: Path) -> FileProvenance | None:
             f"{shown}: malformed provenance ({where}: {error['msg']})"
         ) from None
     try:
-        kind = images.sniff(path.read_bytes()[:65536])
+        kind = images.sniff(head)
         c2pa = images.has_c2pa(path, kind.content_type)
     except (OSError, ValueError):
         c2pa = False

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
 import sys
 from typing import Any
@@ -22,6 +23,10 @@ _UNSAFE = {
     *range(0x202A, 0x202F),
     *range(0x2066, 0x206A),
 }
+# Those that json.dumps leaves as they are (it escapes C0 controls itself).
+_JSON_UNSAFE = re.compile(
+    "[" + "".join(chr(c) for c in sorted(_UNSAFE) if c >= 0x7F) + "]"
+)
 
 
 def printable(text: Any, *, newlines: bool = False) -> str:
@@ -59,11 +64,15 @@ def _finite(value: Any) -> Any:
 
 def dumps(value: Any, **kwargs: Any) -> str:
     """Strict JSON: a number that JSON cannot hold (NaN, infinity) becomes
-    null rather than invalid output."""
+    null rather than invalid output. Control characters that JSON leaves as
+    they are (C1, DEL, bidi overrides, even with ``ensure_ascii=False``)
+    are written as ``\\uXXXX``, which reads back as the same string."""
     try:
-        return json.dumps(value, allow_nan=False, **kwargs)
+        text = json.dumps(value, allow_nan=False, **kwargs)
     except ValueError:
-        return json.dumps(_finite(value), allow_nan=False, **kwargs)
+        text = json.dumps(_finite(value), allow_nan=False, **kwargs)
+    # json escapes C0 controls itself; outside strings it writes only ASCII.
+    return _JSON_UNSAFE.sub(lambda match: f"\\u{ord(match[0]):04x}", text)
 
 
 def scrub(text: str, secret: str | None) -> str:
