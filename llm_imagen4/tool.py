@@ -5,10 +5,12 @@ anything is sent, and a mistake comes back to the model as one line."""
 
 from __future__ import annotations
 
+import inspect
 import threading
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import click
 import llm
 
 AspectRatio = Literal["1:1", "16:9", "9:16", "4:3", "3:4"]
@@ -16,6 +18,14 @@ AspectRatio = Literal["1:1", "16:9", "9:16", "4:3", "3:4"]
 
 class ToolRefusal(ValueError):
     """An answer to the model that nothing was generated, and why."""
+
+
+class ToolConfigError(click.ClickException, ValueError):
+    """A toolbox set up wrongly: one line under ``llm -T``, a ValueError
+    from Python."""
+
+    def __init__(self, message: str):
+        super().__init__("Imagen4: " + " ".join(message.split()))
 
 
 class Imagen4(llm.Toolbox):
@@ -42,10 +52,23 @@ class Imagen4(llm.Toolbox):
         safety_setting: str | None = None,
         add_watermark: bool | None = None,
         metadata: bool | None = None,
+        **unknown: Any,
     ):
         from . import engine, specs
 
-        self._model = engine.resolve(model)
+        if unknown:
+            takes = ", ".join(
+                name
+                for name in inspect.signature(Imagen4.__init__).parameters
+                if name not in ("self", "unknown")
+            )
+            raise ToolConfigError(f"no option {next(iter(unknown))}; it takes {takes}")
+        if not isinstance(model, str):
+            raise ToolConfigError("model must be the name of an Imagen 4 model")
+        try:
+            self._model = engine.resolve(model)
+        except llm.ModelError as ex:
+            raise ToolConfigError(str(ex)) from None
         fixed = {
             name: value
             for name, value in (
@@ -60,13 +83,18 @@ class Imagen4(llm.Toolbox):
             )
             if value is not None
         }
-        engine.validate_options(specs.SPECS_BY_ID[self._model.model_id], fixed)
+        try:
+            engine.validate_options(specs.SPECS_BY_ID[self._model.model_id], fixed)
+        except llm.ModelError as ex:
+            raise ToolConfigError(str(ex)) from None
         if (
             isinstance(max_images, bool)
             or not isinstance(max_images, int)
             or max_images < 0
         ):
-            raise ValueError("max_images must be a whole number, 0 or more")
+            raise ToolConfigError("max_images must be a whole number, 0 or more")
+        if not isinstance(attach, bool):
+            raise ToolConfigError("attach must be true or false")
         self._fixed = fixed
         self._max_images = max_images
         self._attach = attach
