@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import inspect
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import click
 import llm
 
-AspectRatio = Literal["1:1", "16:9", "9:16", "4:3", "3:4"]
+from .specs import AspectRatio
 
 
 class ToolRefusal(ValueError):
@@ -101,6 +102,33 @@ class Imagen4(llm.Toolbox):
         self._made = 0
         self._lock = threading.Lock()
 
+    def tools(self) -> Iterator[llm.Tool]:
+        """The tools, with what this toolbox is set up to do added to the
+        description of generate: the model reading it cannot know otherwise
+        which limits apply."""
+        for tool in super().tools():
+            if tool.name == f"{type(self).__name__}_generate":
+                tool.description = f"{tool.description}\n\n{self._setup()}"
+            yield tool
+
+    def _setup(self) -> str:
+        from . import specs
+
+        spec = specs.SPECS_BY_ID[self._model.model_id]
+        takes_negative = "negative_prompt" in spec.options.model_fields
+        line = (
+            f"This tool uses {spec.model_id}: prompts of at most "
+            f"{spec.prompt_max} characters, "
+            + ("negative_prompt taken" if takes_negative else "no negative_prompt")
+            + f". It may make {self._max_images} "
+            + ("image" if self._max_images == 1 else "images")
+            + " in all."
+        )
+        for name in ("aspect_ratio", "negative_prompt"):
+            if name in self._fixed:
+                line += f" {name} is fixed to {self._fixed[name]}; leave it out."
+        return line
+
     def generate(
         self,
         prompt: str,
@@ -121,11 +149,14 @@ class Imagen4(llm.Toolbox):
         model takes it; leave it out for the others.
         seed: a whole number from 1 to 4294967295. The same prompt, options
         and seed make the same image again; leave it out for a new one.
-        num_images: how many images, 1 to 4 (default 1).
+        num_images: how many images, 1 to 4 (default 1). Each counts
+        against the images this tool may make in all.
 
-        Returns the id of the generation, the model, the seed that was used,
-        the paths of the saved images and how many images may still be made.
-        Where the chat model can see images, each image is attached."""
+        Returns JSON: id (the generation's id in the user's history), model,
+        seed (the one used), paths (the saved images), not_saved (any image
+        that could not be saved, and why), images_left (how many more this
+        tool may make) and attached (whether the images are attached for you
+        to look at, which they are only where you can see images)."""
         from . import engine
 
         arguments = {
@@ -226,3 +257,16 @@ def _chat_model_sees_images() -> bool:
     except llm.UnknownModelError:
         return False
     return "image/png" in model.attachment_types
+
+
+# What a model reads is the docstring as written, indentation and all.
+Imagen4.generate.__doc__ = inspect.cleandoc(Imagen4.generate.__doc__ or "")
+# What ``llm tools list`` shows: the options, without the catch-all that is
+# there only to name a mistyped one.
+Imagen4.__signature__ = inspect.signature(Imagen4).replace(
+    parameters=[
+        parameter
+        for parameter in inspect.signature(Imagen4).parameters.values()
+        if parameter.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+)
