@@ -6,6 +6,7 @@ anything is sent, and a mistake comes back to the model as one line."""
 from __future__ import annotations
 
 import inspect
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,9 +37,9 @@ class Imagen4(llm.Toolbox):
     imagen4-ultra, or an alias of one; ``output`` the folder for the images
     (default: the current folder); ``max_images`` how many images this
     toolbox may make in all, across the whole chain; ``attach`` whether to
-    hand each image back to the model to look at. Any other option of the
-    model (``aspect_ratio``, ``negative_prompt``, ``enhance_prompt``, ...)
-    is fixed for every call."""
+    hand each image back to the model to look at (only ever to a model that
+    takes images). Any other option of the model (``aspect_ratio``,
+    ``negative_prompt``, ``enhance_prompt``, ...) is fixed for every call."""
 
     def __init__(
         self,
@@ -159,6 +160,8 @@ class Imagen4(llm.Toolbox):
         to look at, which they are only where you can see images)."""
         from . import engine
 
+        if not isinstance(prompt, str):
+            raise ToolRefusal("prompt must be text")
         arguments = {
             "aspect_ratio": aspect_ratio,
             "negative_prompt": negative_prompt,
@@ -171,7 +174,7 @@ class Imagen4(llm.Toolbox):
                 continue
             if name in self._fixed and self._fixed[name] != value:
                 raise ToolRefusal(
-                    f"{name} is fixed to {self._fixed[name]} for this tool"
+                    f"{name} is fixed to {self._fixed[name]} for this tool; leave it out"
                 )
             options[name] = value
         try:
@@ -181,12 +184,19 @@ class Imagen4(llm.Toolbox):
         count = request["num_images"]
         with self._lock:
             left = self._max_images - self._made
+            if not left:
+                raise ToolRefusal(
+                    "Refused: this tool may make no more images "
+                    f"(max_images is {self._max_images}); do not call it again"
+                )
             if count > left:
                 raise ToolRefusal(
-                    f"Refused: this tool may make {left} more image(s) of "
-                    f"{self._max_images} in all, and {count} were asked for"
+                    f"Refused: {count} images asked for, but this tool may make "
+                    f"only {left} more (max_images is {self._max_images}); "
+                    f"ask for at most {left}"
                 )
             self._made += count
+        sees = _calling_model_types()
         log_to = _log_target()
         token = engine.TOOL_CALL_ID.set(
             llm_tool_call.tool_call_id if llm_tool_call else None
@@ -199,31 +209,47 @@ class Imagen4(llm.Toolbox):
             engine.TOOL_CALL_ID.reset(token)
         engine.log(response, log_to)
         record = engine.record_of(response)
-        paths = record.saved_paths()
-        attach = self._attach and _chat_model_sees_images()
+        attachments = []
+        if self._attach:
+            for image in record.images:
+                path = record.path(image)
+                if image.status != "saved" or path is None:
+                    continue
+                if sees is None or image.content_type in sees:
+                    attachments.append(
+                        llm.Attachment(type=image.content_type, path=str(path))
+                    )
         output = {
             "id": response.id,
             "model": self._model.model_id,
             "seed": record.seed,
-            "paths": [str(path) for path in paths],
+            "paths": [str(path) for path in record.saved_paths()],
             "not_saved": [
                 f"image {image.position + 1}: {image.error}"
                 for image in record.unsaved()
             ],
             "images_left": self._max_images - self._made,
-            "attached": attach,
+            "attached": bool(attachments),
         }
-        return llm.ToolOutput(
-            output=output,
-            attachments=[llm.Attachment(path=str(path)) for path in paths]
-            if attach
-            else [],
-        )
+        return llm.ToolOutput(output=output, attachments=attachments)
+
+
+def _calling_model_types() -> frozenset[str] | None:
+    """The attachment types the chat model that made this tool call takes,
+    from the llm response running the call (llm hands a tool no reference
+    to its model); None when the tool was not called by an llm chain."""
+    frame = sys._getframe(2)
+    for _ in range(8):
+        if frame is None:
+            break
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, (llm.Response, llm.AsyncResponse)):
+            return frozenset(owner.model.attachment_types or ())
+        frame = frame.f_back
+    return None
 
 
 def _chat_context():
-    import click
-
     context = click.get_current_context(silent=True)
     while context is not None and context.command.name not in ("prompt", "chat"):
         context = context.parent
@@ -244,19 +270,6 @@ def _log_target() -> Path | None:
     if params.get("database"):
         return Path(params["database"]).absolute()
     return history.default_path()
-
-
-def _chat_model_sees_images() -> bool:
-    """Whether the chat model of llm's command line takes PNG attachments;
-    outside the command line, the toolbox's ``attach`` decides."""
-    context = _chat_context()
-    if context is None:
-        return True
-    try:
-        model = llm.get_model(context.params.get("model_id") or llm.get_default_model())
-    except llm.UnknownModelError:
-        return False
-    return "image/png" in model.attachment_types
 
 
 # What a model reads is the docstring as written, indentation and all.
