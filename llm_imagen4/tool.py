@@ -5,17 +5,29 @@ anything is sent, and a mistake comes back to the model as one line."""
 
 from __future__ import annotations
 
+import inspect
+import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
+import click
 import llm
 
-AspectRatio = Literal["1:1", "16:9", "9:16", "4:3", "3:4"]
+from .specs import AspectRatio
 
 
 class ToolRefusal(ValueError):
     """An answer to the model that nothing was generated, and why."""
+
+
+class ToolConfigError(click.ClickException, ValueError):
+    """A toolbox set up wrongly: one line under ``llm -T``, a ValueError
+    from Python."""
+
+    def __init__(self, message: str):
+        super().__init__("Imagen4: " + " ".join(message.split()))
 
 
 class Imagen4(llm.Toolbox):
@@ -25,9 +37,9 @@ class Imagen4(llm.Toolbox):
     imagen4-ultra, or an alias of one; ``output`` the folder for the images
     (default: the current folder); ``max_images`` how many images this
     toolbox may make in all, across the whole chain; ``attach`` whether to
-    hand each image back to the model to look at. Any other option of the
-    model (``aspect_ratio``, ``negative_prompt``, ``enhance_prompt``, ...)
-    is fixed for every call."""
+    hand each image back to the model to look at (only ever to a model that
+    takes images). Any other option of the model (``aspect_ratio``,
+    ``negative_prompt``, ``enhance_prompt``, ...) is fixed for every call."""
 
     def __init__(
         self,
@@ -42,10 +54,23 @@ class Imagen4(llm.Toolbox):
         safety_setting: str | None = None,
         add_watermark: bool | None = None,
         metadata: bool | None = None,
+        **unknown: Any,
     ):
         from . import engine, specs
 
-        self._model = engine.resolve(model)
+        if unknown:
+            takes = ", ".join(
+                name
+                for name in inspect.signature(Imagen4.__init__).parameters
+                if name not in ("self", "unknown")
+            )
+            raise ToolConfigError(f"no option {next(iter(unknown))}; it takes {takes}")
+        if not isinstance(model, str):
+            raise ToolConfigError("model must be the name of an Imagen 4 model")
+        try:
+            self._model = engine.resolve(model)
+        except llm.ModelError as ex:
+            raise ToolConfigError(str(ex)) from None
         fixed = {
             name: value
             for name, value in (
@@ -60,18 +85,50 @@ class Imagen4(llm.Toolbox):
             )
             if value is not None
         }
-        engine.validate_options(specs.SPECS_BY_ID[self._model.model_id], fixed)
+        try:
+            engine.validate_options(specs.SPECS_BY_ID[self._model.model_id], fixed)
+        except llm.ModelError as ex:
+            raise ToolConfigError(str(ex)) from None
         if (
             isinstance(max_images, bool)
             or not isinstance(max_images, int)
             or max_images < 0
         ):
-            raise ValueError("max_images must be a whole number, 0 or more")
+            raise ToolConfigError("max_images must be a whole number, 0 or more")
+        if not isinstance(attach, bool):
+            raise ToolConfigError("attach must be true or false")
         self._fixed = fixed
         self._max_images = max_images
         self._attach = attach
         self._made = 0
         self._lock = threading.Lock()
+
+    def tools(self) -> Iterator[llm.Tool]:
+        """The tools, with what this toolbox is set up to do added to the
+        description of generate: the model reading it cannot know otherwise
+        which limits apply."""
+        for tool in super().tools():
+            if tool.name == f"{type(self).__name__}_generate":
+                tool.description = f"{tool.description}\n\n{self._setup()}"
+            yield tool
+
+    def _setup(self) -> str:
+        from . import specs
+
+        spec = specs.SPECS_BY_ID[self._model.model_id]
+        takes_negative = "negative_prompt" in spec.options.model_fields
+        line = (
+            f"This tool uses {spec.model_id}: prompts of at most "
+            f"{spec.prompt_max} characters, "
+            + ("negative_prompt taken" if takes_negative else "no negative_prompt")
+            + f". It may make {self._max_images} "
+            + ("image" if self._max_images == 1 else "images")
+            + " in all."
+        )
+        for name in ("aspect_ratio", "negative_prompt"):
+            if name in self._fixed:
+                line += f" {name} is fixed to {self._fixed[name]}; leave it out."
+        return line
 
     def generate(
         self,
@@ -93,13 +150,18 @@ class Imagen4(llm.Toolbox):
         model takes it; leave it out for the others.
         seed: a whole number from 1 to 4294967295. The same prompt, options
         and seed make the same image again; leave it out for a new one.
-        num_images: how many images, 1 to 4 (default 1).
+        num_images: how many images, 1 to 4 (default 1). Each counts
+        against the images this tool may make in all.
 
-        Returns the id of the generation, the model, the seed that was used,
-        the paths of the saved images and how many images may still be made.
-        Where the chat model can see images, each image is attached."""
+        Returns JSON: id (the generation's id in the user's history), model,
+        seed (the one used), paths (the saved images), not_saved (any image
+        that could not be saved, and why), images_left (how many more this
+        tool may make) and attached (whether the images are attached for you
+        to look at, which they are only where you can see images)."""
         from . import engine
 
+        if not isinstance(prompt, str):
+            raise ToolRefusal("prompt must be text")
         arguments = {
             "aspect_ratio": aspect_ratio,
             "negative_prompt": negative_prompt,
@@ -112,7 +174,7 @@ class Imagen4(llm.Toolbox):
                 continue
             if name in self._fixed and self._fixed[name] != value:
                 raise ToolRefusal(
-                    f"{name} is fixed to {self._fixed[name]} for this tool"
+                    f"{name} is fixed to {self._fixed[name]} for this tool; leave it out"
                 )
             options[name] = value
         try:
@@ -122,12 +184,19 @@ class Imagen4(llm.Toolbox):
         count = request["num_images"]
         with self._lock:
             left = self._max_images - self._made
+            if not left:
+                raise ToolRefusal(
+                    "Refused: this tool may make no more images "
+                    f"(max_images is {self._max_images}); do not call it again"
+                )
             if count > left:
                 raise ToolRefusal(
-                    f"Refused: this tool may make {left} more image(s) of "
-                    f"{self._max_images} in all, and {count} were asked for"
+                    f"Refused: {count} images asked for, but this tool may make "
+                    f"only {left} more (max_images is {self._max_images}); "
+                    f"ask for at most {left}"
                 )
             self._made += count
+        sees = _calling_model_types()
         log_to = _log_target()
         token = engine.TOOL_CALL_ID.set(
             llm_tool_call.tool_call_id if llm_tool_call else None
@@ -140,31 +209,47 @@ class Imagen4(llm.Toolbox):
             engine.TOOL_CALL_ID.reset(token)
         engine.log(response, log_to)
         record = engine.record_of(response)
-        paths = record.saved_paths()
-        attach = self._attach and _chat_model_sees_images()
+        attachments = []
+        if self._attach:
+            for image in record.images:
+                path = record.path(image)
+                if image.status != "saved" or path is None:
+                    continue
+                if sees is None or image.content_type in sees:
+                    attachments.append(
+                        llm.Attachment(type=image.content_type, path=str(path))
+                    )
         output = {
             "id": response.id,
             "model": self._model.model_id,
             "seed": record.seed,
-            "paths": [str(path) for path in paths],
+            "paths": [str(path) for path in record.saved_paths()],
             "not_saved": [
                 f"image {image.position + 1}: {image.error}"
                 for image in record.unsaved()
             ],
             "images_left": self._max_images - self._made,
-            "attached": attach,
+            "attached": bool(attachments),
         }
-        return llm.ToolOutput(
-            output=output,
-            attachments=[llm.Attachment(path=str(path)) for path in paths]
-            if attach
-            else [],
-        )
+        return llm.ToolOutput(output=output, attachments=attachments)
+
+
+def _calling_model_types() -> frozenset[str] | None:
+    """The attachment types the chat model that made this tool call takes,
+    from the llm response running the call (llm hands a tool no reference
+    to its model); None when the tool was not called by an llm chain."""
+    frame = sys._getframe(2)
+    for _ in range(8):
+        if frame is None:
+            break
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, (llm.Response, llm.AsyncResponse)):
+            return frozenset(owner.model.attachment_types or ())
+        frame = frame.f_back
+    return None
 
 
 def _chat_context():
-    import click
-
     context = click.get_current_context(silent=True)
     while context is not None and context.command.name not in ("prompt", "chat"):
         context = context.parent
@@ -187,14 +272,14 @@ def _log_target() -> Path | None:
     return history.default_path()
 
 
-def _chat_model_sees_images() -> bool:
-    """Whether the chat model of llm's command line takes PNG attachments;
-    outside the command line, the toolbox's ``attach`` decides."""
-    context = _chat_context()
-    if context is None:
-        return True
-    try:
-        model = llm.get_model(context.params.get("model_id") or llm.get_default_model())
-    except llm.UnknownModelError:
-        return False
-    return "image/png" in model.attachment_types
+# What a model reads is the docstring as written, indentation and all.
+Imagen4.generate.__doc__ = inspect.cleandoc(Imagen4.generate.__doc__ or "")
+# What ``llm tools list`` shows: the options, without the catch-all that is
+# there only to name a mistyped one.
+Imagen4.__signature__ = inspect.signature(Imagen4).replace(
+    parameters=[
+        parameter
+        for parameter in inspect.signature(Imagen4).parameters.values()
+        if parameter.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+)
