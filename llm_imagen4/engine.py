@@ -193,18 +193,23 @@ def plan(spec: specs.Spec, prompt: str, options: specs.Imagen4Options) -> Plan:
 
 def log_target() -> Path | None:
     """The logs database the turn of this generation goes to: as the
-    plugin's route says, or as ``llm prompt`` will log it (``-d``, ``-n``,
-    ``--log``, ``llm logs off``), or None outside llm's command line."""
+    plugin's route says, else as llm's command line will log it, else (the
+    Python API) none."""
     chosen = LOG_TO.get()
-    if chosen is not _UNSET:
-        return chosen
+    return llm_log_target(None) if chosen is _UNSET else chosen
+
+
+def llm_log_target(outside: Path | None) -> Path | None:
+    """Where llm's command line logs what it runs: ``-d`` or logs.db,
+    unless ``-n`` or ``llm logs off`` (which ``--log`` overrides); and
+    ``outside`` when llm's command line is not what is running."""
     import click
 
     context = click.get_current_context(silent=True)
-    while context is not None and context.command.name != "prompt":
+    while context is not None and context.command.name not in ("prompt", "chat"):
         context = context.parent
     if context is None:
-        return None
+        return outside
     from llm.cli import logs_on
 
     params = context.params
@@ -805,16 +810,21 @@ def record_of(response: llm.Response) -> GenerationRecord:
     return GenerationRecord.model_validate(response.response_json)
 
 
-def log(response: llm.Response, log_to: Path | None) -> None:
-    """Log the turn as ``llm prompt`` does. A logs database that cannot be
-    written is one line: the images are saved, and the journal keeps the
-    generation for ``llm imagen4 download`` to log later."""
+def log(
+    response: llm.Response,
+    log_to: Path | None,
+    thread: tuple[str, str] | None = None,
+) -> None:
+    """Log the turn as ``llm prompt`` does, in a thread of its own or in
+    ``thread`` (an id and the prompt that names it). A logs database that
+    cannot be written is one line: the images are saved, and the journal
+    keeps the generation for ``llm imagen4 download`` to log later."""
     import sqlite3
 
     if log_to is None:
         return
     try:
-        _log_to(response, log_to)
+        _log_to(response, log_to, thread)
     except (sqlite3.Error, OSError) as ex:
         notify(
             f"Could not log to {log_to} ({ex}); the images are saved, and "
@@ -826,15 +836,24 @@ def log(response: llm.Response, log_to: Path | None) -> None:
     logged(response.id)
 
 
-def _log_to(response: llm.Response, path: Path) -> None:
+def _log_to(response: llm.Response, path: Path, thread: tuple[str, str] | None) -> None:
     import sqlite3
+
+    from llm.logs import LogStore
+    from llm.models import _conversation_name
 
     from . import history
 
     db = history.connect(path)
     try:
         with history.transaction(db):
-            response.log_to_db(db)
+            if thread is None:
+                response.log_to_db(db)
+            else:
+                store = LogStore(db)
+                thread_id, prompt = thread
+                store.ensure_thread(thread_id, name=_conversation_name(prompt))
+                store.log(response, thread_id=thread_id)
         # The history's index follows; if it cannot now, the next read will.
         with contextlib.suppress(sqlite3.Error, OSError):
             history.prepare(db)

@@ -9,7 +9,6 @@ import inspect
 import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import click
@@ -158,7 +157,9 @@ class Imagen4(llm.Toolbox):
         that could not be saved, and why), images_left (how many more this
         tool may make) and attached (whether the images are attached for you
         to look at, which they are only where you can see images)."""
-        from . import engine
+        from llm import cli as llm_cli
+
+        from . import engine, history
 
         if not isinstance(prompt, str):
             raise ToolRefusal("prompt must be text")
@@ -196,8 +197,10 @@ class Imagen4(llm.Toolbox):
                     f"ask for at most {left}"
                 )
             self._made += count
-        sees = _calling_model_types()
-        log_to = _log_target()
+        calling = _calling_response()
+        log_to = engine.llm_log_target(
+            history.default_path() if llm_cli.logs_on() else None
+        )
         token = engine.TOOL_CALL_ID.set(
             llm_tool_call.tool_call_id if llm_tool_call else None
         )
@@ -207,8 +210,9 @@ class Imagen4(llm.Toolbox):
             raise ToolRefusal(" ".join(str(ex).split())) from None
         finally:
             engine.TOOL_CALL_ID.reset(token)
-        engine.log(response, log_to)
+        engine.log(response, log_to, _chat_thread(calling))
         record = engine.record_of(response)
+        sees = frozenset(calling.model.attachment_types or ()) if calling else None
         attachments = []
         if self._attach:
             for image in record.images:
@@ -234,42 +238,30 @@ class Imagen4(llm.Toolbox):
         return llm.ToolOutput(output=output, attachments=attachments)
 
 
-def _calling_model_types() -> frozenset[str] | None:
-    """The attachment types the chat model that made this tool call takes,
-    from the llm response running the call (llm hands a tool no reference
-    to its model); None when the tool was not called by an llm chain."""
+def _calling_response() -> llm.Response | llm.AsyncResponse | None:
+    """The llm response of the chat model that made this tool call, found
+    by looking up the stack (llm hands a tool no reference to it); None
+    when no llm chain called the tool."""
     frame = sys._getframe(2)
     for _ in range(8):
         if frame is None:
             break
         owner = frame.f_locals.get("self")
         if isinstance(owner, (llm.Response, llm.AsyncResponse)):
-            return frozenset(owner.model.attachment_types or ())
+            return owner
         frame = frame.f_back
     return None
 
 
-def _chat_context():
-    context = click.get_current_context(silent=True)
-    while context is not None and context.command.name not in ("prompt", "chat"):
-        context = context.parent
-    return context
-
-
-def _log_target() -> Path | None:
-    """Where the tool's generations are logged: where llm logs the chain
-    (``-d``, ``-n``, ``llm logs off``), or logs.db when llm's logs are on."""
-    from llm.cli import logs_on
-
-    from . import history
-
-    context = _chat_context()
-    params = context.params if context else {}
-    if params.get("no_log") or not (logs_on() or params.get("log")):
+def _chat_thread(calling: Any) -> tuple[str, str] | None:
+    """The conversation of the chat that asked for the images, and the
+    prompt that names it: the generation is logged there, so ``llm -c``
+    still continues the chat, and ``llm logs --cid`` shows what it made."""
+    conversation = getattr(calling, "conversation", None)
+    if conversation is None:
         return None
-    if params.get("database"):
-        return Path(params["database"]).absolute()
-    return history.default_path()
+    first = conversation.responses[0] if conversation.responses else calling
+    return conversation.id, first.prompt.prompt or first.prompt.system or ""
 
 
 # What a model reads is the docstring as written, indentation and all.

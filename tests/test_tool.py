@@ -548,12 +548,15 @@ def test_a_continued_conversation_asks_its_own_model(fake, llm_cli, text_only):
     assert json.loads(output)["attached"] is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="llm -c continues the newest thread, and the tool's generation, "
-    "logged as a turn of its own during the chain, is newer than the chat",
-)
-def test_llm_c_after_a_tool_chain_continues_the_chat(fake, llm_cli):
+def test_llm_c_after_a_tool_chain_continues_the_chat(fake, llm_cli, logs_db):
     chain(llm_cli, "-T", "Imagen4", calls({"prompt": "a swan"}))
+    # The generation is logged in the chat's conversation, where llm logs
+    # --cid shows it, and llm -c goes on with the chat's own model.
+    threads = {
+        row["model"]: row["thread_id"]
+        for row in logs_db().query("select model, thread_id from turns")
+    }
+    assert threads["imagen4"] == threads["echo"]
     result = llm_cli("-c", "now a goose")
     assert result.exit_code == 0, result.output
+    assert '"prompt": "now a goose"' in result.stdout
