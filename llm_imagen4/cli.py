@@ -137,25 +137,41 @@ def read_prompt(prompt: str) -> str:
     return text.strip()
 
 
+# What generate and rerun share: the model's options and how to run.
+_run_options = _apply(
+    [
+        _model_options,
+        _key_option,
+        _database_option,
+        click.option("--no-log", is_flag=True, help="Do not log this generation"),
+        _json_option,
+        click.option(
+            "open_", "--open", is_flag=True, help="Open the images when saved"
+        ),
+    ]
+)
+
+
+def _run(arguments: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """The model's options, and how to run, from a command's arguments."""
+    from . import commands
+
+    run = commands.Run(
+        key=arguments.pop("key"),
+        database=arguments.pop("database"),
+        no_log=arguments.pop("no_log"),
+        json_=arguments.pop("json_"),
+        open_=arguments.pop("open_"),
+        fail=_fail,
+    )
+    return {name: arguments.pop(name) for name in OPTION_FIELDS}, run
+
+
 @imagen4.command()
 @click.argument("prompt")
 @_model_option(specs.DEFAULT_MODEL)
-@_model_options
-@_key_option
-@_database_option
-@click.option("--no-log", is_flag=True, help="Do not log this generation")
-@_json_option
-@click.option("open_", "--open", is_flag=True, help="Open the images when saved")
-def generate(
-    prompt: str,
-    model_name: str,
-    key: str | None,
-    database: Path | None,
-    no_log: bool,
-    json_: bool,
-    open_: bool,
-    **options: Any,
-) -> None:
+@_run_options
+def generate(prompt: str, model_name: str, **arguments: Any) -> None:
     """Generate images from PROMPT (- reads it from standard input).
 
     Prints the path of each saved image, one per line.
@@ -167,17 +183,8 @@ def generate(
     """
     from . import commands
 
-    commands.generate(
-        read_prompt(prompt),
-        model_name,
-        options,
-        key,
-        database,
-        no_log,
-        json_,
-        open_,
-        fail=_fail,
-    )
+    options, run = _run(arguments)
+    commands.generate(read_prompt(prompt), model_name, options, run)
 
 
 @imagen4.command()
@@ -189,23 +196,9 @@ def generate(
     is_flag=True,
     help="Send the prompt the API rewrote, with enhance_prompt off",
 )
-@_model_options
-@_key_option
-@_database_option
-@click.option("--no-log", is_flag=True, help="Do not log this generation")
-@_json_option
-@click.option("open_", "--open", is_flag=True, help="Open the images when saved")
+@_run_options
 def rerun(
-    source: str,
-    model_name: str | None,
-    vary: bool,
-    as_made: bool,
-    key: str | None,
-    database: Path | None,
-    no_log: bool,
-    json_: bool,
-    open_: bool,
-    **options: Any,
+    source: str, model_name: str | None, vary: bool, as_made: bool, **arguments: Any
 ) -> None:
     """Make a generation again: the same model, prompt, options and seed.
 
@@ -220,19 +213,8 @@ def rerun(
     """
     from . import commands
 
-    commands.rerun(
-        source,
-        model_name,
-        vary,
-        as_made,
-        options,
-        key,
-        database,
-        no_log,
-        json_,
-        open_,
-        fail=_fail,
-    )
+    options, run = _run(arguments)
+    commands.rerun(source, model_name, vary, as_made, options, run)
 
 
 @imagen4.command(name="history")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,33 +34,35 @@ def _given(options: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in options.items() if value is not None}
 
 
-def _run(
-    model: llm.Model,
-    prompt: str,
-    options: dict[str, Any],
-    key: str | None,
-    database: Path | None,
-    no_log: bool,
-    json_: bool,
-    open_: bool,
-    fail: Fail,
-) -> None:
+@dataclass
+class Run:
+    """How generate and rerun run a generation and report it."""
+
+    key: str | None
+    database: Path | None
+    no_log: bool
+    json_: bool
+    open_: bool
+    fail: Fail
+
+
+def _run(model: llm.Model, prompt: str, options: dict[str, Any], run: Run) -> None:
     """Check everything, generate, log, print the paths."""
-    log_to = log_target(database, no_log)
+    log_to = log_target(run.database, run.no_log)
     try:
-        run_options, _ = engine.check(model, prompt, options, key)
-        response = engine.generate(model, prompt, run_options, key, log_to)
+        run_options, _ = engine.check(model, prompt, options, run.key)
+        response = engine.generate(model, prompt, run_options, run.key, log_to)
     except llm.ModelError as ex:
-        raise fail(ex) from None
+        raise run.fail(ex) from None
     engine.log(response, log_to)
     record = engine.record_of(response)
     paths = [str(path) for path in record.saved_paths()]
-    if json_:
+    if run.json_:
         click.echo(dumps(_summary(response, record, paths)))
     else:
         for path in paths:
             click.echo(printable(path))
-    if open_:
+    if run.open_:
         for path in paths:
             click.launch(path)
     if record.unsaved():
@@ -89,22 +92,12 @@ def _summary(response: Any, record: Any, paths: list[str]) -> dict[str, Any]:
     }
 
 
-def generate(
-    prompt: str,
-    model_name: str,
-    options: dict[str, Any],
-    key: str | None,
-    database: Path | None,
-    no_log: bool,
-    json_: bool,
-    open_: bool,
-    fail: Fail,
-) -> None:
+def generate(prompt: str, model_name: str, options: dict[str, Any], run: Run) -> None:
     try:
         model = engine.resolve(model_name)
     except llm.ModelError as ex:
-        raise fail(ex) from None
-    _run(model, prompt, _given(options), key, database, no_log, json_, open_, fail)
+        raise run.fail(ex) from None
+    _run(model, prompt, _given(options), run)
 
 
 def rerun(
@@ -113,12 +106,7 @@ def rerun(
     vary: bool,
     as_made: bool,
     options: dict[str, Any],
-    key: str | None,
-    database: Path | None,
-    no_log: bool,
-    json_: bool,
-    open_: bool,
-    fail: Fail,
+    run: Run,
 ) -> None:
     """The request of a generation from an image file's record (read as a
     request only) or from the history, then generated as ``generate``."""
@@ -141,7 +129,7 @@ def rerun(
                 raise llm.ModelError(f"{source}: its record names no Imagen 4 model")
             requested = provenance.rerun_options(record, spec)
         else:
-            db = history.open_db(database)
+            db = history.open_db(run.database)
             logged = history.turn(db, source) if db else None
             if logged is None:
                 raise llm.ModelError(f"No image file or generation id {source}")
@@ -158,7 +146,7 @@ def rerun(
             }
         model = engine.resolve(model_name or origin_model)
     except llm.ModelError as ex:
-        raise fail(ex) from None
+        raise run.fail(ex) from None
     if as_made:
         if not enhanced:
             raise click.ClickException(
@@ -168,9 +156,7 @@ def rerun(
         requested["enhance_prompt"] = False
     if vary:
         requested.pop("seed", None)
-    _run(
-        model, prompt, {**requested, **given}, key, database, no_log, json_, open_, fail
-    )
+    _run(model, prompt, {**requested, **given}, run)
 
 
 def _open(database: Path | None, fail: Fail) -> Any:
