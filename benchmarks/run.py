@@ -139,7 +139,7 @@ def main() -> None:
     from llm_imagen4 import history
 
     db = sqlite_utils.Database(user / "logs.db")
-    history.migrate(db)
+    history.prepare(db)
     rows = []
 
     # 1. What the plugin's import adds to every llm command.
