@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -522,7 +523,7 @@ def _entries(db: sqlite_utils.Database, rows: list[tuple]) -> list[HistoryEntry]
         values = dict(zip(("position", "path", *IMAGE_FIELDS), row[1:], strict=True))
         saved = values["status"] == "saved" and bool(values["path"])
         by_id[row[0]].images.append(
-            HistoryImage(**values, exists=saved and Path(values["path"]).is_file())
+            HistoryImage(**values, exists=saved and os.path.isfile(values["path"]))
         )
     for entry in entries:
         entry.metadata = bool(entry.metadata)
