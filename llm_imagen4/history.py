@@ -645,9 +645,18 @@ def update_turn(
     db["turn_search"].delete_where("turn_id = ?", [generation_id])
     db.execute(TURN_SEARCH_INSERT_SQL, {"turn_id": generation_id})
     if db["imagen4_generations"].exists():
+        # Indexed again in its place: the history's order is the index's.
+        place = db.execute(
+            "SELECT rowid FROM imagen4_generations WHERE turn_id = ?", [generation_id]
+        ).fetchone()
         db.execute("DELETE FROM imagen4_image_files WHERE turn_id = ?", [generation_id])
         db.execute("DELETE FROM imagen4_generations WHERE turn_id = ?", [generation_id])
         _index_turns(db, "t.id = ?", [generation_id])
+        if place:
+            db.execute(
+                "UPDATE imagen4_generations SET rowid = ? WHERE turn_id = ?",
+                [place[0], generation_id],
+            )
 
 
 def log_new(db: sqlite_utils.Database, entry: journal.Entry) -> None:
