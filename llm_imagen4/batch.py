@@ -207,10 +207,16 @@ def run(
 
     given = {name: value for name, value in options.items() if value is not None}
     checked: list[Job] = []
+    # Each model looked up once: llm lists every model of every plugin to
+    # find one.
+    models: dict[str, llm.Model] = {}
     for row in rows:
         if row.error is None:
             try:
-                model = engine.resolve(row.model_name or model_name)
+                chosen = row.model_name or model_name
+                if chosen not in models:
+                    models[chosen] = engine.resolve(chosen)
+                model = models[chosen]
                 row_options = {**given, **row.options}
                 run_options, request = engine.check(model, row.prompt, row_options, key)
                 checked.append(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 import os
-from pathlib import Path
+from pathlib import Path, PurePath
 from urllib.parse import quote
 
 from .history import HistoryEntry
@@ -81,39 +81,46 @@ CARD = """<article class="card" data-search="{search}">
 </article>"""
 
 
-def _href(path: str, page_folder: Path) -> str:
+def _folder_href(folder: str, page_folder: Path) -> str:
+    """A folder of images as a URL relative to the page, ending in a slash
+    (empty for the page's own folder)."""
     try:
-        relative = os.path.relpath(path, page_folder)
+        relative = os.path.relpath(folder or os.curdir, page_folder)
     except ValueError:  # another drive, on Windows
-        relative = path
-    return quote(Path(relative).as_posix())
+        relative = folder
+    if relative == os.curdir:
+        return ""
+    return quote(PurePath(relative).as_posix()) + "/"
 
 
 def render(entries: list[HistoryEntry], page_folder: Path) -> str:
     cards = []
+    # Each folder's URL, worked out once: the images of a history are in a
+    # few folders.
+    folders: dict[str, str] = {}
     for entry in entries:
-        rerun = command("llm", "imagen4", "rerun", entry.id)
+        fields = {
+            "search": html.escape(
+                " ".join([entry.prompt, entry.model, str(entry.seed)]).lower()
+            ),
+            "prompt": html.escape(entry.prompt),
+            "model": html.escape(entry.model),
+            "seed": entry.seed,
+            "date": html.escape(entry.datetime_utc[:16].replace("T", " ")),
+            "rerun": html.escape(command("llm", "imagen4", "rerun", entry.id)),
+        }
+        alt = html.escape(entry.prompt[:200])
         for image in entry.images:
             if image.exists and image.path:
-                href = html.escape(_href(image.path, page_folder))
-                alt = html.escape(entry.prompt[:200])
+                folder, name = os.path.split(image.path)
+                if folder not in folders:
+                    folders[folder] = _folder_href(folder, page_folder)
+                href = html.escape(folders[folder] + quote(name))
                 picture = f'<a href="{href}"><img src="{href}" alt="{alt}" loading="lazy"></a>'
             else:
                 picture = f'<div class="missing">{html.escape(image.status)}: file missing</div>'
             size = f"{image.width}×{image.height}" if image.width else "?"
-            search = " ".join([entry.prompt, entry.model, str(entry.seed)]).lower()
-            cards.append(
-                CARD.format(
-                    search=html.escape(search),
-                    picture=picture,
-                    prompt=html.escape(entry.prompt),
-                    model=html.escape(entry.model),
-                    seed=entry.seed,
-                    size=size,
-                    date=html.escape(entry.datetime_utc[:16].replace("T", " ")),
-                    rerun=html.escape(rerun),
-                )
-            )
+            cards.append(CARD.format(picture=picture, size=size, **fields))
     return PAGE.format(generator=GENERATOR, count=len(cards), cards="\n".join(cards))
 
 

@@ -11,7 +11,11 @@ its own migrations and safe to drop at any time:
 - ``imagen4_generations`` (one row per generation) and
   ``imagen4_image_files`` (one row per image), an index brought up to date
   from ``turns`` before every read by the plugin's commands;
-- ``imagen4_sync``, how far the index has read ``turns``.
+- ``imagen4_sync``, how far the index has read ``turns``, and how far the
+  prompt search has read the index;
+- ``imagen4_prompt_search``, a full-text index of the prompts (FTS5 with
+  the trigram tokenizer, where SQLite has it) that ``history -q`` uses to
+  find text in old prompts without reading them all.
 
 Bringing the index up to date costs one small query when nothing changed,
 and reads only the new turns when some were logged; anything else (a turn
@@ -21,7 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import json
+import os
+import re
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,6 +47,9 @@ BUSY_TIMEOUT = 30.0
 MIGRATIONS = Migrations("llm-imagen4")
 TABLES = ("imagen4_generations", "imagen4_image_files", "imagen4_sync")
 VIEW = "imagen4_images"
+# The prompts' full-text index: an FTS5 table over imagen4_generations.prompt
+# (its rowid is the generation's), holding only the trigrams.
+SEARCH = "imagen4_prompt_search"
 MODEL_IDS = ", ".join(f"'{spec.model_id}'" for spec in specs.SPECS)
 
 
@@ -320,6 +330,74 @@ def m002_index(db: sqlite_utils.Database) -> None:
     db.create_view(VIEW, _view_sql())
 
 
+@MIGRATIONS()
+def m003_prompt_search(db: sqlite_utils.Database) -> None:
+    """The rowid of imagen4_generations up to which the prompt search has
+    every prompt; NULL when it must be made again from the start. The
+    search table itself is made by ``prepare`` where SQLite can."""
+    db.execute("ALTER TABLE imagen4_sync ADD COLUMN search_rowid INTEGER")
+
+
+# -- the prompt search -------------------------------------------------------------
+#
+# The search is kept to this invariant: every generation whose rowid is at
+# most ``imagen4_sync.search_rowid`` has its prompt in it under its rowid (a
+# generation keeps its rowid, and its prompt, until the index is rebuilt).
+# What the search finds is checked against the index; the generations above
+# ``search_rowid`` are read directly. A machine whose SQLite lacks the
+# trigram tokenizer never touches the search, and leaves ``search_rowid``
+# NULL whenever it rebuilds the index, so that a machine that has it starts
+# the search again.
+
+
+@functools.cache
+def _trigram() -> bool:
+    """Whether this SQLite has FTS5 with the trigram tokenizer (3.34 on)."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute("CREATE VIRTUAL TABLE t USING fts5(x, tokenize = 'trigram')")
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+    return True
+
+
+def _search_missing(db: sqlite_utils.Database) -> bool:
+    return _trigram() and not db[SEARCH].exists()
+
+
+def _make_search(db: sqlite_utils.Database) -> None:
+    db.execute(
+        f"CREATE VIRTUAL TABLE {SEARCH} USING fts5(prompt,"
+        " content = 'imagen4_generations', content_rowid = 'rowid',"
+        " tokenize = 'trigram')"
+    )
+    db.execute("UPDATE imagen4_sync SET search_rowid = NULL")
+
+
+def _generations_top(db: sqlite_utils.Database) -> int:
+    return db.execute("SELECT max(rowid) FROM imagen4_generations").fetchone()[0] or 0
+
+
+def _update_search(db: sqlite_utils.Database) -> None:
+    """Add to the search the generations indexed since it was last brought
+    up to date, or all of them when it must start again."""
+    if not _trigram() or not db[SEARCH].exists():
+        return
+    (covered,) = db.execute("SELECT search_rowid FROM imagen4_sync").fetchone()
+    top = _generations_top(db)
+    if covered is None or covered > top:  # > top: the index was emptied by hand
+        db.execute(f"INSERT INTO {SEARCH} ({SEARCH}) VALUES ('delete-all')")
+        covered = 0
+    db.execute(
+        f"INSERT INTO {SEARCH} (rowid, prompt) SELECT rowid, prompt"
+        " FROM imagen4_generations WHERE rowid > ? ORDER BY rowid",
+        [covered],
+    )
+    db.execute("UPDATE imagen4_sync SET search_rowid = ?", [top])
+
+
 # -- opening a logs database ---------------------------------------------------
 
 
@@ -372,21 +450,30 @@ def prepare(db: sqlite_utils.Database) -> None:
         else set()
     )
     llm_current = {fn.__name__ for fn in LLM_MIGRATIONS} <= applied
-    if not llm_current or MIGRATIONS.pending(db) or _ours_missing(db):
+    if (
+        not llm_current
+        or MIGRATIONS.pending(db)
+        or _ours_missing(db)
+        or _search_missing(db)
+    ):
         with transaction(db):
             if not llm_current:
                 llm_migrate(db)
             if _ours_missing(db) and not MIGRATIONS.pending(db):
                 # Dropped by hand: all of it is derived, so make it anew.
                 db.execute(f"DROP VIEW IF EXISTS {VIEW}")
+                with contextlib.suppress(sqlite3.Error):  # a SQLite without trigrams
+                    db.execute(f"DROP TABLE IF EXISTS {SEARCH}")
                 for table in TABLES:
                     db.execute(f"DROP TABLE IF EXISTS {table}")
                 db.execute(
                     f"DELETE FROM [{Migrations.migrations_table}]"
-                    " WHERE migration_set = ? AND name = 'm002_index'",
+                    " WHERE migration_set = ? AND name != 'm001_leave_turns'",
                     [MIGRATIONS.name],
                 )
             MIGRATIONS.apply(db)
+            if _search_missing(db):
+                _make_search(db)
     refresh(db)
 
 
@@ -415,10 +502,12 @@ def refresh(db: sqlite_utils.Database) -> None:
     """Bring the index up to date with ``turns``: nothing to do when no turn
     was logged since; the new turns alone when only new ones were logged;
     a rebuild when anything else changed."""
-    known = db.execute(
-        "SELECT turns_rowid, turns_count, last_turn_id FROM imagen4_sync"
+    *known, search = db.execute(
+        "SELECT turns_rowid, turns_count, last_turn_id, search_rowid FROM imagen4_sync"
     ).fetchone()
-    if tuple(known) == _turns_now(db):
+    if tuple(known) == _turns_now(db) and (
+        not _trigram() or search == _generations_top(db) or not db[SEARCH].exists()
+    ):
         return
     with transaction(db):
         rowid, count, last = known = tuple(
@@ -428,6 +517,7 @@ def refresh(db: sqlite_utils.Database) -> None:
         )
         now = _turns_now(db)
         if known == now:
+            _update_search(db)
             return
         (tail,) = db.execute(
             "SELECT count(*) FROM turns WHERE rowid > ?", [rowid]
@@ -440,11 +530,14 @@ def refresh(db: sqlite_utils.Database) -> None:
         else:
             db.execute("DELETE FROM imagen4_image_files")
             db.execute("DELETE FROM imagen4_generations")
+            # The rowids start again: so must the search.
+            db.execute("UPDATE imagen4_sync SET search_rowid = NULL")
             _index_turns(db, "1")
         db.execute(
             "UPDATE imagen4_sync SET turns_rowid = ?, turns_count = ?, last_turn_id = ?",
             now,
         )
+        _update_search(db)
 
 
 # -- reading ---------------------------------------------------------------------
@@ -532,7 +625,7 @@ def _entries(db: sqlite_utils.Database, rows: list[tuple]) -> list[HistoryEntry]
         values = dict(zip(("position", "path", *IMAGE_FIELDS), row[1:], strict=True))
         saved = values["status"] == "saved" and bool(values["path"])
         by_id[row[0]].images.append(
-            HistoryImage(**values, exists=saved and Path(values["path"]).is_file())
+            HistoryImage(**values, exists=saved and os.path.isfile(values["path"]))
         )
     for entry in entries:
         entry.metadata = bool(entry.metadata)
@@ -555,34 +648,78 @@ def generations(
     to find ``limit`` of them."""
     where, params = [], []
     if query:
-        where.append("prompt LIKE ? ESCAPE '\\'")
+        where.append("g.prompt LIKE ? ESCAPE '\\'")
         params.append(_like(query))
     if model:
-        where.append("model = ?")
+        where.append("g.model = ?")
         params.append(model)
     if seed is not None:
-        where.append("seed = ?")
+        where.append("g.seed = ?")
         params.append(seed)
     if since:
-        where.append("datetime_utc >= ?")
+        where.append("g.datetime_utc >= ?")
         params.append(since)
     if tool:
-        where.append("tool_call_id IS NOT NULL")
-    sql = (
-        f"SELECT {', '.join(_ENTRY_COLUMNS)} FROM imagen4_generations"
-        f"{' WHERE ' + ' AND '.join(where) if where else ''}"
-        " ORDER BY rowid DESC LIMIT ? OFFSET ?"
-    )
-    if not missing:
-        return _entries(db, db.execute(sql, [*params, limit or -1, 0]).fetchall())
+        where.append("g.tool_call_id IS NOT NULL")
+    # A page at a time: as many as asked for, or more when some will be
+    # left out for having all their files.
+    page = 200 if missing else limit or 1000
     found: list[HistoryEntry] = []
-    offset, page = 0, 200
-    while True:
-        rows = db.execute(sql, [*params, page, offset]).fetchall()
-        found.extend(entry for entry in _entries(db, rows) if entry.missing)
-        if len(rows) < page or (limit and len(found) >= limit):
-            return found[:limit] if limit else found
-        offset += page
+    for rows in _newest(db, where, params, query if seed is None else None, page):
+        entries = _entries(db, rows)
+        found.extend(entry for entry in entries if entry.missing or not missing)
+        if limit and len(found) >= limit:
+            return found[:limit]
+    return found
+
+
+def _newest(
+    db: sqlite_utils.Database,
+    where: list[str],
+    params: list[Any],
+    search: str | None,
+    page: int,
+) -> Iterator[list[tuple]]:
+    """The index's generations that match ``where``, newest first, a page
+    at a time. With ``search`` (the text ``where`` looks for in prompts),
+    the older ones are found through the prompt search: the generations it
+    has not read yet are read directly, then it gives the rest in order."""
+    columns = ", ".join(f"g.{name}" for name in _ENTRY_COLUMNS)
+    # (FROM, the rowid that orders it, more conditions and their values)
+    sources: list[tuple[str, str, list[str], list[Any]]] = [
+        ("imagen4_generations g", "g.rowid", [], [])
+    ]
+    covered = None
+    # The trigram index helps when the text has three characters in a row
+    # that are not LIKE's wildcards there; its LIKE is a first sieve only.
+    if search and re.search("[^%_]{3}", search) and _trigram() and db[SEARCH].exists():
+        (covered,) = db.execute("SELECT search_rowid FROM imagen4_sync").fetchone()
+    if covered:
+        sources = [
+            ("imagen4_generations g", "g.rowid", ["g.rowid > ?"], [covered]),
+            (
+                # CROSS JOIN: the search gives the rowids, newest first.
+                f"{SEARCH} s CROSS JOIN imagen4_generations g ON g.rowid = s.rowid",
+                "s.rowid",
+                ["s.rowid <= ?", "s.prompt LIKE ?"],
+                [covered, f"%{search}%"],
+            ),
+        ]
+    for source, order, more, values in sources:
+        below = None
+        while True:
+            clauses = [*where, *more] + ([f"{order} < ?"] if below is not None else [])
+            rows = db.execute(
+                f"SELECT {order}, {columns} FROM {source}"
+                + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
+                + f" ORDER BY {order} DESC LIMIT ?",
+                [*params, *values, *([below] if below is not None else []), page],
+            ).fetchall()
+            if rows:
+                yield [row[1:] for row in rows]
+            if len(rows) < page:
+                break
+            below = rows[-1][0]
 
 
 def generation(db: sqlite_utils.Database, generation_id: str) -> HistoryEntry | None:
@@ -663,9 +800,18 @@ def update_turn(
     db["turn_search"].delete_where("turn_id = ?", [generation_id])
     db.execute(TURN_SEARCH_INSERT_SQL, {"turn_id": generation_id})
     if db["imagen4_generations"].exists():
+        # Indexed again in its place: the history's order is the index's.
+        place = db.execute(
+            "SELECT rowid FROM imagen4_generations WHERE turn_id = ?", [generation_id]
+        ).fetchone()
         db.execute("DELETE FROM imagen4_image_files WHERE turn_id = ?", [generation_id])
         db.execute("DELETE FROM imagen4_generations WHERE turn_id = ?", [generation_id])
         _index_turns(db, "t.id = ?", [generation_id])
+        if place:
+            db.execute(
+                "UPDATE imagen4_generations SET rowid = ? WHERE turn_id = ?",
+                [place[0], generation_id],
+            )
 
 
 def log_new(db: sqlite_utils.Database, entry: journal.Entry) -> None:

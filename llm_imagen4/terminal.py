@@ -29,16 +29,17 @@ _JSON_UNSAFE = re.compile(
 )
 
 
+# Each unsafe character as its escape, for str.translate.
+_ESCAPES = {
+    code: chr(code).encode("unicode_escape").decode("ascii") for code in _UNSAFE
+}
+_ESCAPES_KEEPING_NEWLINES = {k: v for k, v in _ESCAPES.items() if k != ord("\n")}
+
+
 def printable(text: Any, *, newlines: bool = False) -> str:
     """``text`` with every control character shown as an escape (``\\x1b``,
     ``\\n``); with ``newlines`` a line break stays a line break."""
-    out = []
-    for char in str(text):
-        if ord(char) in _UNSAFE and not (newlines and char == "\n"):
-            out.append(char.encode("unicode_escape").decode("ascii"))
-        else:
-            out.append(char)
-    return "".join(out)
+    return str(text).translate(_ESCAPES_KEEPING_NEWLINES if newlines else _ESCAPES)
 
 
 def command(*words: str) -> str:

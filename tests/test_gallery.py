@@ -154,6 +154,52 @@ def test_gallery_never_overwrites_a_file_it_did_not_write(fake, llm_cli):
     assert "a moth" in (fake.work / "imagen4-gallery.html").read_text()
 
 
+def test_gallery_links_each_image_relative_to_the_page(tmp_path):
+    """Without a browser: each image's link, from wherever the page is."""
+    from llm_imagen4.gallery import render
+    from llm_imagen4.history import HistoryEntry, HistoryImage
+
+    def image(position, path, exists=True):
+        return HistoryImage(
+            position, path, "saved", None, None, None, 8, 8, None, None, None, exists
+        )
+
+    page = tmp_path / "site"
+    entry = HistoryEntry(
+        id="01abc",
+        datetime_utc="2026-01-02T03:04:05+00:00",
+        model="imagen4",
+        api_model="google/imagen4/preview",
+        prompt='a "cat" & <dog>',
+        negative_prompt=None,
+        aspect_ratio="1:1",
+        seed=7,
+        credits_used=None,
+        usd_spent=None,
+        folder=None,
+        metadata=True,
+        tool_call_id=None,
+        images=[
+            image(0, str(page / "here.png")),
+            image(1, str(page / "shots" / "a b#1.png")),
+            image(2, str(tmp_path / "other" / "x?.png")),
+            image(3, str(page / "shots" / "second.png")),
+            image(4, str(page / "gone.png"), exists=False),
+        ],
+    )
+    html = render([entry], page)
+    hrefs = [part.split('"', 1)[0] for part in html.split('<a href="')[1:]]
+    assert hrefs == [
+        "here.png",
+        "shots/a%20b%231.png",
+        "../other/x%3F.png",
+        "shots/second.png",
+    ]
+    assert html.count("saved: file missing") == 1
+    assert "a &quot;cat&quot; &amp; &lt;dog&gt;" in html
+    assert "5 images" in html
+
+
 def test_datasette_serves_the_canned_queries(fake, llm_cli, logs_db):
     from datasette.app import Datasette
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
+from llm_imagen4 import history as history_module
+
 from .conftest import history, journal_ids, llm_command, poll
 from .fake_api import KEY, png
 
@@ -82,13 +84,20 @@ def test_the_plugin_puts_nothing_in_llms_tables(fake, generate, migrated_logs_db
             "select name from sqlite_master where type in ('table', 'view', 'trigger')"
         )
     } - {row[1] for row in llms_objects(migrated_logs_db)}
+    search = {
+        "imagen4_prompt_search",
+        *(
+            f"imagen4_prompt_search_{part}"
+            for part in ("config", "data", "docsize", "idx")
+        ),
+    }
     assert ours == {
         "imagen4_images",
         "imagen4_generations",
         "imagen4_image_files",
         "imagen4_sync",
         "_sqlite_migrations",
-    }
+    } | (search if history_module._trigram() else set())
 
 
 def test_dropping_the_plugins_objects_leaves_llm_working(
@@ -111,11 +120,15 @@ def test_dropping_the_plugins_objects_leaves_llm_working(
             == 0
         )
     logs_db().execute("drop view imagen4_images")
+    logs_db().execute("drop table if exists imagen4_prompt_search")
     result = llm_cli("-m", "echo", "hi")
     assert result.exit_code == 0, result.output
     assert logs_db()["turns"].count == 2
     # The next read makes them again, from turns.
     assert [r["prompt"] for r in history(llm_cli)] == ["before the drop"]
+    assert [r["prompt"] for r in history(llm_cli, "-q", "the drop")] == [
+        "before the drop"
+    ]
     assert logs_db()["imagen4_images"].count == 1
 
 
@@ -167,6 +180,118 @@ def test_a_deleted_turn_is_gone_from_the_history(fake, generate, llm_cli, logs_d
         "keep me"
     ]
     assert [r["prompt"] for r in history(llm_cli)] == ["keep me"]
+    assert [r["prompt"] for r in history(llm_cli, "-q", "keep")] == ["keep me"]
+    assert history(llm_cli, "-q", "delete") == []
+
+
+QUERIES = {
+    "red": ["a red panda", "a RED fox"],
+    "Red Pan": ["a red panda"],
+    "100%": ["100% cotton"],
+    "snake_case": ["snake_case name"],
+    "a r": ["a red panda", "a RED fox"],
+    "d": ["a red panda", "a RED fox"],
+    "e": ["snake case name", "snake_case name", "a red panda", "a RED fox"],
+    "xylophone": [],
+}
+
+
+def test_query_reads_old_prompts_through_the_search_alike(fake, generate):
+    for prompt in (
+        "a RED fox",
+        "a red panda",
+        "100% cotton",
+        "snake_case name",
+        "snake case name",
+    ):
+        generate(prompt)
+    db = history_module.open_db(None)
+
+    def found(**arguments):
+        return {
+            text: [
+                e.prompt
+                for e in history_module.generations(db, query=text, **arguments)
+            ]
+            for text in QUERIES
+        }
+
+    assert found() == QUERIES
+    assert found(limit=1) == {text: rows[:1] for text, rows in QUERIES.items()}
+    assert found(missing=True) == {text: [] for text in QUERIES}
+    if history_module._trigram():
+        top = history_module._generations_top(db)
+        assert db.execute("select search_rowid from imagen4_sync").fetchone()[0] == top
+        # The newest generations not in the search yet are read directly.
+        db.execute("update imagen4_sync set search_rowid = ?", [top - 2])
+        assert found() == QUERIES
+        assert found(limit=1) == {text: rows[:1] for text, rows in QUERIES.items()}
+        # The others come from the search: emptied, it finds none of them,
+        # but text too short for it is still read directly.
+        db.execute(
+            "insert into imagen4_prompt_search (imagen4_prompt_search)"
+            " values ('delete-all')"
+        )
+        db.execute("update imagen4_sync set search_rowid = ?", [top])
+        assert found()["red"] == found()["xylophone"] == []
+        assert found()["d"] == QUERIES["d"]
+
+
+def test_upgrade_from_0_2_makes_the_prompt_search(fake, generate, llm_cli, logs_db):
+    generate("a lighthouse at dawn")
+    generate("a harbor at dusk")
+    # The objects of 0.2.0, before the prompt search.
+    db = logs_db()
+    db["imagen4_sync"].transform(drop={"search_rowid"})
+    with db.conn:
+        db.execute("drop table if exists imagen4_prompt_search")
+        db.execute(
+            "delete from _sqlite_migrations where migration_set = 'llm-imagen4'"
+            " and name = 'm003_prompt_search'"
+        )
+    assert [r["prompt"] for r in history(llm_cli, "-q", "lighthouse")] == [
+        "a lighthouse at dawn"
+    ]
+    assert [r["prompt"] for r in history(llm_cli)] == [
+        "a harbor at dusk",
+        "a lighthouse at dawn",
+    ]
+    if history_module._trigram():
+        db = logs_db()
+        assert db["imagen4_prompt_search"].exists()
+        assert db.execute("select search_rowid from imagen4_sync").fetchone()[0] == 2
+
+
+def test_search_follows_a_machine_without_trigrams(
+    fake, generate, llm_cli, monkeypatch
+):
+    """A logs database shared with a machine whose SQLite has no trigram
+    tokenizer: that machine leaves the search alone, and this one makes it
+    again when that one rebuilt the index."""
+    if not history_module._trigram():
+        pytest.skip("this SQLite has no trigram tokenizer")
+    generate("an old lighthouse")
+    generate("a lighthouse to delete")
+    assert len(history(llm_cli, "-q", "lighthouse")) == 2
+    trigram = history_module._trigram
+    monkeypatch.setattr(history_module, "_trigram", lambda: False)
+    db = sqlite_utils.Database(fake.logs)
+    with db.conn:
+        db.execute("delete from turn_search")
+        db.execute(
+            "delete from turns where json_extract(response_json, '$.request.prompt') = ?",
+            ["an old lighthouse"],
+        )
+    generate("a new lighthouse")
+    expected = ["a new lighthouse", "a lighthouse to delete"]
+    assert [r["prompt"] for r in history(llm_cli, "-q", "lighthouse")] == expected
+    assert db.execute("select search_rowid from imagen4_sync").fetchone()[0] is None
+    monkeypatch.setattr(history_module, "_trigram", trigram)
+    assert [r["prompt"] for r in history(llm_cli, "-q", "lighthouse")] == expected
+    assert [r["prompt"] for r in history(llm_cli, "-q", "old light")] == []
+    db.execute(
+        "insert into imagen4_prompt_search (imagen4_prompt_search) values ('integrity-check')"
+    )
 
 
 def test_no_log_and_logs_off_write_nothing(fake, generate, llm_cli, logs_db):

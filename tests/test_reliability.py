@@ -281,6 +281,23 @@ def test_a_failed_download_is_kept_and_the_turn_says_so_once_restored(
     assert again.exit_code == 0 and "All 2 images of" in again.stderr
 
 
+def test_a_download_keeps_the_generation_in_its_place(fake, llm_cli):
+    fake.fail_downloads(3, status=500)
+    assert llm_cli("-m", "imagen4", "a heron").exit_code == 0
+    [turn_id] = journal_ids(fake)
+    fake.state.download_faults.clear()
+    for queue in fake.state.cdn_faults.values():
+        queue.clear()
+    assert llm_cli("imagen4", "a later heron").exit_code == 0
+    in_order = ["a later heron", "a heron"]
+    assert [r["prompt"] for r in history(llm_cli)] == in_order
+    assert llm_cli("imagen4", "download", turn_id).exit_code == 0
+    rows = history(llm_cli)
+    assert [r["prompt"] for r in rows] == in_order
+    assert [image["exists"] for r in rows for image in r["images"]] == [True, True]
+    assert [r["prompt"] for r in history(llm_cli, "-q", "heron")] == in_order
+
+
 def test_download_of_an_unknown_or_expired_generation(fake, llm_cli, generate):
     assert llm_cli("imagen4", "download", "nope").exit_code == 1
     [path] = generate("a")
