@@ -62,6 +62,9 @@ def _field(path: str, source: str = "t.response_json") -> str:
 # turns through these, so they cannot disagree.
 GENERATION_COLUMNS = {
     "turn_id": "t.id",
+    # The turn's rowid when it was indexed: a turn logged again (a new
+    # rowid) or a rebuilt turns table shows as an index row out of date.
+    "turn_rowid": "t.rowid",
     "model": "t.model",
     "api_model": _field("request.model"),
     "prompt": _field("request.prompt"),
@@ -172,18 +175,29 @@ def _view_sql() -> str:
 
 def _index_turns(db: sqlite_utils.Database, where: str, params: Any = ()) -> None:
     """Add to the index the plugin's turns that match ``where``, in the order
-    llm logged them."""
+    llm logged them. The turns are chosen first, by cheap tests, and only
+    they have their records read."""
+    chosen = [
+        row[0]
+        for row in db.execute(
+            f"SELECT t.rowid FROM turns t WHERE t.model IN ({MODEL_IDS}) AND {where}",
+            params,
+        )
+    ]
+    if not chosen:
+        return
+    these = f"t.rowid IN (SELECT value FROM json_each(?)) AND {OURS}"
     db.execute(
         f"INSERT INTO imagen4_generations ({', '.join(GENERATION_COLUMNS)})"
         f" SELECT {', '.join(GENERATION_COLUMNS.values())} FROM turns t"
-        f" WHERE {OURS} AND {where} ORDER BY t.rowid",
-        params,
+        f" WHERE {these} ORDER BY t.rowid",
+        [json.dumps(chosen)],
     )
     db.execute(
         f"INSERT INTO imagen4_image_files ({', '.join(IMAGE_COLUMNS)})"
         f" SELECT {', '.join(IMAGE_COLUMNS.values())} FROM turns t, {IMAGES_OF_T}"
-        f" WHERE {OURS} AND {where} ORDER BY t.rowid",
-        params,
+        f" WHERE {these} ORDER BY t.rowid",
+        [json.dumps(chosen)],
     )
 
 
@@ -284,6 +298,7 @@ def m002_index(db: sqlite_utils.Database) -> None:
     db["imagen4_generations"].create(
         {
             "turn_id": str,
+            "turn_rowid": int,
             "model": str,
             "api_model": str,
             "prompt": str,
@@ -322,20 +337,23 @@ def m002_index(db: sqlite_utils.Database) -> None:
         }
     )
     db["imagen4_image_files"].create_index(["turn_id", "position"], unique=True)
+    # How far the index has read turns: every turn up to ``turns_rowid`` is
+    # in it, ``turns_count`` of them then, the last being ``last_turn_id``;
+    # and the rowid of imagen4_generations up to which the prompt search
+    # has every prompt (NULL: make it again from the start). The search
+    # table itself is made by ``prepare``, where SQLite can.
     db["imagen4_sync"].create(
-        {"id": int, "turns_rowid": int, "turns_count": int, "last_turn_id": str},
+        {
+            "id": int,
+            "turns_rowid": int,
+            "turns_count": int,
+            "last_turn_id": str,
+            "search_rowid": int,
+        },
         pk="id",
     )
     db["imagen4_sync"].insert({"id": 1, "turns_rowid": 0, "turns_count": 0})
     db.create_view(VIEW, _view_sql())
-
-
-@MIGRATIONS()
-def m003_prompt_search(db: sqlite_utils.Database) -> None:
-    """The rowid of imagen4_generations up to which the prompt search has
-    every prompt; NULL when it must be made again from the start. The
-    search table itself is made by ``prepare`` where SQLite can."""
-    db.execute("ALTER TABLE imagen4_sync ADD COLUMN search_rowid INTEGER")
 
 
 # -- the prompt search -------------------------------------------------------------
@@ -492,52 +510,89 @@ def open_db(path: Path | None, *, create: bool = False) -> sqlite_utils.Database
 # -- keeping the index up to date ---------------------------------------------
 
 
+# Turns indexed in one write transaction: catching up with many (the first
+# read of a long history, a rebuilt turns table) takes many short
+# transactions, so that llm, which waits 5 s for a lock, can always log.
+SLICE = 2000
+
+
 def _turns_now(db: sqlite_utils.Database) -> tuple[int, int, str | None]:
     rowid, count = db.execute("SELECT max(rowid), count(*) FROM turns").fetchone()
-    last = db.execute("SELECT id FROM turns WHERE rowid = ?", [rowid]).fetchone()
-    return rowid or 0, count, last[0] if last else None
+    return rowid or 0, count, _turn_at(db, rowid)
+
+
+def _turn_at(db: sqlite_utils.Database, rowid: int | None) -> str | None:
+    row = db.execute("SELECT id FROM turns WHERE rowid = ?", [rowid]).fetchone()
+    return row[0] if row else None
+
+
+def _state(db: sqlite_utils.Database) -> tuple[int, int, str | None]:
+    return tuple(
+        db.execute(
+            "SELECT turns_rowid, turns_count, last_turn_id FROM imagen4_sync"
+        ).fetchone()
+    )
 
 
 def refresh(db: sqlite_utils.Database) -> None:
     """Bring the index up to date with ``turns``: nothing to do when no turn
-    was logged since; the new turns alone when only new ones were logged;
-    a rebuild when anything else changed."""
-    *known, search = db.execute(
-        "SELECT turns_rowid, turns_count, last_turn_id, search_rowid FROM imagen4_sync"
-    ).fetchone()
-    if tuple(known) == _turns_now(db) and (
-        not _trigram() or search == _generations_top(db) or not db[SEARCH].exists()
+    was logged since (one query); the new turns alone when only new ones
+    were logged; and when anything else changed (a turn deleted, logged
+    again, ``turns`` rebuilt), the index rows out of date dropped and their
+    turns indexed again."""
+    search = db.execute("SELECT search_rowid FROM imagen4_sync").fetchone()[0]
+    if _state(db) == _turns_now(db) and (
+        not _trigram() or not db[SEARCH].exists() or search == _generations_top(db)
     ):
         return
+    while not _catch_up(db):
+        pass
+
+
+def _catch_up(db: sqlite_utils.Database) -> bool:
+    """One short write transaction of bringing the index up to date: at
+    most SLICE turns indexed. True once it is up to date."""
     with transaction(db):
-        rowid, count, last = known = tuple(
-            db.execute(
-                "SELECT turns_rowid, turns_count, last_turn_id FROM imagen4_sync"
-            ).fetchone()
+        rowid, count, last = _state(db)
+        (still,) = db.execute(
+            "SELECT count(*) FROM turns WHERE rowid <= ?", [rowid]
+        ).fetchone()
+        if still != count or (rowid and _turn_at(db, rowid) != last):
+            _drop_out_of_date(db)
+            rowid = 0
+        top = db.execute(
+            "SELECT rowid FROM turns WHERE rowid > ? ORDER BY rowid LIMIT 1 OFFSET ?",
+            [rowid, SLICE - 1],
+        ).fetchone()
+        upper = top[0] if top else _turns_now(db)[0]
+        _index_turns(
+            db,
+            "t.rowid > ? AND t.rowid <= ?"
+            " AND NOT EXISTS (SELECT 1 FROM imagen4_generations g WHERE g.turn_id = t.id)",
+            [rowid, upper],
         )
-        now = _turns_now(db)
-        if known == now:
-            _update_search(db)
-            return
-        (tail,) = db.execute(
-            "SELECT count(*) FROM turns WHERE rowid > ?", [rowid]
+        (count,) = db.execute(
+            "SELECT count(*) FROM turns WHERE rowid <= ?", [upper]
         ).fetchone()
-        (at_last,) = db.execute(
-            "SELECT count(*) FROM turns WHERE rowid = ? AND id IS ?", [rowid, last]
-        ).fetchone()
-        if (rowid == 0 or at_last) and count + tail == now[1] and now[0] >= rowid:
-            _index_turns(db, "t.rowid > ?", [rowid])
-        else:
-            db.execute("DELETE FROM imagen4_image_files")
-            db.execute("DELETE FROM imagen4_generations")
-            # The rowids start again: so must the search.
-            db.execute("UPDATE imagen4_sync SET search_rowid = NULL")
-            _index_turns(db, "1")
         db.execute(
             "UPDATE imagen4_sync SET turns_rowid = ?, turns_count = ?, last_turn_id = ?",
-            now,
+            [upper, count, _turn_at(db, upper)],
         )
         _update_search(db)
+        return top is None
+
+
+def _drop_out_of_date(db: sqlite_utils.Database) -> None:
+    """Drop the index rows whose turn is gone or is not the row it was."""
+    stale = (
+        "SELECT g.turn_id FROM imagen4_generations g"
+        " LEFT JOIN turns t ON t.id = g.turn_id WHERE t.rowid IS NOT g.turn_rowid"
+    )
+    db.execute(f"DELETE FROM imagen4_image_files WHERE turn_id IN ({stale})")
+    dropped = db.execute(f"DELETE FROM imagen4_generations WHERE turn_id IN ({stale})")
+    if dropped.rowcount:
+        # Its rowids may be given again: the search starts again.
+        db.execute("UPDATE imagen4_sync SET search_rowid = NULL")
 
 
 # -- reading ---------------------------------------------------------------------
