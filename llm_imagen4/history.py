@@ -513,7 +513,7 @@ def open_db(path: Path | None, *, create: bool = False) -> sqlite_utils.Database
 # Turns indexed in one write transaction: catching up with many (the first
 # read of a long history, a rebuilt turns table) takes many short
 # transactions, so that llm, which waits 5 s for a lock, can always log.
-SLICE = 2000
+SLICE = 5000
 
 
 def _turns_now(db: sqlite_utils.Database) -> tuple[int, int, str | None]:
@@ -551,35 +551,39 @@ def refresh(db: sqlite_utils.Database) -> None:
 
 def _catch_up(db: sqlite_utils.Database) -> bool:
     """One short write transaction of bringing the index up to date: at
-    most SLICE turns indexed. True once it is up to date."""
+    most SLICE turns indexed. True once it is up to date. Counting all of
+    ``turns`` once is its one cost that grows with the history."""
     with transaction(db):
         rowid, count, last = _state(db)
-        (still,) = db.execute(
-            "SELECT count(*) FROM turns WHERE rowid <= ?", [rowid]
-        ).fetchone()
-        if still != count or (rowid and _turn_at(db, rowid) != last):
+        top, total, _ = _turns_now(db)
+
+        def up_to(limit: int) -> int:
+            """How many turns there are up to rowid ``limit``."""
+            (after,) = db.execute(
+                "SELECT count(*) FROM turns WHERE rowid > ?", [limit]
+            ).fetchone()
+            return total - after
+
+        if up_to(rowid) != count or (rowid and _turn_at(db, rowid) != last):
             _drop_out_of_date(db)
             rowid = 0
-        top = db.execute(
+        slice_end = db.execute(
             "SELECT rowid FROM turns WHERE rowid > ? ORDER BY rowid LIMIT 1 OFFSET ?",
             [rowid, SLICE - 1],
         ).fetchone()
-        upper = top[0] if top else _turns_now(db)[0]
+        upper = slice_end[0] if slice_end else top
         _index_turns(
             db,
             "t.rowid > ? AND t.rowid <= ?"
             " AND NOT EXISTS (SELECT 1 FROM imagen4_generations g WHERE g.turn_id = t.id)",
             [rowid, upper],
         )
-        (count,) = db.execute(
-            "SELECT count(*) FROM turns WHERE rowid <= ?", [upper]
-        ).fetchone()
         db.execute(
             "UPDATE imagen4_sync SET turns_rowid = ?, turns_count = ?, last_turn_id = ?",
-            [upper, count, _turn_at(db, upper)],
+            [upper, up_to(upper), _turn_at(db, upper)],
         )
         _update_search(db)
-        return top is None
+        return upper == top
 
 
 def _drop_out_of_date(db: sqlite_utils.Database) -> None:
