@@ -465,7 +465,7 @@ def test_the_key_is_stored_nowhere(fake, generate, llm_cli, logs_db, monkeypatch
     assert KEY.encode() not in fake.logs.read_bytes()
 
 
-def test_eight_processes_at_once_on_a_new_logs_db(new_machine):
+def test_processes_at_once_on_a_new_logs_db(new_machine):
     procs = [
         subprocess.Popen(
             llm_command("imagen4", f"parallel {i}", "--seed", str(i + 1)),
@@ -473,7 +473,7 @@ def test_eight_processes_at_once_on_a_new_logs_db(new_machine):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        for i in range(8)
+        for i in range(4)
     ]
     for proc in procs:
         _, err = proc.communicate(timeout=120)
@@ -481,8 +481,8 @@ def test_eight_processes_at_once_on_a_new_logs_db(new_machine):
     db = sqlite_utils.Database(new_machine.logs)
     assert sorted(
         r["seed"] for r in db.query("select seed from imagen4_images")
-    ) == list(range(1, 9))
-    assert db["turns"].count == 8
+    ) == list(range(1, 5))
+    assert db["turns"].count == 4
     assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
 
 
