@@ -444,7 +444,15 @@ def test_two_downloads_at_once_save_each_image_once(fake, llm_cli, llm_process):
         )
         for _ in range(2)
     ]
-    poll(lambda: len(fake.downloads) == 6 + 2)
+    # One holds both downloads; the other, however late it starts, finds the
+    # generation locked and ends (the held downloads keep the first going).
+    poll(
+        lambda: (
+            len(fake.downloads) == 6 + 2
+            and any(proc.poll() is not None for proc in procs)
+        ),
+        timeout=60,
+    )
     fake.release.set()
     outputs = [proc.communicate(timeout=60) for proc in procs]
     assert sorted(p.name for p in fake.work.iterdir()) == ["a-pair-2.png", "a-pair.png"]
