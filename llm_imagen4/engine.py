@@ -374,6 +374,7 @@ def _record(
         inference_id=answer.inference_id,
         tool_call_id=TOOL_CALL_ID.get(),
         directory=folder_text(chosen.destination.folder),
+        stem=chosen.destination.stem,
         metadata=metadata,
         provenance=provenance.build(
             model_id=model_id,
@@ -650,7 +651,7 @@ def finish(
             image.status = "pending"
     destination = files.Destination(
         output or Path(record.directory),
-        files.slugify(record.request["prompt"]),
+        record.stem or files.slugify(record.request["prompt"]),
     )
     before = {image.position for image in record.images if image.status == "saved"}
     if output:

@@ -53,8 +53,11 @@ class GenerationRecord(BaseModel):
     inference_id: str | None = None
     # Set when a chat model asked for the images through the Imagen4 tool.
     tool_call_id: str | None = None
-    # The folder with its trailing separator.
+    # The folder with its trailing separator, and the name its images'
+    # names start with (None in records made before it was kept: the
+    # prompt's).
     directory: str
+    stem: str | None = None
     metadata: bool = True
     # What each image carries, before its own enhanced prompt.
     provenance: dict[str, Any] | None = None

@@ -281,6 +281,15 @@ def test_a_failed_download_is_kept_and_the_turn_says_so_once_restored(
     assert again.exit_code == 0 and "All 2 images of" in again.stderr
 
 
+def test_download_gives_the_images_the_name_that_was_asked_for(fake, llm_cli):
+    fake.fail_downloads(3, status=500)
+    assert llm_cli("imagen4", "a cat", "-o", "mycat.png").exit_code == 1
+    restored = llm_cli("imagen4", "download")
+    assert restored.exit_code == 0, restored.output
+    assert restored.stdout.strip() == str(fake.work / "mycat.png")
+    assert [p.name for p in fake.work.iterdir()] == ["mycat.png"]
+
+
 def test_download_of_an_unknown_or_expired_generation(fake, llm_cli, generate):
     assert llm_cli("imagen4", "download", "nope").exit_code == 1
     [path] = generate("a")
