@@ -426,7 +426,7 @@ def _unsaved_line(generation_id: str, image: ImageRecord, journaled: bool) -> st
 
 def _settle(image: ImageRecord, outcome: files.SavedFile | BaseException) -> None:
     if isinstance(outcome, files.SavedFile):
-        image.status, image.error = "saved", None
+        image.status, image.error, image.placing = "saved", None, None
         image.name = outcome.path.name
         image.sidecar = outcome.sidecar.name if outcome.sidecar else None
         image.sha256, image.bytes = outcome.sha256, outcome.bytes
@@ -445,13 +445,18 @@ def _settle(image: ImageRecord, outcome: files.SavedFile | BaseException) -> Non
 
 
 def _saver(
-    destination: files.Destination, record: GenerationRecord, image: ImageRecord
+    destination: files.Destination,
+    record: GenerationRecord,
+    image: ImageRecord,
+    naming: Callable[[str], None] | None = None,
 ) -> Callable[[Iterable[bytes]], files.SavedFile]:
     finish = provenance.finisher(record.image_provenance(image))
 
     def save(chunks: Iterable[bytes]) -> files.SavedFile:
         try:
-            return destination.save(chunks, image.position, finish, api.MAX_IMAGE_BYTES)
+            return destination.save(
+                chunks, image.position, finish, api.MAX_IMAGE_BYTES, naming
+            )
         except files.TooLarge as ex:
             raise api.Refused(str(ex)) from None
         except images.NotAnImage as ex:
@@ -494,8 +499,24 @@ def save_images(
         _rewrite(claim, entry)
         return
 
+    # The entry changes in the threads saving images and in this one; it is
+    # written whole, under this lock, each time.
+    guard = threading.Lock()
+
+    def naming(image: ImageRecord) -> Callable[[str], None]:
+        def note(sha256: str) -> None:
+            with guard:
+                image.placing = sha256
+                _rewrite(claim, entry)
+
+        return note
+
     def save_one(image: ImageRecord) -> files.SavedFile:
-        save = _saver(destination, record, image)
+        if image.placing:
+            found = _adopt(destination, record, image)
+            if found:
+                return found
+        save = _saver(destination, record, image, naming(image) if claim else None)
         if image.position in inline:
             return save([_decode(inline[image.position])])
         if claim and claim.stashed(image.position).exists():
@@ -509,10 +530,11 @@ def save_images(
         for image, outcome in in_threads(
             todo, save_one, should_start=lambda: not stopping.is_set()
         ):
-            _settle(image, outcome)
-            if isinstance(outcome, files.SavedFile) and claim:
-                claim.stashed(image.position).unlink(missing_ok=True)
-            _rewrite(claim, entry)
+            with guard:
+                _settle(image, outcome)
+                if isinstance(outcome, files.SavedFile) and claim:
+                    claim.stashed(image.position).unlink(missing_ok=True)
+                _rewrite(claim, entry)
     except BaseException:
         stopping.set()
         # The journal still has every image not saved.
@@ -524,6 +546,44 @@ def save_images(
             )
             claim.release()
         raise
+
+
+def _adopt(
+    destination: files.Destination, record: GenerationRecord, image: ImageRecord
+) -> files.SavedFile | None:
+    """The file an image was being named as when its process stopped, if it
+    got the name: saved already, so it is not saved again. Its sidecar, if
+    it should have one and the stop came first, is written now."""
+    assert image.placing is not None
+    path = destination.find(image.placing)
+    if path is None:
+        return None
+    with open(path, "rb") as f:
+        head = f.read(65536)
+    try:
+        kind = images.sniff(head)
+    except images.NotAnImage:
+        return None
+    sha256, size = files.digest(path)
+    image_record = record.image_provenance(image)
+    c2pa = image_record is not None and images.has_c2pa(path, kind.content_type)
+    sidecar = None
+    if image_record is not None and (c2pa or kind.content_type != "image/png"):
+        sidecar = path.with_name(path.name + ".json")
+        with contextlib.suppress(FileExistsError):
+            files.write_new(
+                sidecar, provenance.sidecar_bytes(image_record, path, sha256)
+            )
+    return files.SavedFile(
+        path,
+        sha256,
+        size,
+        kind.width,
+        kind.height,
+        kind.content_type,
+        sidecar,
+        c2pa,
+    )
 
 
 def _rewrite(claim: journal.Claim | None, entry: journal.Entry) -> None:

@@ -111,6 +111,14 @@ def digest(path: Path) -> tuple[str, int]:
     return sha.hexdigest(), size
 
 
+def _sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1024 * 1024):
+            sha.update(block)
+    return sha.hexdigest()
+
+
 def _nearest_existing(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -197,6 +205,27 @@ class Destination:
                 tmp.unlink(missing_ok=True)
                 tmp.with_name(tmp.name + ".meta" + tmp.suffix).unlink(missing_ok=True)
 
+    def find(self, sha256: str) -> Path | None:
+        """An image file of this destination (its stem, any image suffix)
+        whose sha256 is ``sha256``: one named by a process stopped before
+        it could say so."""
+        try:
+            candidates = sorted(
+                path
+                for path in self.folder.iterdir()
+                if path.name.startswith(self.stem)
+                and path.suffix.lower() in IMAGE_SUFFIXES
+            )
+        except OSError:
+            return None
+        for path in candidates:
+            try:
+                if path.is_file() and _sha256(path) == sha256:
+                    return path
+            except OSError:
+                continue
+        return None
+
     def _names(self, position: int, suffix: str) -> Iterator[Path]:
         if position == 0:
             yield self.folder / f"{self.stem}{suffix}"
@@ -211,10 +240,14 @@ class Destination:
         position: int,
         finish: Callable[[Path, images.ImageType], Finished],
         max_bytes: int,
+        naming: Callable[[str], None] | None = None,
     ) -> SavedFile:
         """Stream chunks to a temporary file, check that they are one whole
         image, let ``finish`` add its provenance, then link it into the
-        first free name (with its sidecar, if any, claimed the same way)."""
+        first free name (with its sidecar, if any, claimed the same way).
+        ``naming`` hears the finished file's sha256 just before it gets a
+        name, so that a process stopped right after can be found out by
+        ``find``."""
         tmp, out = new_file(self.folder)
         made: list[Path] = [tmp]
         with self._lock:
@@ -238,6 +271,8 @@ class Destination:
             if finished.path != tmp:
                 made.append(finished.path)
             sha256, size = digest(finished.path)
+            if naming:
+                naming(sha256)
             path, sidecar = self._place(finished, position, kind.suffix, sha256)
         finally:
             for leftover in made:

@@ -38,6 +38,10 @@ class ImageRecord(BaseModel):
     # Left byte for byte as received: it carries C2PA Content Credentials.
     c2pa: bool = False
     error: str | None = None
+    # The sha256 of the file this image was about to be named as, kept
+    # until it is saved: a process stopped between naming the file and
+    # saying so leaves the file to be found, not saved again.
+    placing: str | None = None
 
 
 class GenerationRecord(BaseModel):

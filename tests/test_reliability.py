@@ -547,6 +547,37 @@ def test_killed_after_the_images_are_saved_download_saves_nothing_twice(fake, ll
     assert [r["id"] for r in history(llm_cli)] == [generation_id]
 
 
+def test_killed_after_an_image_is_named_before_the_journal_knows(
+    fake, llm_cli, monkeypatch
+):
+    from llm_imagen4 import engine
+
+    # The process dies the moment the image has its name, before the
+    # journal says it is saved: the journal is left as it was.
+    with monkeypatch.context() as m:
+
+        def die(image, outcome):
+            raise KeyboardInterrupt
+
+        m.setattr(engine, "_settle", die)
+        assert llm_cli("imagen4", "named then killed").exit_code == 1
+    assert [p.name for p in fake.work.iterdir()] == ["named-then-killed.png"]
+    [generation_id] = journal_ids(fake)
+    downloads = len(fake.downloads)
+    result = llm_cli("imagen4", "download")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(fake.work / "named-then-killed.png")
+    assert len(fake.downloads) == downloads  # found on disk, not fetched again
+    assert [p.name for p in fake.work.iterdir()] == ["named-then-killed.png"]
+    [entry] = history(llm_cli)
+    assert entry["id"] == generation_id
+    [image] = entry["images"]
+    assert image["status"] == "saved" and image["exists"]
+    path = fake.work / "named-then-killed.png"
+    assert image["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert journal_ids(fake) == []
+
+
 def test_threads_outcomes_include_every_exception():
     from llm_imagen4.engine import in_threads
 
