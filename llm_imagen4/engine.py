@@ -293,7 +293,7 @@ def run(
     for image in record.unsaved():
         notify(_unsaved_line(generation_id, image, claim is not None))
     if claim:
-        _settle_later(claim, record, log_to)
+        _settle_later(claim, record, log_to, response)
     return record.text(generation_id)
 
 
@@ -602,19 +602,34 @@ _awaiting_lock = threading.Lock()
 
 
 def _settle_later(
-    claim: journal.Claim, record: GenerationRecord, log_to: Path | None
+    claim: journal.Claim, record: GenerationRecord, log_to: Path | None, response: Any
 ) -> None:
     """A generation is over. Its journal entry stays for ``download`` while
-    an image is not saved. Otherwise it goes: at once, or, on the plugin's
-    own routes, once the route has logged the turn (so that a logs database
-    that cannot be written leaves ``download`` to log it later)."""
+    an image is not saved. Otherwise it goes: at once when the turn is not
+    logged, or once it is (so that a process stopped first, or a logs
+    database that cannot be written, leaves ``download`` to log it later):
+    on the plugin's own routes when the route says so, on ``llm prompt``
+    when llm has logged the response."""
     if record.unfinished():
         claim.release()
-    elif log_to is not None and LOG_TO.get() is not _UNSET:
-        with _awaiting_lock:
-            _awaiting_log[claim.id] = claim
-    else:
+        return
+    if log_to is None:
         claim.remove()
+        return
+    if LOG_TO.get() is _UNSET:
+        if not isinstance(response, llm.Response):
+            # llm logs another object (--async): nothing says when.
+            claim.remove()
+            return
+        log_to_db = response.log_to_db
+
+        def log_then_forget(db: Any) -> None:
+            log_to_db(db)
+            logged(claim.id)
+
+        response.log_to_db = log_then_forget
+    with _awaiting_lock:
+        _awaiting_log[claim.id] = claim
 
 
 def logged(generation_id: str, ok: bool = True) -> None:

@@ -578,6 +578,41 @@ def test_killed_after_an_image_is_named_before_the_journal_knows(
     assert journal_ids(fake) == []
 
 
+def test_llm_prompt_killed_before_it_logs_leaves_the_turn_to_download(
+    fake, llm_cli, monkeypatch
+):
+    import llm
+
+    from llm_imagen4 import engine
+
+    # llm logs the turn after the plugin saved the images; the process dies
+    # in between.
+    with monkeypatch.context() as m:
+
+        def die(self, db):
+            raise KeyboardInterrupt
+
+        m.setattr(llm.Response, "log_to_db", die)
+        llm_cli("-m", "imagen4", "saved then killed", "-o", "num_images", "2")
+    [generation_id] = journal_ids(fake)
+    engine.logged(generation_id, ok=False)  # the process is gone: its lock too
+    assert history(llm_cli) == []
+    downloads = len(fake.downloads)
+    result = llm_cli("imagen4", "download")
+    assert result.exit_code == 0, result.output
+    assert len(fake.downloads) == downloads
+    assert sorted(p.name for p in fake.work.iterdir()) == [
+        "saved-then-killed-2.png",
+        "saved-then-killed.png",
+    ]
+    [entry] = history(llm_cli)
+    assert entry["id"] == generation_id
+    assert [i["status"] for i in entry["images"]] == ["saved", "saved"]
+    # Once llm has logged a turn, its entry goes.
+    assert llm_cli("-m", "imagen4", "logged").exit_code == 0
+    assert journal_ids(fake) == []
+
+
 def test_threads_outcomes_include_every_exception():
     from llm_imagen4.engine import in_threads
 
