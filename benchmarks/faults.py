@@ -468,6 +468,7 @@ class Campaign:
             row["runs"] += 1
             row["kills"] += run.killed
             row["hung"] += run.hung
+            row["temporary files left"] += len(list(run.folder.glob(".imagen4-*")))
         for key, count in on_disk.items():
             totals[runs[self._run_number(owner[key], sold)].route]["bought twice"] += (
                 count - 1
@@ -567,8 +568,12 @@ class Campaign:
                     "before it was stopped"
                 )
         for run in self.runs:
-            for part in run.folder.glob(".imagen4-*"):
-                self.problems.append(f"left behind: {part}")
+            # A SIGKILL leaves its temporary files for a later run of the
+            # plugin in that folder to remove once they are an hour old;
+            # any other stop must remove them itself.
+            if run.signal_name != "KILL":
+                for part in run.folder.glob(".imagen4-*"):
+                    self.problems.append(f"left behind: {part}")
         journal = self.user / "imagen4" / "unfinished"
         if journal.exists():
             left = sorted(p.name for p in journal.glob("*.json"))
@@ -580,6 +585,7 @@ COLUMNS = ("runs", "kills", "paid", "saved", "in flight", "lost", "bought twice"
 EXTRA = (
     "history behind",
     "hung",
+    "temporary files left",
     "bought again after an answer in flight",
     "answer written before the stop",
     "ms from answer to stop (max)",
