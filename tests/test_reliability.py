@@ -613,6 +613,43 @@ def test_llm_prompt_killed_before_it_logs_leaves_the_turn_to_download(
     assert journal_ids(fake) == []
 
 
+def test_journal_files_a_killed_write_left_are_removed(fake, llm_cli):
+    fake.fail_downloads(3, status=500)
+    assert llm_cli("imagen4", "half written").exit_code == 1
+    [generation_id] = journal_ids(fake)
+    folder = fake.user_path / "imagen4" / "unfinished"
+    # What a process killed while rewriting this entry, or while writing
+    # the first entry of another, leaves: the prompt in a hidden file.
+    left = [
+        folder / f".{generation_id}.json.0a1b2c3d.tmp",
+        folder / f".{generation_id}-0.img.0a1b2c3d.tmp",
+        folder / ".01m8orphan.json.deadbeef.tmp",
+    ]
+    for path in left:
+        path.write_text('{"prompt": "half written"}')
+    kept = folder / "notes.tmp"  # not the journal's
+    kept.write_text("")
+    result = llm_cli("imagen4", "download")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.tmp"]
+
+
+def test_a_killed_writes_leftovers_stay_while_another_process_holds_the_entry(
+    fake,
+):
+    from llm_imagen4 import journal
+
+    with journal.claimed("01m8held") as held:
+        assert held is not None
+        leftover = journal.folder() / ".01m8held.json.0a1b2c3d.tmp"
+        leftover.write_text("{}")
+        journal.sweep()
+        assert leftover.exists()
+    journal.sweep()
+    assert not leftover.exists()
+    assert list(journal.folder().iterdir()) == []
+
+
 def test_threads_outcomes_include_every_exception():
     from llm_imagen4.engine import in_threads
 
