@@ -35,6 +35,10 @@ T = TypeVar("T")
 R = TypeVar("R")
 # How often a wait wakes up to let Ctrl-C through.
 TICK = 0.1
+# How long the API's log may take to list a request. A request it still
+# does not list after this never reached it (the process stopped before
+# sending it): its journal entry goes.
+SENT_HORIZON = datetime.timedelta(hours=1)
 _UNSET = object()
 # The logs database the route running this generation logs its turn to
 # (None: not logged), set by the plugin's own routes; otherwise the
@@ -776,6 +780,13 @@ def _finish_sent(claim: journal.Claim, entry: journal.Entry) -> Finished:
         claim.release()
         return result
     if found is None:
+        if _age(entry) > SENT_HORIZON:
+            result.note = (
+                "the API's log has no record of the request an hour after it "
+                "was made, so it never reached the API; nothing to finish"
+            )
+            claim.remove()
+            return result
         result.note = (
             "the request's answer was lost, and the API's log does not have it yet"
         )
@@ -790,6 +801,16 @@ def _finish_sent(claim: journal.Claim, entry: journal.Entry) -> Finished:
         )
     claim.remove()
     return result
+
+
+def _age(entry: journal.Entry) -> datetime.timedelta:
+    try:
+        made = datetime.datetime.fromisoformat(entry.created_utc)
+    except ValueError:
+        return datetime.timedelta(0)
+    if made.tzinfo is None:
+        made = made.replace(tzinfo=datetime.UTC)
+    return datetime.datetime.now(datetime.UTC) - made
 
 
 def status(generation_id: str, key: str | None) -> str:

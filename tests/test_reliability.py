@@ -221,6 +221,39 @@ def test_a_process_killed_while_waiting_leaves_the_request_id_to_ask_about(
     assert len(fake.generations) == 1
 
 
+def test_a_request_the_apis_log_never_lists_is_dropped_after_an_hour(fake, llm_cli):
+    import datetime
+
+    from llm_imagen4 import journal
+
+    # What a process killed after noting the request, before sending it,
+    # leaves: an entry the API's log will never list.
+    now = datetime.datetime.now(datetime.UTC)
+    for generation_id, age in (("01m8fresh", 0), ("01m8stale", 2)):
+        with journal.claimed(generation_id) as held:
+            held.write(
+                journal.Entry(
+                    id=generation_id,
+                    model="imagen4",
+                    outcome="sent",
+                    client_request_id=f"llm-imagen4:{generation_id}",
+                    created_utc=(now - datetime.timedelta(hours=age)).isoformat(),
+                )
+            )
+    result = llm_cli("imagen4", "download")
+    assert result.exit_code == 0, result.output
+    assert (
+        "01m8fresh: the request's answer was lost, and the API's log does not have it yet"
+        in result.stderr
+    )
+    assert (
+        "01m8stale: the API's log has no record of the request an hour after"
+        in result.stderr
+    )
+    assert journal_ids(fake) == ["01m8fresh"]
+    assert len(fake.generations) == 0
+
+
 def test_success_with_a_body_that_is_not_json(fake, llm_cli):
     fake.plan_api(status=200, body="<html>ok</html>")
     result = llm_cli("imagen4", "a")
