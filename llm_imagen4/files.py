@@ -316,16 +316,26 @@ def _claim(tmp: Path, candidate: Path) -> bool:
         return True
     except FileExistsError:
         return False
+    except FileNotFoundError:
+        # The file to name is gone: a stop removed it while it was finished.
+        raise
     except OSError:
-        # No hard links here (some file systems): reserve the name with an
-        # exclusive create, then move a copy of the finished file over it.
-        try:
-            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-        except FileExistsError:
-            return False
-        copy = candidate.with_name(candidate.name + PART_SUFFIX)
-        with open(tmp, "rb") as src, open(copy, "wb") as dst:
+        pass
+    # No hard links here (some file systems): reserve the name with an
+    # exclusive create, then move a copy of the finished file over it. A
+    # failure on the way gives the name back.
+    try:
+        os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    except FileExistsError:
+        return False
+    copy, out = new_file(candidate.parent)
+    try:
+        with open(tmp, "rb") as src, out:
             while block := src.read(1024 * 1024):
-                dst.write(block)
+                out.write(block)
         os.replace(copy, candidate)
-        return True
+    except BaseException:
+        copy.unlink(missing_ok=True)
+        candidate.unlink(missing_ok=True)
+        raise
+    return True
