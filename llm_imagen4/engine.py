@@ -264,6 +264,17 @@ def run(
         raise llm.ModelError(
             f"{ex}. {_ask_log(client, generation_id, request_id)}"
         ) from None
+    except KeyboardInterrupt:
+        # The request may be made and charged all the same: the journal
+        # keeps it for download to ask the API's log about.
+        if claim:
+            claim.release()
+            notify(
+                "Stopped while waiting for the API; it may still make the images "
+                "and charge for them. See what became of them with: "
+                + command("llm", "imagen4", "download", generation_id)
+            )
+        raise
     except BaseException:
         if claim:
             claim.remove()

@@ -254,6 +254,37 @@ def test_a_request_the_apis_log_never_lists_is_dropped_after_an_hour(fake, llm_c
     assert len(fake.generations) == 0
 
 
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"]
+)
+def test_stopped_while_waiting_for_the_answer_keeps_the_request_to_ask_about(
+    fake, llm_cli, sig
+):
+    fake.plan_api(generate=True, sleep=60)
+    proc = subprocess.Popen(
+        llm_command("imagen4", "a wait"),
+        cwd=fake.work,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        # The API has made the images (and charged); its answer is held.
+        poll(lambda: fake.state.log)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    assert b"Traceback" not in err
+    [generation_id] = journal_ids(fake)
+    assert f"llm imagen4 download {generation_id}".encode() in err
+    result = llm_cli("imagen4", "download")
+    assert "the API's log says it succeeded" in result.stderr
+    assert "cannot be fetched" in result.stderr
+    assert journal_ids(fake) == []
+    assert len(fake.generations) == 1
+
+
 def test_success_with_a_body_that_is_not_json(fake, llm_cli):
     fake.plan_api(status=200, body="<html>ok</html>")
     result = llm_cli("imagen4", "a")
