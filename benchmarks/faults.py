@@ -116,8 +116,8 @@ class Run:
     killed: bool = False  # the signal reached a running process
     hung: bool = False
     exit_code: int | None = None
-    # At the moment the process was gone, before any recovery.
-    kept: set[str] = field(default_factory=set)  # client request ids
+    # Client request ids journaled as sent, without their answer, once the
+    # process was gone.
     sent_only: set[str] = field(default_factory=set)
     killed_at: float = 0.0
     recovery: list[tuple[str, int, str]] = field(default_factory=list)
@@ -142,6 +142,7 @@ class Campaign:
         self.runs: list[Run] = []
         self.problems: list[str] = []
         self.never_sent = 0
+        self.outside = 0
         self.final_output = ""
 
     def _time_answers(self) -> None:
@@ -330,8 +331,8 @@ class Campaign:
         self.problems.append("the fake API did not settle within 60 s")
 
     def _snapshot(self, run: Run) -> None:
-        """What the stopped process left: the answers it kept (in the journal,
-        or as saved files) and the requests journaled only as sent."""
+        """What the stopped process left: the requests it journaled as sent
+        whose answer it did not journal."""
         folder = self.user / "imagen4" / "unfinished"
         for path in folder.glob("*.json") if folder.exists() else []:
             try:
@@ -339,18 +340,8 @@ class Campaign:
             except (OSError, ValueError):
                 self.problems.append(f"run {run.number}: unreadable journal {path}")
                 continue
-            request_id = entry.get("client_request_id")
             if entry.get("outcome") == "sent":
-                run.sent_only.add(request_id)
-            else:
-                run.kept.add(request_id)
-        by_key = self.paid_images()
-        for path in run.folder.glob("*.png"):
-            if path.name.startswith("."):
-                continue
-            found = by_key.get(image_key(path.read_bytes()))
-            if found:
-                run.kept.add(found[0])
+                run.sent_only.add(entry.get("client_request_id"))
 
     # -- counting ------------------------------------------------------------
 
@@ -385,17 +376,9 @@ class Campaign:
                     "run": int(body["prompt"][1:5]),
                     "keys": keys,
                     "answered": self.answered.get(request_id, (None, False)),
-                    "received_at": request.at,
                 }
             )
         return sold
-
-    def paid_images(self) -> dict[str | None, tuple[str, int]]:
-        return {
-            key: (g["request_id"], i)
-            for g in self.paid_generations()
-            for i, key in enumerate(g["keys"])
-        }
 
     def logged(self) -> dict[str, list[str]]:
         """The status of each image of every turn in logs.db, by turn id."""
@@ -424,14 +407,11 @@ class Campaign:
         sold = self.paid_generations()
         for g in sold:
             run = runs[g["run"]]
-            # Kept: the process ended by itself, or left the answer in the
-            # journal or as saved files; a request sent after the stop (a
-            # batch run again) was never stopped.
-            g["kept"] = (
-                not run.killed
-                or g["request_id"] in run.kept
-                or g["received_at"] > run.killed_at
-            )
+            # In flight: the stopped process journaled the request (always
+            # before sending it) and had not journaled its answer. Anything
+            # else was kept: the answer was in the journal, or its images on
+            # disk, or the request came later (a batch run again).
+            g["kept"] = not run.killed or g["request_id"] not in run.sent_only
         known = {key for g in sold for key in g["keys"]}
         on_disk: Counter = Counter()
         for run in self.runs:
@@ -546,7 +526,15 @@ class Campaign:
             stderr = (run.folder / "stderr").read_text(errors="replace")
             outputs = [("stopped run", run.exit_code or 0, stderr), *run.recovery]
             for name, code, text in outputs:
-                if "Traceback" in text:
+                last = text.strip().splitlines()[-1] if text.strip() else ""
+                if (
+                    "Traceback" in text
+                    and last == "KeyboardInterrupt"
+                    and "llm_imagen4" not in text
+                ):
+                    # Ctrl-C while llm itself starts, before the plugin runs.
+                    self.outside += 1
+                elif "Traceback" in text:
                     self.problems.append(
                         f"run {run.number} ({run.route}, {run.stage}, "
                         f"{run.signal_name}): traceback in {name}: "
@@ -569,10 +557,11 @@ class Campaign:
                     "before it was stopped"
                 )
         for run in self.runs:
-            # A SIGKILL leaves its temporary files for a later run of the
-            # plugin in that folder to remove once they are an hour old;
-            # any other stop must remove them itself.
-            if run.signal_name != "KILL":
+            # A SIGKILL (or a second Ctrl-C: stop at once) leaves its
+            # temporary files for a later run of the plugin in that folder
+            # to remove once they are an hour old; a single Ctrl-C or
+            # SIGTERM must remove them itself.
+            if run.signal_name in ("INT", "TERM"):
                 for part in run.folder.glob(".imagen4-*"):
                     self.problems.append(f"left behind: {part}")
         journal = self.user / "imagen4" / "unfinished"
@@ -677,6 +666,7 @@ def main() -> None:
     print(
         ", ".join(f"{name}: {total[name]}" for name in EXTRA)
         + f", requests never sent (in the journal for an hour): {campaign.never_sent}"
+        + f", Ctrl-C tracebacks from llm's start-up: {campaign.outside}"
     )
     stages = Counter((run.stage, run.killed) for run in campaign.runs)
     print(
