@@ -4,6 +4,7 @@ what ended up on disk.
     python benchmarks/faults.py                      # 60 SIGKILLs, a random seed
     python benchmarks/faults.py --runs 200 --seed 7  # the same choices again
     python benchmarks/faults.py --signal mixed       # SIGKILL, SIGINT, SIGTERM, 2 x SIGINT
+    python benchmarks/faults.py --kill-recovery      # and kill half the downloads too
 
 Not part of the test suite. Run it in an environment where the plugin is
 installed (`pip install -e '.[test]'`).
@@ -18,7 +19,9 @@ and sends the signal. All runs share one LLM_USER_PATH, as on a user's
 machine: one logs.db and one recovery journal, so every `download` also meets
 what earlier runs left. Then it recovers the way the user is told to: `llm
 imagen4 download` (for a batch also the batch again, in either order), with
-no latency, and at the end one more `download`.
+no latency, and at the end one more `download`. With `--kill-recovery` the
+first of those steps is itself SIGKILLed in half the runs before recovery
+starts over.
 
 Everything is counted from the API's side, per route:
 
@@ -34,6 +37,13 @@ Everything is counted from the API's side, per route:
 - lost: paid images neither saved nor in flight;
 - bought twice: a request generated again by the API although an earlier
   answer to it had been kept, plus every image saved more than once.
+
+Anything else that goes wrong is listed as a problem, with the run, route,
+stage and signal, and the script exits 1 keeping its work folder: a
+traceback, a recovery step that fails, a process still running a minute
+after SIGINT or SIGTERM, temporary files left by a single SIGINT or SIGTERM,
+a turn missing from logs.db or saying an image saved on disk is not, journal
+entries or journal temporary files left at the end.
 
 Kill timings depend on the machine's load, so the same seed makes the same
 choices (routes, stages, latencies, delays after each stage), not the same
@@ -121,12 +131,14 @@ class Run:
     sent_only: set[str] = field(default_factory=set)
     killed_at: float = 0.0
     recovery: list[tuple[str, int, str]] = field(default_factory=list)
+    recovery_killed: bool = False
 
 
 class Campaign:
-    def __init__(self, base: Path, rng: random.Random):
+    def __init__(self, base: Path, rng: random.Random, kill_recovery: bool = False):
         self.base = base
         self.rng = rng
+        self.kill_recovery = kill_recovery
         self.user = base / "llm-user"
         self.user.mkdir()
         self.fake = FakeAPI()
@@ -296,6 +308,8 @@ class Campaign:
         if run.route == "batch":
             again = run.command
             steps = [steps[0], again] if self.rng.random() < 0.5 else [again, steps[0]]
+        if self.kill_recovery and self.rng.random() < 0.5:
+            self._killed_recovery(run, steps[0], self.rng.uniform(1.0, 6.0))
         for step in steps:
             result = subprocess.run(
                 [sys.executable, "-m", "llm", *step],
@@ -312,6 +326,30 @@ class Campaign:
                 f"{result.stdout}{result.stderr}"
             )
         self._quiesce()
+
+    def _killed_recovery(self, run: Run, step: list[str], after: float) -> None:
+        """The first step of the recovery, SIGKILLed ``after`` seconds in;
+        what it left is snapshot as the first stop's was."""
+        out = open(run.folder / "recovery-killed.txt", "w")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llm", *step],
+            cwd=run.folder,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            proc.wait(after)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            run.recovery_killed = True
+        out.close()
+        text = (run.folder / "recovery-killed.txt").read_text()
+        run.recovery.append(("stopped " + " ".join(step[:2]), 0, text))
+        self._quiesce()
+        self._snapshot(run)
 
     def _quiesce(self) -> None:
         """Wait until the fake has answered every POST it received (a killed
@@ -448,6 +486,7 @@ class Campaign:
             row = totals[run.route]
             row["runs"] += 1
             row["kills"] += run.killed
+            row["recovery kills"] += run.recovery_killed
             row["hung"] += run.hung
             row["temporary files left"] += len(list(run.folder.glob(".imagen4-*")))
         for key, count in on_disk.items():
@@ -584,6 +623,7 @@ class Campaign:
 
 COLUMNS = ("runs", "kills", "paid", "saved", "in flight", "lost", "bought twice")
 EXTRA = (
+    "recovery kills",
     "history behind",
     "hung",
     "temporary files left",
@@ -604,13 +644,18 @@ def main() -> None:
         help="kill (default), int, term, or mixed: any of them, or Ctrl-C twice",
     )
     parser.add_argument("--routes", default=",".join(ROUTES), help="comma-separated")
+    parser.add_argument(
+        "--kill-recovery",
+        action="store_true",
+        help="also SIGKILL the first recovery step of half the runs",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     rng = random.Random(seed)
     routes = [r.strip() for r in args.routes.split(",")]
     base = Path(tempfile.mkdtemp(prefix="imagen4-faults-"))
-    campaign = Campaign(base, rng)
+    campaign = Campaign(base, rng, args.kill_recovery)
     started = time.monotonic()
     try:
         for number in range(1, args.runs + 1):
@@ -652,7 +697,7 @@ def main() -> None:
         f"{args.runs} runs, signal {args.signal}, seed {seed}, "
         f"{time.monotonic() - started:.0f} s; "
         f"python benchmarks/faults.py --runs {args.runs} --signal {args.signal} "
-        f"--seed {seed}"
+        f"--seed {seed}" + (" --kill-recovery" if args.kill_recovery else "")
     )
     print()
     print("| route | " + " | ".join(COLUMNS) + " |")
