@@ -6,10 +6,11 @@ An entry is written before the request goes out (so that a lost answer can
 be asked about), again the moment the answer arrives, before the first byte
 of any image is fetched, and again just before each image is named and once
 it is, so that a crash, a Ctrl-C or a full disk leaves what ``llm imagen4
-download`` needs to finish the job without paying again or saving twice. It holds the image URLs (images that came
-inline are kept beside it until saved), the request, and where llm logs the
-turn; never the key. It is removed when every image is saved and the turn
-logged, so the prompt stays there only while the images download.
+download`` needs to finish the job without paying again or saving twice. It
+holds the image URLs (images that came inline are kept beside it until
+saved), the request, and where llm logs the turn; never the key. It is
+removed when every image is saved and the turn logged, so the prompt stays
+there only while the images download.
 
 Each entry has a lock file: the process working on a generation holds it,
 so that two processes never save the same image twice. Whoever takes the
