@@ -4,7 +4,7 @@ what ended up on disk.
     python benchmarks/faults.py                      # 60 SIGKILLs, a random seed
     python benchmarks/faults.py --runs 200 --seed 7  # the same choices again
     python benchmarks/faults.py --signal mixed       # SIGKILL, SIGINT, SIGTERM, 2 x SIGINT
-    python benchmarks/faults.py --kill-recovery      # and kill half the downloads too
+    python benchmarks/faults.py --kill-recovery      # and half the recoveries too
 
 Not part of the test suite. Run it in an environment where the plugin is
 installed (`pip install -e '.[test]'`).
@@ -20,8 +20,8 @@ machine: one logs.db and one recovery journal, so every `download` also meets
 what earlier runs left. Then it recovers the way the user is told to: `llm
 imagen4 download` (for a batch also the batch again, in either order), with
 no latency, and at the end one more `download`. With `--kill-recovery` the
-first of those steps is itself SIGKILLed in half the runs before recovery
-starts over.
+first of those steps is itself SIGKILLed in half the runs, just after its
+first request, before recovery starts over.
 
 Everything is counted from the API's side, per route:
 
@@ -309,7 +309,7 @@ class Campaign:
             again = run.command
             steps = [steps[0], again] if self.rng.random() < 0.5 else [again, steps[0]]
         if self.kill_recovery and self.rng.random() < 0.5:
-            self._killed_recovery(run, steps[0], self.rng.uniform(1.0, 6.0))
+            self._killed_recovery(run, steps[0], self.rng.uniform(0.0, 0.15))
         for step in steps:
             result = subprocess.run(
                 [sys.executable, "-m", "llm", *step],
@@ -328,8 +328,10 @@ class Campaign:
         self._quiesce()
 
     def _killed_recovery(self, run: Run, step: list[str], after: float) -> None:
-        """The first step of the recovery, SIGKILLed ``after`` seconds in;
+        """The first step of the recovery, SIGKILLed ``after`` seconds after
+        its first request to the API or the image host (if it makes one);
         what it left is snapshot as the first stop's was."""
+        before = len(self.fake.state.requests)
         out = open(run.folder / "recovery-killed.txt", "w")
         proc = subprocess.Popen(
             [sys.executable, "-m", "llm", *step],
@@ -339,6 +341,8 @@ class Campaign:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        while len(self.fake.state.requests) == before and proc.poll() is None:
+            time.sleep(0.001)
         try:
             proc.wait(after)
         except subprocess.TimeoutExpired:
