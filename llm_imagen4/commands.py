@@ -331,6 +331,8 @@ def inspect(files: tuple[Path, ...], json_: bool, fail: Fail) -> None:
 def download(
     generation_id: str | None, output: Path | None, database: Path | None, fail: Fail
 ) -> None:
+    if generation_id is None:
+        journal.sweep()
     ids = [generation_id] if generation_id else journal.ids()
     if not ids:
         notify("Nothing to finish: every generation's images are saved")

@@ -35,6 +35,10 @@ T = TypeVar("T")
 R = TypeVar("R")
 # How often a wait wakes up to let Ctrl-C through.
 TICK = 0.1
+# How long the API's log may take to list a request. A request it still
+# does not list after this never reached it (the process stopped before
+# sending it): its journal entry goes.
+SENT_HORIZON = datetime.timedelta(hours=1)
 _UNSET = object()
 # The logs database the route running this generation logs its turn to
 # (None: not logged), set by the plugin's own routes; otherwise the
@@ -274,8 +278,9 @@ def run(
         if claim:
             claim.release()
             notify(
-                "Stopped while waiting for the API; whether it was charged: "
-                + command("llm", "imagen4", "status", generation_id)
+                "Stopped while waiting for the API; it may still make the images "
+                "and charge for them. See what became of them with: "
+                + command("llm", "imagen4", "download", generation_id)
             )
         raise
     record = _record(model_id, chosen, generation_id, request_id, answer)
@@ -307,7 +312,7 @@ def run(
     for image in record.unsaved():
         notify(_unsaved_line(generation_id, image, claim is not None))
     if claim:
-        _settle_later(claim, record, log_to)
+        _settle_later(claim, record, log_to, response)
     return record.text(generation_id)
 
 
@@ -388,6 +393,7 @@ def _record(
         inference_id=answer.inference_id,
         tool_call_id=TOOL_CALL_ID.get(),
         directory=folder_text(chosen.destination.folder),
+        stem=chosen.destination.stem,
         metadata=metadata,
         provenance=provenance.build(
             model_id=model_id,
@@ -441,7 +447,7 @@ def _unsaved_line(generation_id: str, image: ImageRecord, journaled: bool) -> st
 
 def _settle(image: ImageRecord, outcome: files.SavedFile | BaseException) -> None:
     if isinstance(outcome, files.SavedFile):
-        image.status, image.error = "saved", None
+        image.status, image.error, image.placing = "saved", None, None
         image.name = outcome.path.name
         image.sidecar = outcome.sidecar.name if outcome.sidecar else None
         image.sha256, image.bytes = outcome.sha256, outcome.bytes
@@ -463,16 +469,14 @@ def _saver(
     destination: files.Destination,
     record: GenerationRecord,
     image: ImageRecord,
-    recovering: bool,
+    naming: Callable[[str], None] | None = None,
 ) -> Callable[[Iterable[bytes]], files.SavedFile]:
     finish = provenance.finisher(record.image_provenance(image))
 
     def save(chunks: Iterable[bytes]) -> files.SavedFile:
         try:
-            # Finishing a generation, an image a stopped process saved
-            # without the journal knowing is found, not saved twice.
             return destination.save(
-                chunks, image.position, finish, api.MAX_IMAGE_BYTES, recovering
+                chunks, image.position, finish, api.MAX_IMAGE_BYTES, naming
             )
         except files.TooLarge as ex:
             raise api.Refused(str(ex)) from None
@@ -518,17 +522,29 @@ def save_images(
         return
     lock = threading.Lock()
 
+    def naming(image: ImageRecord) -> Callable[[str], None]:
+        def note(sha256: str) -> None:
+            with lock:
+                image.placing = sha256
+                _rewrite(claim, entry)
+
+        return note
+
     def save_one(image: ImageRecord) -> None:
-        save = _saver(destination, record, image, recovering=answer is None)
         try:
-            if image.position in inline:
-                outcome: Any = save([_decode(inline[image.position])])
-            elif claim and claim.stashed(image.position).exists():
-                outcome = save(_read_blocks(claim.stashed(image.position)))
-            elif not isinstance(image.url, str) or not image.url:
-                raise api.DownloadError("the API gave no URL to fetch it from")
-            else:
-                outcome = api.fetch_image(image.url, save)
+            outcome: Any = image.placing and _adopt(destination, record, image)
+            if not outcome:
+                save = _saver(
+                    destination, record, image, naming(image) if claim else None
+                )
+                if image.position in inline:
+                    outcome = save([_decode(inline[image.position])])
+                elif claim and claim.stashed(image.position).exists():
+                    outcome = save(_read_blocks(claim.stashed(image.position)))
+                elif not isinstance(image.url, str) or not image.url:
+                    raise api.DownloadError("the API gave no URL to fetch it from")
+                else:
+                    outcome = api.fetch_image(image.url, save)
         except Exception as ex:  # noqa: BLE001 - every failure is the image's
             outcome = ex
         with lock:
@@ -563,6 +579,44 @@ def save_images(
         raise
 
 
+def _adopt(
+    destination: files.Destination, record: GenerationRecord, image: ImageRecord
+) -> files.SavedFile | None:
+    """The file an image was being named as when its process stopped, if it
+    got the name: saved already, so it is not saved again. Its sidecar, if
+    it should have one and the stop came first, is written now."""
+    assert image.placing is not None
+    path = destination.find(image.placing)
+    if path is None:
+        return None
+    with open(path, "rb") as f:
+        head = f.read(65536)
+    try:
+        kind = images.sniff(head)
+    except images.NotAnImage:
+        return None
+    sha256, size = files.digest(path)
+    image_record = record.image_provenance(image)
+    c2pa = image_record is not None and images.has_c2pa(path, kind.content_type)
+    sidecar = None
+    if image_record is not None and (c2pa or kind.content_type != "image/png"):
+        sidecar = path.with_name(path.name + ".json")
+        with contextlib.suppress(FileExistsError):
+            files.write_new(
+                sidecar, provenance.sidecar_bytes(image_record, path, sha256)
+            )
+    return files.SavedFile(
+        path,
+        sha256,
+        size,
+        kind.width,
+        kind.height,
+        kind.content_type,
+        sidecar,
+        c2pa,
+    )
+
+
 def _rewrite(claim: journal.Claim | None, entry: journal.Entry) -> None:
     if claim is None:
         return
@@ -579,19 +633,34 @@ _awaiting_lock = threading.Lock()
 
 
 def _settle_later(
-    claim: journal.Claim, record: GenerationRecord, log_to: Path | None
+    claim: journal.Claim, record: GenerationRecord, log_to: Path | None, response: Any
 ) -> None:
     """A generation is over. Its journal entry stays for ``download`` while
-    an image is not saved. Otherwise it goes: at once, or, on the plugin's
-    own routes, once the route has logged the turn (so that a logs database
-    that cannot be written leaves ``download`` to log it later)."""
+    an image is not saved. Otherwise it goes: at once when the turn is not
+    logged, or once it is (so that a process stopped first, or a logs
+    database that cannot be written, leaves ``download`` to log it later):
+    on the plugin's own routes when the route says so, on ``llm prompt``
+    when llm has logged the response."""
     if record.unfinished():
         claim.release()
-    elif log_to is not None and LOG_TO.get() is not _UNSET:
-        with _awaiting_lock:
-            _awaiting_log[claim.id] = claim
-    else:
+        return
+    if log_to is None:
         claim.remove()
+        return
+    if LOG_TO.get() is _UNSET:
+        if not isinstance(response, llm.Response):
+            # llm logs another object (--async): nothing says when.
+            claim.remove()
+            return
+        log_to_db = response.log_to_db
+
+        def log_then_forget(db: Any) -> None:
+            log_to_db(db)
+            logged(claim.id)
+
+        response.log_to_db = log_then_forget
+    with _awaiting_lock:
+        _awaiting_log[claim.id] = claim
 
 
 def logged(generation_id: str, ok: bool = True) -> None:
@@ -690,7 +759,8 @@ def finish(
             image.status = "pending"
     before = {image.position for image in record.images if image.status == "saved"}
     destination = files.Destination(
-        output or Path(record.directory), files.slugify(record.request["prompt"])
+        output or Path(record.directory),
+        record.stem or files.slugify(record.request["prompt"]),
     )
     save_images(claim, entry, destination)
     saved = [
@@ -732,6 +802,13 @@ def _finish_sent(claim: journal.Claim, entry: journal.Entry) -> Finished:
         claim.release()
         return result
     if found is None:
+        if _age(entry) > SENT_HORIZON:
+            result.note = (
+                "the API's log has no record of the request an hour after it "
+                "was made, so it never reached the API; nothing to finish"
+            )
+            claim.remove()
+            return result
         result.note = (
             "the request's answer was lost, and the API's log does not have it yet"
         )
@@ -746,6 +823,16 @@ def _finish_sent(claim: journal.Claim, entry: journal.Entry) -> Finished:
         )
     claim.remove()
     return result
+
+
+def _age(entry: journal.Entry) -> datetime.timedelta:
+    try:
+        made = datetime.datetime.fromisoformat(entry.created_utc)
+    except ValueError:
+        return datetime.timedelta(0)
+    if made.tzinfo is None:
+        made = made.replace(tzinfo=datetime.UTC)
+    return datetime.datetime.now(datetime.UTC) - made
 
 
 def status(generation_id: str, key: str | None) -> str:

@@ -100,15 +100,17 @@ def write_new(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def digest(path: Path) -> tuple[str, int]:
-    """The sha256 and size of a file, synced to disk on the way."""
+def digest(path: Path, sync: bool = True) -> tuple[str, int]:
+    """The sha256 and size of a file, synced to disk on the way unless
+    ``sync`` is false."""
     sha = hashlib.sha256()
     size = 0
     with open(path, "rb") as f:
         while block := f.read(1024 * 1024):
             sha.update(block)
             size += len(block)
-        os.fsync(f.fileno())
+        if sync:
+            os.fsync(f.fileno())
     return sha.hexdigest(), size
 
 
@@ -198,6 +200,21 @@ class Destination:
                 tmp.unlink(missing_ok=True)
                 tmp.with_name(tmp.name + ".meta" + tmp.suffix).unlink(missing_ok=True)
 
+    def find(self, sha256: str) -> Path | None:
+        """An image file of this destination (its stem, any image suffix)
+        whose sha256 is ``sha256``: one named by a process stopped before
+        it could say so."""
+        try:
+            candidates = sorted(
+                path
+                for path in self.folder.iterdir()
+                if path.name.startswith(self.stem)
+                and path.suffix.lower() in IMAGE_SUFFIXES
+            )
+        except OSError:
+            return None
+        return next((path for path in candidates if same_bytes(path, sha256)), None)
+
     def _names(self, position: int, suffix: str) -> Iterator[Path]:
         if position == 0:
             yield self.folder / f"{self.stem}{suffix}"
@@ -212,13 +229,14 @@ class Destination:
         position: int,
         finish: Callable[[Path, images.ImageType], Finished],
         max_bytes: int,
-        reuse_identical: bool = False,
+        naming: Callable[[str], None] | None = None,
     ) -> SavedFile:
         """Stream chunks to a temporary file, check that they are one whole
         image, let ``finish`` add its provenance, then link it into the
         first free name (with its sidecar, if any, claimed the same way).
-        With ``reuse_identical``, a file already there with the same bytes
-        is the image, and nothing is written twice."""
+        ``naming`` hears the finished file's sha256 just before it gets a
+        name, so that a process stopped right after can be found out by
+        ``find``."""
         tmp, out = new_file(self.folder)
         made: list[Path] = [tmp]
         with self._lock:
@@ -242,9 +260,9 @@ class Destination:
             if finished.path != tmp:
                 made.append(finished.path)
             sha256, size = digest(finished.path)
-            path, sidecar = self._place(
-                finished, position, kind.suffix, sha256, reuse_identical
-            )
+            if naming:
+                naming(sha256)
+            path, sidecar = self._place(finished, position, kind.suffix, sha256)
         finally:
             for leftover in made:
                 leftover.unlink(missing_ok=True)
@@ -267,13 +285,9 @@ class Destination:
         position: int,
         suffix: str,
         sha256: str,
-        reuse_identical: bool,
     ) -> tuple[Path, Path | None]:
         for candidate in self._names(position, suffix):
             if not _claim(finished.path, candidate):
-                if reuse_identical and same_bytes(candidate, sha256):
-                    sidecar = candidate.with_name(candidate.name + ".json")
-                    return candidate, sidecar if sidecar.exists() else None
                 continue
             if finished.sidecar is None:
                 return candidate, None
@@ -291,7 +305,7 @@ class Destination:
 def same_bytes(path: Path, sha256: str) -> bool:
     """Whether ``path`` is a file with these bytes."""
     try:
-        return path.is_file() and digest(path)[0] == sha256
+        return path.is_file() and digest(path, sync=False)[0] == sha256
     except OSError:
         return False
 
@@ -311,14 +325,15 @@ def _claim(tmp: Path, candidate: Path) -> bool:
         if ex.errno not in NO_LINKS:
             raise
     # No hard links here: reserve the name with an exclusive create, then
-    # move a copy of the finished file over it.
+    # move a copy of the finished file over it. A failure on the way gives
+    # the name back.
     try:
         os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     except FileExistsError:
         return False
     copy, out = new_file(candidate.parent)
     try:
-        with out, open(tmp, "rb") as src:
+        with open(tmp, "rb") as src, out:
             while block := src.read(1024 * 1024):
                 out.write(block)
         os.replace(copy, candidate)

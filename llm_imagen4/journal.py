@@ -2,22 +2,28 @@
 not all saved yet, kept outside the logs database, one small file per
 generation in a folder of llm's user directory.
 
-An entry is written the moment an answer arrives, before the first byte of
-any image is fetched, and rewritten as each image lands, so that a crash, a
-Ctrl-C or a full disk leaves what ``llm imagen4 download`` needs to finish
-the job without paying again. It holds the image URLs (images that came
-inline are kept beside it until saved), the request, and where llm logs the
-turn; never the key. It is removed when every image is saved and the turn
-logged, so the prompt stays there only while the images download.
+An entry is written before the request goes out (so that a lost answer can
+be asked about), again the moment the answer arrives, before the first byte
+of any image is fetched, and again just before each image is named and once
+it is, so that a crash, a Ctrl-C or a full disk leaves what ``llm imagen4
+download`` needs to finish the job without paying again or saving twice. It
+holds the image URLs (images that came inline are kept beside it until
+saved), the request, and where llm logs the turn; never the key. It is
+removed when every image is saved and the turn logged, so the prompt stays
+there only while the images download.
 
 Each entry has a lock file: the process working on a generation holds it,
-so that two processes never save the same image twice."""
+so that two processes never save the same image twice. Whoever takes the
+lock removes the temporary files a process killed while writing the entry
+left behind."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import glob
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +40,9 @@ except ImportError:  # pragma: no cover - Windows: no locks between processes
     fcntl = None  # type: ignore[assignment]
 
 SUFFIX = ".json"
+# What ``_write_private`` writes before renaming: ``.ID.json.HEX.tmp`` and
+# ``.ID-N.img.HEX.tmp``.
+TEMPORARY = re.compile(r"^\.(?P<id>.+?)(?:-\d+\.img|\.json)\.[0-9a-f]+\.tmp$")
 
 
 class Entry(BaseModel):
@@ -131,7 +140,33 @@ def claim(generation_id: str) -> Claim | None:
     except BlockingIOError:
         os.close(fd)
         return None
+    _drop_temporary(generation_id)
     return Claim(generation_id, fd)
+
+
+def _drop_temporary(generation_id: str) -> None:
+    """Remove what a process killed while writing this entry left: only the
+    holder of its lock writes it, and that is now the caller."""
+    for path in folder().glob(f".{glob.escape(generation_id)}*.tmp"):
+        found = TEMPORARY.match(path.name)
+        if found and found["id"] == generation_id:
+            path.unlink(missing_ok=True)
+
+
+def sweep() -> None:
+    """Remove the temporary files of entries that were never written whole
+    (a process killed while writing the first), which no claim would
+    otherwise come back to."""
+    with contextlib.suppress(OSError):
+        for path in folder().glob(".*.tmp"):
+            found = TEMPORARY.match(path.name)
+            if not found or (folder() / f"{found['id']}{SUFFIX}").exists():
+                continue
+            held = claim(found["id"])
+            if held is not None:
+                held.release(
+                    remove_lock=not (folder() / f"{found['id']}{SUFFIX}").exists()
+                )
 
 
 def ids() -> list[str]:

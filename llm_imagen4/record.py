@@ -41,6 +41,10 @@ class ImageRecord(BaseModel):
     # Left byte for byte as received: it carries C2PA Content Credentials.
     c2pa: bool = False
     error: str | None = None
+    # The sha256 of the file this image was about to be named as, kept
+    # until it is saved: a process stopped between naming the file and
+    # saying so leaves the file to be found, not saved again.
+    placing: str | None = None
 
 
 class GenerationRecord(BaseModel):
@@ -56,8 +60,11 @@ class GenerationRecord(BaseModel):
     inference_id: str | None = None
     # Set when a chat model asked for the images through the Imagen4 tool.
     tool_call_id: str | None = None
-    # The folder with its trailing separator.
+    # The folder with its trailing separator, and the name its images'
+    # names start with (None in records made before it was kept: the
+    # prompt's).
     directory: str
+    stem: str | None = None
     metadata: bool = True
     # What each image carries, before its own enhanced prompt.
     provenance: dict[str, Any] | None = None

@@ -138,6 +138,46 @@ def test_a_failed_save_leaves_no_temporary_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_stop_that_removes_the_file_being_named_leaves_no_empty_image(tmp_path):
+    destination = Destination.into(tmp_path, "x")
+    # Ctrl-C removes the temporary files being written while a thread is
+    # about to name one.
+    with pytest.raises(FileNotFoundError):
+        destination.save(
+            [png(8, 8)],
+            0,
+            plain,
+            1 << 20,
+            naming=lambda sha256: destination.discard_partial(),
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_without_hard_links_a_name_is_reserved_then_filled(
+    tmp_path, monkeypatch, fails
+):
+    destination = Destination.into(tmp_path, "x")
+
+    def no_links(src, dst):
+        raise PermissionError(1, "Operation not permitted")
+
+    def disk_full(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "link", no_links)
+    if fails:
+        monkeypatch.setattr(os, "replace", disk_full)
+        with pytest.raises(OSError):
+            save(destination, png(8, 8))
+        assert list(tmp_path.iterdir()) == []
+        return
+    saved = save(destination, png(8, 8))
+    assert saved.path == tmp_path / "x.png"
+    assert saved.path.read_bytes() == png(8, 8)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.png"]
+
+
 def iter_then_fail():
     yield png(8, 8)[:20]
     raise OSError(28, "No space left on device")

@@ -221,6 +221,70 @@ def test_a_process_killed_while_waiting_leaves_the_request_id_to_ask_about(
     assert len(fake.generations) == 1
 
 
+def test_a_request_the_apis_log_never_lists_is_dropped_after_an_hour(fake, llm_cli):
+    import datetime
+
+    from llm_imagen4 import journal
+
+    # What a process killed after noting the request, before sending it,
+    # leaves: an entry the API's log will never list.
+    now = datetime.datetime.now(datetime.UTC)
+    for generation_id, age in (("01m8fresh", 0), ("01m8stale", 2)):
+        with journal.claimed(generation_id) as held:
+            held.write(
+                journal.Entry(
+                    id=generation_id,
+                    model="imagen4",
+                    outcome="sent",
+                    client_request_id=f"llm-imagen4:{generation_id}",
+                    created_utc=(now - datetime.timedelta(hours=age)).isoformat(),
+                )
+            )
+    result = llm_cli("imagen4", "download")
+    assert result.exit_code == 0, result.output
+    assert (
+        "01m8fresh: the request's answer was lost, and the API's log does not have it yet"
+        in result.stderr
+    )
+    assert (
+        "01m8stale: the API's log has no record of the request an hour after"
+        in result.stderr
+    )
+    assert journal_ids(fake) == ["01m8fresh"]
+    assert len(fake.generations) == 0
+
+
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"]
+)
+def test_stopped_while_waiting_for_the_answer_keeps_the_request_to_ask_about(
+    fake, llm_cli, sig
+):
+    fake.plan_api(generate=True, sleep=60)
+    proc = subprocess.Popen(
+        llm_command("imagen4", "a wait"),
+        cwd=fake.work,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        # The API has made the images (and charged); its answer is held.
+        poll(lambda: fake.state.log)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    assert b"Traceback" not in err
+    [generation_id] = journal_ids(fake)
+    assert f"llm imagen4 download {generation_id}".encode() in err
+    result = llm_cli("imagen4", "download")
+    assert "the API's log says it succeeded" in result.stderr
+    assert "cannot be fetched" in result.stderr
+    assert journal_ids(fake) == []
+    assert len(fake.generations) == 1
+
+
 def test_success_with_a_body_that_is_not_json(fake, llm_cli):
     fake.plan_api(status=200, body="<html>ok</html>")
     result = llm_cli("imagen4", "a")
@@ -296,6 +360,15 @@ def test_a_download_keeps_the_generation_in_its_place(fake, llm_cli):
     assert [r["prompt"] for r in rows] == in_order
     assert [image["exists"] for r in rows for image in r["images"]] == [True, True]
     assert [r["prompt"] for r in history(llm_cli, "-q", "heron")] == in_order
+
+
+def test_download_gives_the_images_the_name_that_was_asked_for(fake, llm_cli):
+    fake.fail_downloads(3, status=500)
+    assert llm_cli("imagen4", "a cat", "-o", "mycat.png").exit_code == 1
+    restored = llm_cli("imagen4", "download")
+    assert restored.exit_code == 0, restored.output
+    assert restored.stdout.strip() == str(fake.work / "mycat.png")
+    assert [p.name for p in fake.work.iterdir()] == ["mycat.png"]
 
 
 def test_download_of_an_unknown_or_expired_generation(fake, llm_cli, generate):
@@ -461,9 +534,15 @@ def test_two_downloads_at_once_save_each_image_once(fake, llm_cli, llm_process):
         )
         for _ in range(2)
     ]
-    poll(lambda: len(fake.downloads) == 6 + 2, timeout=60)
-    # One holds the generation's lock, its downloads held; the other gives up.
-    poll(lambda: any(proc.poll() is not None for proc in procs), timeout=60)
+    # One holds both downloads; the other, however late it starts, finds the
+    # generation locked and ends (the held downloads keep the first going).
+    poll(
+        lambda: (
+            len(fake.downloads) == 6 + 2
+            and any(proc.poll() is not None for proc in procs)
+        ),
+        timeout=60,
+    )
     fake.release.set()
     outputs = [proc.communicate(timeout=60) for proc in procs]
     assert sorted(p.name for p in fake.work.iterdir()) == ["a-pair-2.png", "a-pair.png"]
@@ -549,6 +628,109 @@ def test_killed_after_the_images_are_saved_download_saves_nothing_twice(fake, ll
         "saved-then-killed.png",
     ]
     assert [r["id"] for r in history(llm_cli)] == [generation_id]
+
+
+def test_killed_after_an_image_is_named_before_the_journal_knows(
+    fake, llm_cli, monkeypatch
+):
+    from llm_imagen4 import engine
+
+    # The process dies the moment the image has its name, before the
+    # journal says it is saved: the journal is left as it was.
+    with monkeypatch.context() as m:
+
+        def die(image, outcome):
+            raise KeyboardInterrupt
+
+        m.setattr(engine, "_settle", die)
+        assert llm_cli("imagen4", "named then killed").exit_code == 1
+    assert [p.name for p in fake.work.iterdir()] == ["named-then-killed.png"]
+    [generation_id] = journal_ids(fake)
+    downloads = len(fake.downloads)
+    result = llm_cli("imagen4", "download")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(fake.work / "named-then-killed.png")
+    assert len(fake.downloads) == downloads  # found on disk, not fetched again
+    assert [p.name for p in fake.work.iterdir()] == ["named-then-killed.png"]
+    [entry] = history(llm_cli)
+    assert entry["id"] == generation_id
+    [image] = entry["images"]
+    assert image["status"] == "saved" and image["exists"]
+    path = fake.work / "named-then-killed.png"
+    assert image["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert journal_ids(fake) == []
+
+
+def test_llm_prompt_killed_before_it_logs_leaves_the_turn_to_download(
+    fake, llm_cli, monkeypatch
+):
+    import llm
+
+    from llm_imagen4 import engine
+
+    # llm logs the turn after the plugin saved the images; the process dies
+    # in between.
+    with monkeypatch.context() as m:
+
+        def die(self, db):
+            raise KeyboardInterrupt
+
+        m.setattr(llm.Response, "log_to_db", die)
+        llm_cli("-m", "imagen4", "saved then killed", "-o", "num_images", "2")
+    [generation_id] = journal_ids(fake)
+    engine.logged(generation_id, ok=False)  # the process is gone: its lock too
+    assert history(llm_cli) == []
+    downloads = len(fake.downloads)
+    result = llm_cli("imagen4", "download")
+    assert result.exit_code == 0, result.output
+    assert len(fake.downloads) == downloads
+    assert sorted(p.name for p in fake.work.iterdir()) == [
+        "saved-then-killed-2.png",
+        "saved-then-killed.png",
+    ]
+    [entry] = history(llm_cli)
+    assert entry["id"] == generation_id
+    assert [i["status"] for i in entry["images"]] == ["saved", "saved"]
+    # Once llm has logged a turn, its entry goes.
+    assert llm_cli("-m", "imagen4", "logged").exit_code == 0
+    assert journal_ids(fake) == []
+
+
+def test_journal_files_a_killed_write_left_are_removed(fake, llm_cli):
+    fake.fail_downloads(3, status=500)
+    assert llm_cli("imagen4", "half written").exit_code == 1
+    [generation_id] = journal_ids(fake)
+    folder = fake.user_path / "imagen4" / "unfinished"
+    # What a process killed while rewriting this entry, or while writing
+    # the first entry of another, leaves: the prompt in a hidden file.
+    left = [
+        folder / f".{generation_id}.json.0a1b2c3d.tmp",
+        folder / f".{generation_id}-0.img.0a1b2c3d.tmp",
+        folder / ".01m8orphan.json.deadbeef.tmp",
+    ]
+    for path in left:
+        path.write_text('{"prompt": "half written"}')
+    kept = folder / "notes.tmp"  # not the journal's
+    kept.write_text("")
+    result = llm_cli("imagen4", "download")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.tmp"]
+
+
+def test_a_killed_writes_leftovers_stay_while_another_process_holds_the_entry(
+    fake,
+):
+    from llm_imagen4 import journal
+
+    with journal.claimed("01m8held") as held:
+        assert held is not None
+        leftover = journal.folder() / ".01m8held.json.0a1b2c3d.tmp"
+        leftover.write_text("{}")
+        journal.sweep()
+        assert leftover.exists()
+    journal.sweep()
+    assert not leftover.exists()
+    assert list(journal.folder().iterdir()) == []
 
 
 def test_threads_outcomes_include_every_exception():

@@ -1,0 +1,740 @@
+"""Kill llm-imagen4 at random moments and count what the API sold against
+what ended up on disk.
+
+    python benchmarks/faults.py                      # 60 SIGKILLs, a random seed
+    python benchmarks/faults.py --runs 200 --seed 7  # the same choices again
+    python benchmarks/faults.py --signal mixed       # SIGKILL, SIGINT, SIGTERM, 2 x SIGINT
+    python benchmarks/faults.py --kill-recovery      # and half the recoveries too
+
+Not part of the test suite. Run it in an environment where the plugin is
+installed (`pip install -e '.[test]'`).
+
+The fake AI/ML API from the tests runs in this process, with a generation
+time and an image-host latency drawn for each run. Each run picks a route
+(`llm imagen4 PROMPT`, `llm -m imagen4 PROMPT` or `llm imagen4 batch FILE`)
+and a stage to stop it at (while it starts, while the POST waits, as the
+answer arrives, mid-download, between two saves, around the logging, or at
+any moment after the POST), starts it as a subprocess in a folder of its own,
+and sends the signal. All runs share one LLM_USER_PATH, as on a user's
+machine: one logs.db and one recovery journal, so every `download` also meets
+what earlier runs left. Then it recovers the way the user is told to: `llm
+imagen4 download` (for a batch also the batch again, in either order), with
+no latency, and at the end one more `download`. With `--kill-recovery` the
+first of those steps is itself SIGKILLed in half the runs, just after its
+first request, before recovery starts over.
+
+Everything is counted from the API's side, per route:
+
+- paid: images in the answers of generations that succeeded (the fake made
+  them, whether or not the client lived to read the answer);
+- saved: distinct paid images on disk after recovery (a saved PNG is matched
+  to the image the API made by its IHDR and image data, which the plugin's
+  metadata leaves alone);
+- in flight: paid images whose answer the process did not live to keep (it
+  died before the answer was read, or between reading it and writing it to the
+  journal). No client can fetch those: `download` must report them from the
+  API's log, and does, or they count as lost;
+- lost: paid images neither saved nor in flight;
+- bought twice: a request generated again by the API although an earlier
+  answer to it had been kept, plus every image saved more than once.
+
+Anything else that goes wrong is listed as a problem, with the run, route,
+stage and signal, and the script exits 1 keeping its work folder: a
+traceback, a recovery step that fails, a process still running a minute
+after SIGINT or SIGTERM, temporary files left by a single SIGINT or SIGTERM,
+a turn missing from logs.db or saying an image saved on disk is not, journal
+entries or journal temporary files left at the end.
+
+Kill timings depend on the machine's load, so the same seed makes the same
+choices (routes, stages, latencies, delays after each stage), not the same
+outcomes."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.fake_api import KEY, SIZES, FakeAPI, png  # noqa: E402
+
+ROUTES = ("llm imagen4", "llm -m imagen4", "batch")
+STAGES = ("start", "post", "answer", "download", "between saves", "logging", "any")
+SIGNALS = {
+    "kill": [("KILL", [signal.SIGKILL])],
+    "int": [("INT", [signal.SIGINT])],
+    "term": [("TERM", [signal.SIGTERM])],
+    "mixed": [
+        ("KILL", [signal.SIGKILL]),
+        ("INT", [signal.SIGINT]),
+        ("TERM", [signal.SIGTERM]),
+        ("INT x2", [signal.SIGINT, signal.SIGINT]),
+    ],
+}
+# How long a stopped process may take to end before it counts as hung.
+EXIT_GRACE = 60.0
+LOST_MARK = "cannot be fetched"
+
+
+def image_key(data: bytes) -> str | None:
+    """What identifies a PNG whatever metadata was added: its IHDR and image
+    data. None when it is not a whole PNG."""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return None
+    offset, parts, whole = 8, [], False
+    while offset + 12 <= len(data):
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        if offset + 12 + length > len(data):
+            break
+        if kind in (b"IHDR", b"IDAT"):
+            parts.append(data[offset + 8 : offset + 8 + length])
+        offset += 12 + length
+        if kind == b"IEND":
+            whole = True
+            break
+    return hashlib.sha256(b"".join(parts)).hexdigest() if whole else None
+
+
+@dataclass
+class Run:
+    number: int
+    route: str
+    stage: str
+    signal_name: str
+    delay: float
+    download_delay: float
+    wait: float  # seconds after the stage's event
+    expected_images: int
+    folder: Path
+    command: list[str]
+    killed: bool = False  # the signal reached a running process
+    hung: bool = False
+    exit_code: int | None = None
+    # Client request ids journaled as sent, without their answer, once the
+    # process was gone.
+    sent_only: set[str] = field(default_factory=set)
+    killed_at: float = 0.0
+    recovery: list[tuple[str, int, str]] = field(default_factory=list)
+    recovery_killed: bool = False
+
+
+class Campaign:
+    def __init__(self, base: Path, rng: random.Random, kill_recovery: bool = False):
+        self.base = base
+        self.rng = rng
+        self.kill_recovery = kill_recovery
+        self.user = base / "llm-user"
+        self.user.mkdir()
+        self.fake = FakeAPI()
+        self.answered: dict[str, tuple[float, bool]] = {}
+        self._time_answers()
+        self.env = dict(
+            os.environ,
+            LLM_USER_PATH=str(self.user),
+            AIMLAPI_BASE_URL=self.fake.base_url,
+            AIMLAPI_KEY=KEY,
+        )
+        self.env.pop("LLM_RAISE_ERRORS", None)
+        self.runs: list[Run] = []
+        self.problems: list[str] = []
+        self.never_sent = 0
+        self.outside = 0
+        self.final_output = ""
+
+    def _time_answers(self) -> None:
+        """Note when the fake finished writing each answer, and whether the
+        write went through, by client request id."""
+        answered = self.answered
+        handler = self.fake.api.RequestHandlerClass
+
+        class Timed(handler):  # type: ignore[misc, valid-type]
+            def do_POST(self) -> None:
+                ok = False
+                try:
+                    super().do_POST()
+                    ok = True
+                finally:
+                    request_id = self.headers.get("X-Client-Request-Id")
+                    if request_id:
+                        answered[request_id] = (time.monotonic(), ok)
+
+        self.fake.api.RequestHandlerClass = Timed
+
+    # -- one run -----------------------------------------------------------
+
+    def plan(self, number: int, route: str, signal_name: str) -> Run:
+        rng = self.rng
+        stage = rng.choice(STAGES)
+        delay = 0.0 if rng.random() < 0.2 else rng.uniform(0.05, 0.6)
+        download_delay = 0.0 if rng.random() < 0.2 else rng.uniform(0.02, 0.4)
+        folder = self.base / f"r{number:04d}"
+        folder.mkdir()
+        tag = f"r{number:04d}"
+        if route == "batch":
+            rows = []
+            for row in range(rng.randint(2, 4)):
+                fields: dict[str, Any] = {"prompt": f"{tag}b{row} a kite over hills"}
+                if rng.random() < 0.5:
+                    fields["seed"] = rng.randint(0, 2**31 - 1)
+                if rng.random() < 0.4:
+                    fields["num_images"] = rng.randint(2, 3)
+                rows.append(fields)
+            path = folder / "rows.jsonl"
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            command = ["imagen4", "batch", str(path), "-j", str(rng.randint(1, 3))]
+            images = sum(r.get("num_images", 1) for r in rows)
+        else:
+            images = rng.randint(1, 4)
+            prompt = f"{tag} a lighthouse at dusk"
+            seed = ["--seed", str(rng.randint(0, 2**31 - 1))]
+            if route == "llm imagen4":
+                command = ["imagen4", prompt, "-n", str(images)]
+                if rng.random() < 0.5:
+                    command += seed
+            else:
+                command = ["-m", "imagen4", prompt, "-o", "num_images", str(images)]
+                if rng.random() < 0.5:
+                    command += ["-o", "seed", seed[1]]
+        wait = rng.random()  # a fraction of the stage's window, drawn now
+        return Run(
+            number,
+            route,
+            stage,
+            signal_name,
+            delay,
+            download_delay,
+            wait,
+            images,
+            folder,
+            command,
+        )
+
+    def _counts(self) -> tuple[int, int, int]:
+        state = self.fake.state
+        return len(self.fake.generations), len(state.log), len(self.fake.downloads)
+
+    def _images_on_disk(self, folder: Path) -> int:
+        return sum(
+            1
+            for p in folder.iterdir()
+            if p.suffix == ".png" and not p.name.startswith(".")
+        )
+
+    def _event(self, run: Run, before: tuple[int, int, int]) -> float | None:
+        """The window to stop the run in, in seconds from now, once its
+        stage's event happened; None if the process ended first."""
+        posts, logs, downloads = before
+        d, dd = run.delay, run.download_delay
+        conditions = {
+            "start": (lambda: True, 2.5),
+            "post": (lambda: len(self.fake.generations) > posts, d),
+            "answer": (lambda: len(self.fake.state.log) > logs, 0.015),
+            "download": (lambda: len(self.fake.downloads) > downloads, dd + 0.02),
+            "between saves": (lambda: self._images_on_disk(run.folder) >= 1, 0.03),
+            "logging": (
+                lambda: self._images_on_disk(run.folder) >= run.expected_images,
+                0.4,
+            ),
+            "any": (
+                lambda: len(self.fake.generations) > posts,
+                d + dd * 2 + 0.6,
+            ),
+        }
+        condition, window = conditions[run.stage]
+        while not condition():
+            if self.proc.poll() is not None:
+                return None
+            time.sleep(0.001)
+        return window
+
+    def execute(self, run: Run, signals: list[int]) -> None:
+        fake = self.fake
+        fake.state.delay, fake.state.download_delay = run.delay, run.download_delay
+        before = self._counts()
+        out = open(run.folder / "stdout", "wb")
+        err = open(run.folder / "stderr", "wb")
+        self.proc = proc = subprocess.Popen(
+            [sys.executable, "-m", "llm", *run.command],
+            cwd=run.folder,
+            env=self.env,
+            stdout=out,
+            stderr=err,
+        )
+        window = self._event(run, before)
+        if window is not None:
+            end = time.monotonic() + run.wait * window
+            while time.monotonic() < end and proc.poll() is None:
+                time.sleep(0.001)
+        if proc.poll() is None:
+            run.killed = True
+            run.killed_at = time.monotonic()
+            for n, sig in enumerate(signals):
+                if n:
+                    time.sleep(0.05)
+                if proc.poll() is None:
+                    proc.send_signal(sig)
+            try:
+                proc.wait(EXIT_GRACE)
+            except subprocess.TimeoutExpired:
+                run.hung = True
+                proc.kill()
+                proc.wait()
+        else:
+            run.killed_at = time.monotonic() + 1e9
+        run.exit_code = proc.returncode
+        out.close()
+        err.close()
+        self._quiesce()
+        self._snapshot(run)
+        # Recovery runs without latency: it is not what is measured.
+        fake.state.delay = fake.state.download_delay = 0.0
+        steps = [["imagen4", "download"]]
+        if run.route == "batch":
+            again = run.command
+            steps = [steps[0], again] if self.rng.random() < 0.5 else [again, steps[0]]
+        if self.kill_recovery and self.rng.random() < 0.5:
+            self._killed_recovery(run, steps[0], self.rng.uniform(0.0, 0.15))
+        for step in steps:
+            result = subprocess.run(
+                [sys.executable, "-m", "llm", *step],
+                cwd=run.folder,
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            run.recovery.append((" ".join(step[:2]), result.returncode, result.stderr))
+            n = len(run.recovery)
+            (run.folder / f"recovery-{n}.txt").write_text(
+                f"$ llm {' '.join(step)}\nexit {result.returncode}\n"
+                f"{result.stdout}{result.stderr}"
+            )
+        self._quiesce()
+
+    def _killed_recovery(self, run: Run, step: list[str], after: float) -> None:
+        """The first step of the recovery, SIGKILLed ``after`` seconds after
+        its first request to the API or the image host (if it makes one);
+        what it left is snapshot as the first stop's was."""
+        before = len(self.fake.state.requests)
+        out = open(run.folder / "recovery-killed.txt", "w")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llm", *step],
+            cwd=run.folder,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        while len(self.fake.state.requests) == before and proc.poll() is None:
+            time.sleep(0.001)
+        try:
+            proc.wait(after)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            run.recovery_killed = True
+        out.close()
+        text = (run.folder / "recovery-killed.txt").read_text()
+        run.recovery.append(("stopped " + " ".join(step[:2]), 0, text))
+        self._quiesce()
+        self._snapshot(run)
+
+    def _quiesce(self) -> None:
+        """Wait until the fake has answered every POST it received (a killed
+        client's generation still completes on the API's side). A POST cut
+        short by the kill is answered 400 and never logged, as the API
+        would."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.fake.state.in_flight == 0 and all(
+                r.headers.get("X-Client-Request-Id") in self.answered
+                for r in self.fake.generations
+            ):
+                return
+            time.sleep(0.01)
+        self.problems.append("the fake API did not settle within 60 s")
+
+    def _snapshot(self, run: Run) -> None:
+        """What the stopped process left: the requests it journaled as sent
+        whose answer it did not journal."""
+        folder = self.user / "imagen4" / "unfinished"
+        for path in folder.glob("*.json") if folder.exists() else []:
+            try:
+                entry = json.loads(path.read_text())
+            except (OSError, ValueError):
+                self.problems.append(f"run {run.number}: unreadable journal {path}")
+                continue
+            if entry.get("outcome") == "sent":
+                run.sent_only.add(entry.get("client_request_id"))
+
+    # -- counting ------------------------------------------------------------
+
+    def paid_generations(self) -> list[dict[str, Any]]:
+        """Every generation the API sold, with its images' keys, in order."""
+        status = {e["client_request_id"]: e["status"] for e in self.fake.state.log}
+        sold = []
+        for request in self.fake.generations:
+            body = request.body
+            request_id = request.headers.get("X-Client-Request-Id")
+            if status.get(request_id) != "succeeded":
+                continue
+            width, height = SIZES[body.get("aspect_ratio", "1:1")]
+            seed = body.get("seed", 1234)
+            keys = []
+            for i in range(int(body.get("num_images", 1))):
+                data = png(
+                    width,
+                    height,
+                    f"{body['prompt'][:20]}|{seed}|{i}".encode(),
+                    self.fake.state.png_extra,
+                )
+                name = hashlib.sha256(data).hexdigest()[:16] + "_output.png"
+                assert self.fake.state.files.get(name) == data, name
+                keys.append(image_key(data))
+            sold.append(
+                {
+                    "request_id": request_id,
+                    "generation_id": request_id.split(":", 1)[1],
+                    "prompt": body["prompt"],
+                    "seed": seed,
+                    "run": int(body["prompt"][1:5]),
+                    "keys": keys,
+                    "answered": self.answered.get(request_id, (None, False)),
+                }
+            )
+        return sold
+
+    def logged(self) -> dict[str, list[str]]:
+        """The status of each image of every turn in logs.db, by turn id."""
+        path = self.user / "logs.db"
+        if not path.exists():
+            return {}
+        db = sqlite3.connect(path)
+        try:
+            rows = db.execute(
+                "SELECT id, response_json FROM turns WHERE response_json IS NOT NULL"
+            ).fetchall()
+        finally:
+            db.close()
+        found = {}
+        for turn_id, payload in rows:
+            try:
+                record = json.loads(payload)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("plugin") == "llm-imagen4":
+                found[turn_id] = [i.get("status") for i in record.get("images", [])]
+        return found
+
+    def tally(self) -> dict[str, Counter]:
+        runs = {run.number: run for run in self.runs}
+        sold = self.paid_generations()
+        for g in sold:
+            run = runs[g["run"]]
+            # In flight: the stopped process journaled the request (always
+            # before sending it) and had not journaled its answer. Anything
+            # else was kept: the answer was in the journal, or its images on
+            # disk, or the request came later (a batch run again).
+            g["kept"] = not run.killed or g["request_id"] not in run.sent_only
+        known = {key for g in sold for key in g["keys"]}
+        on_disk: Counter = Counter()
+        for run in self.runs:
+            for path in run.folder.rglob("*.png"):
+                if path.name.startswith("."):
+                    continue
+                key = image_key(path.read_bytes())
+                if key not in known:
+                    self.problems.append(
+                        f"{path}: not an image the API made, or cut off"
+                    )
+                    continue
+                on_disk[key] += 1
+                if on_disk[key] == 2:
+                    self.problems.append(
+                        f"run {self._run_of(path).number} "
+                        f"({self._describe(self._run_of(path))}): an image saved "
+                        f"twice, again as {path.name}"
+                    )
+        # A seeded request bought again after its first answer was lost
+        # makes the same image: the file on disk is the kept generation's.
+        owner: dict[str, str] = {}
+        for g in sorted(sold, key=lambda g: not g["kept"]):
+            for key in g["keys"]:
+                if on_disk[key]:
+                    owner.setdefault(key, g["request_id"])
+        reports = (
+            "\n".join(stderr for run in self.runs for _, _, stderr in run.recovery)
+            + self.final_output
+        )
+        logged = self.logged()
+        totals: dict[str, Counter] = defaultdict(Counter)
+        for run in self.runs:
+            row = totals[run.route]
+            row["runs"] += 1
+            row["kills"] += run.killed
+            row["recovery kills"] += run.recovery_killed
+            row["hung"] += run.hung
+            row["temporary files left"] += len(list(run.folder.glob(".imagen4-*")))
+        for key, count in on_disk.items():
+            totals[runs[self._run_number(owner[key], sold)].route]["bought twice"] += (
+                count - 1
+            )
+        earlier: dict[tuple[int, str], list[bool]] = defaultdict(list)
+        for g in sold:
+            run = runs[g["run"]]
+            row = totals[run.route]
+            keys = g["keys"]
+            where = f"run {run.number} ({self._describe(run)})"
+            row["paid"] += len(keys)
+            saved = [k for k in keys if owner.get(k) == g["request_id"]]
+            row["saved"] += len(saved)
+            unsaved = len(keys) - len(saved)
+            written_at, _ = g["answered"]
+            if g["kept"]:
+                row["lost"] += unsaved
+                if unsaved:
+                    self.problems.append(
+                        f"{where}: {unsaved} of {len(keys)} images of "
+                        f"{g['generation_id']} lost although the answer was kept"
+                    )
+            elif unsaved:
+                reported = any(
+                    g["generation_id"] in line and LOST_MARK in line
+                    for line in reports.splitlines()
+                )
+                if reported:
+                    row["in flight"] += unsaved
+                    gap = run.killed_at - (written_at or run.killed_at)
+                    row["answer written before the stop"] += gap > 0
+                    row["ms from answer to stop (max)"] = max(
+                        row["ms from answer to stop (max)"], round(gap * 1000)
+                    )
+                else:
+                    row["lost"] += unsaved
+                    self.problems.append(
+                        f"{where}: {unsaved} images of {g['generation_id']} "
+                        "lost, and download did not say so"
+                    )
+            request = (g["run"], g["prompt"])
+            if any(earlier[request]):
+                row["bought twice"] += len(keys)
+                self.problems.append(
+                    f"{where}: {g['prompt']!r} generated again after its answer "
+                    "was kept"
+                )
+            elif earlier[request]:
+                row["bought again after an answer in flight"] += len(keys)
+            earlier[request].append(g["kept"])
+            if g["kept"] and not unsaved:
+                statuses = logged.get(g["generation_id"])
+                if statuses is None or any(s != "saved" for s in statuses):
+                    row["history behind"] += 1
+                    self.problems.append(
+                        f"{where}: {g['generation_id']} saved but "
+                        + ("not logged" if statuses is None else f"logged {statuses}")
+                    )
+        return totals
+
+    @staticmethod
+    def _run_number(request_id: str, sold: list[dict[str, Any]]) -> int:
+        return next(g["run"] for g in sold if g["request_id"] == request_id)
+
+    def _run_of(self, path: Path) -> Run:
+        return next(run for run in self.runs if path.is_relative_to(run.folder))
+
+    @staticmethod
+    def _describe(run: Run) -> str:
+        return f"{run.route}, {run.stage}, {run.signal_name}"
+
+    def check_outputs(self) -> None:
+        for run in self.runs:
+            stderr = (run.folder / "stderr").read_text(errors="replace")
+            outputs = [("stopped run", run.exit_code or 0, stderr), *run.recovery]
+            for name, code, text in outputs:
+                last = text.strip().splitlines()[-1] if text.strip() else ""
+                if (
+                    "Traceback" in text
+                    and last == "KeyboardInterrupt"
+                    and "llm_imagen4" not in text
+                ):
+                    # Ctrl-C while llm itself starts, before the plugin runs.
+                    self.outside += 1
+                elif "Traceback" in text:
+                    self.problems.append(
+                        f"run {run.number} ({run.route}, {run.stage}, "
+                        f"{run.signal_name}): traceback in {name}: "
+                        + text.strip().splitlines()[-1]
+                    )
+                if name != "stopped run" and code != 0:
+                    self.problems.append(
+                        f"run {run.number} ({run.route}, {run.stage}, "
+                        f"{run.signal_name}): {name} exited {code}: "
+                        + " | ".join(text.strip().splitlines()[-3:])
+                    )
+            if run.hung:
+                self.problems.append(
+                    f"run {run.number} ({run.route}, {run.stage}, {run.signal_name}):"
+                    f" still running {EXIT_GRACE:g} s after the signal"
+                )
+            if not run.killed and run.exit_code:
+                self.problems.append(
+                    f"run {run.number} ({run.route}): exited {run.exit_code} "
+                    "before it was stopped"
+                )
+        for run in self.runs:
+            # A SIGKILL (or a second Ctrl-C: stop at once) leaves its
+            # temporary files for a later run of the plugin in that folder
+            # to remove once they are an hour old; a single Ctrl-C or
+            # SIGTERM must remove them itself.
+            if run.signal_name in ("INT", "TERM"):
+                for part in run.folder.glob(".imagen4-*"):
+                    self.problems.append(f"left behind: {part}")
+        journal = self.user / "imagen4" / "unfinished"
+        if not journal.exists():
+            return
+        received = {r.headers.get("X-Client-Request-Id") for r in self.fake.generations}
+        for path in sorted(journal.glob("*.json")):
+            entry = json.loads(path.read_text())
+            if entry.get("outcome") == "sent" and (
+                entry.get("client_request_id") not in received
+            ):
+                # Stopped between noting the request and sending it: the
+                # API's log never lists it, and download drops it an hour on.
+                self.never_sent += 1
+            else:
+                self.problems.append(f"journal entry left at the end: {path.name}")
+        for path in sorted(journal.glob(".*.tmp")):
+            self.problems.append(f"journal temporary file left at the end: {path}")
+
+
+COLUMNS = ("runs", "kills", "paid", "saved", "in flight", "lost", "bought twice")
+EXTRA = (
+    "recovery kills",
+    "history behind",
+    "hung",
+    "temporary files left",
+    "bought again after an answer in flight",
+    "answer written before the stop",
+    "ms from answer to stop (max)",
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=60, help="how many runs (60)")
+    parser.add_argument("--seed", type=int, help="for the random choices")
+    parser.add_argument(
+        "--signal",
+        choices=sorted(SIGNALS),
+        default="kill",
+        help="kill (default), int, term, or mixed: any of them, or Ctrl-C twice",
+    )
+    parser.add_argument("--routes", default=",".join(ROUTES), help="comma-separated")
+    parser.add_argument(
+        "--kill-recovery",
+        action="store_true",
+        help="also SIGKILL the first recovery step of half the runs",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = parser.parse_args()
+    seed = args.seed if args.seed is not None else random.randrange(2**32)
+    rng = random.Random(seed)
+    routes = [r.strip() for r in args.routes.split(",")]
+    base = Path(tempfile.mkdtemp(prefix="imagen4-faults-"))
+    campaign = Campaign(base, rng, args.kill_recovery)
+    started = time.monotonic()
+    try:
+        for number in range(1, args.runs + 1):
+            route = rng.choice(routes)
+            name, signals = rng.choice(SIGNALS[args.signal])
+            run = campaign.plan(number, route, name)
+            campaign.runs.append(run)
+            campaign.execute(run, signals)
+            print(
+                f"run {number:3d}/{args.runs}: {route:15s} {run.stage:13s} {name:6s}"
+                + (" stopped" if run.killed else " ended first")
+                + (f" (exit {run.exit_code})" if run.killed else ""),
+                file=sys.stderr,
+                flush=True,
+            )
+        final = subprocess.run(
+            [sys.executable, "-m", "llm", "imagen4", "download"],
+            cwd=base,
+            env=campaign.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        campaign.final_output = final.stderr
+        if final.returncode != 0 or "Traceback" in final.stderr:
+            campaign.problems.append(f"final download: {final.stderr.strip()}")
+        campaign.check_outputs()
+        totals = campaign.tally()
+    finally:
+        campaign.fake.close()
+    total: Counter = Counter()
+    for row in totals.values():
+        for name, value in row.items():
+            if name.startswith("ms "):
+                total[name] = max(total[name], value)
+            else:
+                total[name] += value
+    print(
+        f"{args.runs} runs, signal {args.signal}, seed {seed}, "
+        f"{time.monotonic() - started:.0f} s; "
+        f"python benchmarks/faults.py --runs {args.runs} --signal {args.signal} "
+        f"--seed {seed}" + (" --kill-recovery" if args.kill_recovery else "")
+    )
+    print()
+    print("| route | " + " | ".join(COLUMNS) + " |")
+    print("| --- |" + " ---: |" * len(COLUMNS))
+    for route in ROUTES:
+        if route in totals:
+            row = totals[route]
+            print(f"| `{route}` | " + " | ".join(str(row[c]) for c in COLUMNS) + " |")
+    print("| total | " + " | ".join(str(total[c]) for c in COLUMNS) + " |")
+    print()
+    print(
+        ", ".join(f"{name}: {total[name]}" for name in EXTRA)
+        + f", requests never sent (in the journal for an hour): {campaign.never_sent}"
+        + f", Ctrl-C tracebacks from llm's start-up: {campaign.outside}"
+    )
+    stages = Counter((run.stage, run.killed) for run in campaign.runs)
+    print(
+        "stopped at: "
+        + ", ".join(
+            f"{stage} {stages[(stage, True)]}/{stages[(stage, True)] + stages[(stage, False)]}"
+            for stage in STAGES
+        )
+    )
+    if campaign.problems:
+        print()
+        print(f"{len(campaign.problems)} problems:")
+        for problem in campaign.problems:
+            print(f"- {problem}")
+    if args.keep or campaign.problems:
+        print(f"\nwork folder kept: {base}")
+    else:
+        shutil.rmtree(base, ignore_errors=True)
+    if campaign.problems:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
