@@ -2,6 +2,7 @@
 two identical routes, with llm's defaults, aliases, keys, usage and logging."""
 
 import ast
+import re
 import json
 import os
 import stat
@@ -306,3 +307,13 @@ def test_readme_is_in_step_with_the_code():
         text=True,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_reliability_table_names_tests_that_exist():
+    named = re.findall(
+        r"`(test_\w+\.py)::(test_\w+)`", (ROOT / "docs" / "reliability.md").read_text()
+    )
+    assert len(named) > 50
+    for module, test in named:
+        source = (ROOT / "tests" / module).read_text()
+        assert f"def {test}(" in source, f"{module}::{test}"
