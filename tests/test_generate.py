@@ -2,9 +2,9 @@
 two identical routes, with llm's defaults, aliases, keys, usage and logging."""
 
 import ast
-import re
 import json
 import os
+import re
 import stat
 import struct
 import subprocess
