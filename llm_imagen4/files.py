@@ -158,6 +158,8 @@ class Destination:
     # Temporary files being written now, dropped if the process is stopped.
     _partial: set[Path] = field(default_factory=set, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # Set once the process is stopping: no new file is started, none named.
+    _stopped: bool = field(default=False, repr=False)
 
     @classmethod
     def into(cls, folder: Path, prompt: str, shown: str | None = None) -> Destination:
@@ -194,8 +196,11 @@ class Destination:
         remove_stale_parts(self.folder)
 
     def discard_partial(self) -> None:
-        """Remove the temporary files being written now."""
+        """Remove the temporary files being written now, and start no more:
+        the process is stopping, and a thread still saving must not leave a
+        file the stop has already swept past."""
         with self._lock:
+            self._stopped = True
             for tmp in self._partial:
                 tmp.unlink(missing_ok=True)
                 tmp.with_name(tmp.name + ".meta" + tmp.suffix).unlink(missing_ok=True)
@@ -214,6 +219,10 @@ class Destination:
         except OSError:
             return None
         return next((path for path in candidates if same_bytes(path, sha256)), None)
+
+    def _going(self) -> None:
+        if self._stopped:
+            raise SaveError("stopped before the image was saved")
 
     def _names(self, position: int, suffix: str) -> Iterator[Path]:
         if position == 0:
@@ -237,10 +246,11 @@ class Destination:
         ``naming`` hears the finished file's sha256 just before it gets a
         name, so that a process stopped right after can be found out by
         ``find``."""
-        tmp, out = new_file(self.folder)
-        made: list[Path] = [tmp]
         with self._lock:
+            self._going()
+            tmp, out = new_file(self.folder)
             self._partial.add(tmp)
+        made: list[Path] = [tmp]
         try:
             size, head = 0, b""
             with out:
@@ -262,6 +272,8 @@ class Destination:
             sha256, size = digest(finished.path)
             if naming:
                 naming(sha256)
+            with self._lock:
+                self._going()
             path, sidecar = self._place(finished, position, kind.suffix, sha256)
         finally:
             for leftover in made:

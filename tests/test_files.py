@@ -12,7 +12,9 @@ from llm_imagen4.files import (
     SLUG_MAX_BYTES,
     Destination,
     Finished,
+    SaveError,
     TooLarge,
+    _claim,
     remove_stale_parts,
     slugify,
 )
@@ -142,7 +144,7 @@ def test_a_stop_that_removes_the_file_being_named_leaves_no_empty_image(tmp_path
     destination = Destination.into(tmp_path, "x")
     # Ctrl-C removes the temporary files being written while a thread is
     # about to name one.
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(SaveError, match="stopped"):
         destination.save(
             [png(8, 8)],
             0,
@@ -150,6 +152,18 @@ def test_a_stop_that_removes_the_file_being_named_leaves_no_empty_image(tmp_path
             1 << 20,
             naming=lambda sha256: destination.discard_partial(),
         )
+    assert list(tmp_path.iterdir()) == []
+    # Nor when the stop comes as the name is claimed.
+    with pytest.raises(FileNotFoundError):
+        _claim(tmp_path / ".imagen4-gone.part", tmp_path / "x.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stopped_destination_starts_no_new_file(tmp_path):
+    destination = Destination.into(tmp_path, "x")
+    destination.discard_partial()  # Ctrl-C, while a thread still waits
+    with pytest.raises(SaveError, match="stopped"):
+        save(destination, png(8, 8))
     assert list(tmp_path.iterdir()) == []
 
 
