@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llm_imagen4.specs import SIZES
+
 # Words the prompts are made of. RARE and ABSENT are not among them, nor
 # part of any of them.
 WORDS = """
@@ -37,13 +39,6 @@ ABSENT = "xylophone"  # in none
 OTHER_MODEL = "gpt-4.1-mini"
 MODELS = ("imagen4", "imagen4-fast", "imagen4-ultra", "imagen4-generate")
 RATIOS = ("1:1", "1:1", "16:9", "9:16", "4:3", "3:4")
-SIZES = {
-    "1:1": (1024, 1024),
-    "16:9": (1408, 768),
-    "9:16": (768, 1408),
-    "4:3": (1280, 896),
-    "3:4": (896, 1280),
-}
 SPAN = datetime.timedelta(days=180)
 CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 

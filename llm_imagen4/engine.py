@@ -605,16 +605,7 @@ def _adopt(
             files.write_new(
                 sidecar, provenance.sidecar_bytes(image_record, path, sha256)
             )
-    return files.SavedFile(
-        path,
-        sha256,
-        size,
-        kind.width,
-        kind.height,
-        kind.content_type,
-        sidecar,
-        c2pa,
-    )
+    return files.SavedFile.of(path, sha256, size, kind, sidecar, c2pa)
 
 
 def _rewrite(claim: journal.Claim | None, entry: journal.Entry) -> None:

@@ -51,6 +51,27 @@ class SavedFile:
     sidecar: Path | None = None
     c2pa: bool = False
 
+    @classmethod
+    def of(
+        cls,
+        path: Path,
+        sha256: str,
+        size: int,
+        kind: images.ImageType,
+        sidecar: Path | None,
+        c2pa: bool,
+    ) -> SavedFile:
+        return cls(
+            path,
+            sha256,
+            size,
+            kind.width,
+            kind.height,
+            kind.content_type,
+            sidecar,
+            c2pa,
+        )
+
 
 @dataclass(frozen=True)
 class Finished:
@@ -280,16 +301,7 @@ class Destination:
                 leftover.unlink(missing_ok=True)
             with self._lock:
                 self._partial.discard(tmp)
-        return SavedFile(
-            path,
-            sha256,
-            size,
-            kind.width,
-            kind.height,
-            kind.content_type,
-            sidecar,
-            finished.c2pa,
-        )
+        return SavedFile.of(path, sha256, size, kind, sidecar, finished.c2pa)
 
     def _place(
         self,

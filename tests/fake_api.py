@@ -39,6 +39,8 @@ SCHEMA_FILES = {
     "google/imagen-4.0-ultra-generate-001": "imagen-4.0-ultra-generate-001.2026-01.json",
 }
 PREVIEW_2026 = "imagen-4-preview.2026-01.json"
+# The documented sizes, written out here rather than taken from the plugin, so
+# that a wrong size in the plugin fails a test.
 SIZES = {
     "1:1": (1024, 1024),
     "16:9": (1408, 768),
