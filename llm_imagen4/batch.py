@@ -19,6 +19,7 @@ import click
 import llm
 
 from . import api, engine, history, journal
+from .record import GenerationRecord
 from .terminal import command, dumps, notify, printable
 
 ROW_FIELDS = (
@@ -137,9 +138,76 @@ class Tally:
     recovered: int = 0
     skipped: int = 0
     failed: int = 0
+
+
+@dataclass
+class Budget:
+    """What the rows have cost, and --max-credits / --max-usd kept as a cap.
+
+    A row starts only if what is spent, plus what the rows in flight and
+    the row itself may cost, stays within the cap: each row is reckoned to
+    cost as much as the dearest so far. Until a row has reported its cost,
+    one row runs at a time."""
+
+    max_credits: float | None = None
+    max_usd: float | None = None
     credits: float = 0.0
     usd: float = 0.0
+    dearest_credits: float = 0.0
+    dearest_usd: float = 0.0
+    priced: bool = False
+    running: int = 0
+    stop: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def admit(self) -> bool:
+        """Whether the next row may start; if it may, it counts as running."""
+        with self.lock:
+            if self.stop:
+                return False
+            if self.max_credits is not None or self.max_usd is not None:
+                if not self.priced:
+                    if self.running:
+                        return False
+                else:
+                    rows = self.running + 1
+                    over = _over(
+                        "--max-credits",
+                        self.max_credits,
+                        self.credits,
+                        rows * self.dearest_credits,
+                    ) or _over(
+                        "--max-usd", self.max_usd, self.usd, rows * self.dearest_usd
+                    )
+                    if over:
+                        if not self.running:
+                            self.stop = over
+                        return False
+            self.running += 1
+            return True
+
+    def settle(self, record: GenerationRecord | None) -> None:
+        """A row has ended, with the API's answer if it had one."""
+        with self.lock:
+            self.running -= 1
+            if record is None:
+                return
+            self.credits += record.credits_used or 0
+            self.usd += record.usd_spent or 0
+            if (self.max_credits is not None and record.credits_used is None) or (
+                self.max_usd is not None and record.usd_spent is None
+            ):
+                self.stop = "the API reported no cost, so the budget cannot be kept"
+                return
+            self.priced = True
+            self.dearest_credits = max(self.dearest_credits, record.credits_used or 0)
+            self.dearest_usd = max(self.dearest_usd, record.usd_spent or 0)
+
+
+def _over(flag: str, cap: float | None, spent: float, more: float) -> str | None:
+    if cap is not None and spent + more > cap:
+        return f"{flag} would be exceeded"
+    return None
 
 
 class Interrupts:
@@ -173,7 +241,7 @@ def run(
     json_: bool,
     fail: Callable[[Exception], click.ClickException],
 ) -> None:
-    from .commands import log_target
+    from .commands import log_target, open_log
 
     name = getattr(file, "name", "-")
     try:
@@ -224,9 +292,13 @@ def run(
                 )
                 continue
             except llm.ModelError as ex:
-                row.error = fail(ex).message
+                # An option from the row is named as the row names it.
+                from_row = isinstance(ex, engine.OptionError) and ex.name in row.options
+                row.error = printable(str(ex)) if from_row else fail(ex).message
         tally.failed += 1
         report(row, "failed", error=row.error)
+    if not dry_run:
+        open_log(log_to, fail)
     db = history.open_db(log_to) if log_to and not redo else None
     todo = []
     unfinished = {} if redo else _unfinished_by_request()
@@ -264,17 +336,18 @@ def run(
         if tally.failed:
             raise click.exceptions.Exit(1)
         return
-    started, stopped_for = _send(
-        todo, jobs, key, log_to, tally, report, json_, max_credits, max_usd
-    )
+    budget = Budget(max_credits, max_usd)
+    started, stopped_for = _send(todo, jobs, key, log_to, tally, budget, report, json_)
     summary = (
         f"{len(rows)} rows: {tally.generated} generated, {tally.recovered} recovered, "
         f"{tally.skipped} skipped (already done), {tally.failed} failed"
     )
     not_started = len(todo) - started
+    for job in todo[started:]:
+        report(job.row, "not started", reason=stopped_for)
     if not_started:
         summary += f", {not_started} not started ({stopped_for})"
-    spent = api.describe_cost(tally.credits or None, tally.usd or None)
+    spent = api.describe_cost(budget.credits or None, budget.usd or None)
     if spent:
         summary += f"; spent {spent}"
     notify(summary)
@@ -318,51 +391,36 @@ def _send(
     key: str | None,
     log_to: Path | None,
     tally: Tally,
+    budget: Budget,
     report: Callable[..., None],
     json_: bool,
-    max_credits: float | None,
-    max_usd: float | None,
 ) -> tuple[int, str]:
     """Run the rows, at most ``jobs`` at once; returns how many were
     started, and why the others were not."""
     pacer = api.Pacer(jobs)
     interrupts = Interrupts()
     in_flight: dict[int, str] = {}
-    budget: dict[str, str | None] = {"stop": None}
     started = 0
 
     def task(job: Job) -> Any:
         api.PACER.set(pacer)
         token = engine.LOG_TO.set(log_to)
+        record = None
         try:
             response = job.model.prompt(
                 job.row.prompt, key=key, stream=False, **job.options
             )
             in_flight[job.row.number] = response.id
             response.text()
+            record = engine.record_of(response)
         finally:
             engine.LOG_TO.reset(token)
-        # Counted here, before the next row may start.
-        spend(engine.record_of(response))
+            # Counted here, before the next row may start.
+            budget.settle(record)
         return response
 
-    def spend(record: Any) -> None:
-        with tally.lock:
-            tally.credits += record.credits_used or 0
-            tally.usd += record.usd_spent or 0
-            if (max_credits is not None and record.credits_used is None) or (
-                max_usd is not None and record.usd_spent is None
-            ):
-                budget["stop"] = (
-                    "the API reported no cost, so the budget cannot be kept"
-                )
-            elif max_credits is not None and tally.credits >= max_credits:
-                budget["stop"] = "--max-credits reached"
-            elif max_usd is not None and tally.usd >= max_usd:
-                budget["stop"] = "--max-usd reached"
-
     def should_start() -> bool:
-        return not interrupts.stopping and budget["stop"] is None
+        return not interrupts.stopping and budget.admit()
 
     main = threading.current_thread() is threading.main_thread()
     previous = (
@@ -417,4 +475,4 @@ def _send(
             progress.render_finish()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return started, "stopped" if interrupts.stopping else (budget["stop"] or "")
+    return started, "stopped" if interrupts.stopping else (budget.stop or "")

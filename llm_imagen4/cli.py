@@ -303,7 +303,9 @@ def download(
     With no GENERATION_ID, finishes every generation the recovery journal
     holds (a failed download, a Ctrl-C, a crash). With one, that generation:
     from the journal, or from the history when its files are gone. Images
-    already saved are never saved again. Prints each saved path.
+    already saved are never saved again. Prints each saved path. With -d,
+    the history to look the id up in, and where the finished generations
+    are recorded.
 
     \b
         llm imagen4 download
@@ -427,12 +429,12 @@ def datasette(database: Path | None) -> None:
 @click.option(
     "--max-credits",
     type=click.FloatRange(0, min_open=True),
-    help="Start no more rows once the credits spent reach this",
+    help="Spend at most this many credits: a row starts only if it fits",
 )
 @click.option(
     "--max-usd",
     type=click.FloatRange(0, min_open=True),
-    help="Start no more rows once the dollars spent reach this",
+    help="Spend at most this many dollars: a row starts only if it fits",
 )
 @click.option("--dry-run", is_flag=True, help="Print the requests; send nothing")
 @_json_option

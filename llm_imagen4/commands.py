@@ -30,6 +30,23 @@ def log_target(database: Path | None, no_log: bool, log: bool = False) -> Path |
     return (database or history.default_path()).absolute()
 
 
+def open_log(log_to: Path | None, fail: Fail) -> None:
+    """Make sure the turn can be logged where it goes before anything is
+    sent, as ``llm prompt`` does: the database's folder is made, and llm's
+    migrations (and the plugin's) run."""
+    import sqlite3
+
+    if log_to is None:
+        return
+    try:
+        log_to.parent.mkdir(parents=True, exist_ok=True)
+        db = history.open_db(log_to, create=True)
+        assert db is not None
+        db.close()
+    except (sqlite3.Error, OSError) as ex:
+        raise fail(llm.ModelError(f"Cannot log to {log_to}: {ex}")) from None
+
+
 def _given(options: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in options.items() if value is not None}
 
@@ -51,6 +68,10 @@ def _run(model: llm.Model, prompt: str, options: dict[str, Any], run: Run) -> No
     log_to = log_target(run.database, run.no_log)
     try:
         run_options, _ = engine.check(model, prompt, options, run.key)
+    except llm.ModelError as ex:
+        raise run.fail(ex) from None
+    open_log(log_to, run.fail)
+    try:
         response = engine.generate(model, prompt, run_options, run.key, log_to)
     except llm.ModelError as ex:
         raise run.fail(ex) from None
@@ -85,7 +106,7 @@ def _summary(response: Any, record: Any, paths: list[str]) -> dict[str, Any]:
         "images": [
             {
                 "path": str(record.path(image)) if image.name else None,
-                **image.model_dump(exclude={"name"}),
+                **image.model_dump(exclude={"name", "directory", "placing"}),
             }
             for image in record.images
         ],
@@ -251,12 +272,15 @@ def show(generation_id: str, json_: bool, database: Path | None, fail: Fail) -> 
     data.pop("provenance")
     for name, value in data.pop("options").items():
         data[f"option {name}"] = value
+    # What has no value is left out, as --json shows it null.
     for name, value in data.items():
-        click.echo(f"{name}: {printable(value)}")
+        if value is not None:
+            click.echo(f"{name}: {printable(value)}")
     for image in images:
         click.echo(f"image {image.pop('position') + 1}:")
         for name, value in image.items():
-            click.echo(f"  {name}: {printable(value)}")
+            if value is not None:
+                click.echo(f"  {name}: {printable(value)}")
 
 
 def inspect(files: tuple[Path, ...], json_: bool, fail: Fail) -> None:
@@ -337,7 +361,8 @@ def download(
     if not ids:
         notify("Nothing to finish: every generation's images are saved")
         return
-    failed = 0
+    failed = left = 0
+    log_to = database.absolute() if database else None
     for one in ids:
         claim = journal.claim(one)
         if claim is None:
@@ -361,7 +386,7 @@ def download(
                 raise click.ClickException(
                     f"Cannot create {output}: {ex.strerror}"
                 ) from None
-        result = engine.finish(claim, entry, destination)
+        result = engine.finish(claim, entry, destination, log_to)
         for path in result.saved:
             click.echo(printable(path))
         for image in result.failed:
@@ -369,10 +394,20 @@ def download(
                 f"{one}: image {image.position + 1} could not be saved: {image.error}"
             )
         if result.note:
-            notify(f"{one}: {result.note}")
+            notify(f"{one}: {printable(result.note)}")
         failed += len(result.failed)
+        left += result.left
+    problems = []
     if failed:
-        raise click.ClickException(f"{failed} images could not be saved")
+        problems.append(f"{failed} images could not be saved")
+    if left:
+        problems.append(
+            f"{left} generations are not finished yet: run "
+            + command("llm", "imagen4", "download")
+            + " again later"
+        )
+    if problems:
+        raise click.ClickException("; ".join(problems))
 
 
 def _entry_from_history(
@@ -457,8 +492,6 @@ def gallery(
         raise click.ClickException(
             f"{printable(output)} exists and is not a gallery; it will not be overwritten"
         )
-    if not page.parent.is_dir():
-        raise click.ClickException(f"No folder {printable(page.parent)}")
     db = _open(database, fail)
     entries = (
         history.generations(
@@ -467,6 +500,12 @@ def gallery(
         if db is not None
         else []
     )
+    try:
+        page.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as ex:
+        raise click.ClickException(
+            f"Cannot create {printable(page.parent)}: {ex.strerror}"
+        ) from None
     tmp, out = files.new_file(page.parent, suffix=".html")
     with out:
         out.write(render(entries, page.parent).encode("utf-8"))

@@ -726,17 +726,20 @@ class Finished:
     failed: list[ImageRecord]
     logged_to: Path | None = None
     note: str | None = None
+    # Still in the journal for a later download, for a reason in ``note``.
+    left: bool = False
 
 
 def finish(
     claim: journal.Claim,
     entry: journal.Entry,
     output: Path | None = None,
+    log_to: Path | None = None,
 ) -> Finished:
     """Save the images of an unfinished generation that are not on disk yet
     (an image already saved, its file there with its sha256, is never saved
-    again), then record it where llm logs its turn and drop it from the
-    journal once all is done."""
+    again), then record it where llm logs its turn (or in ``log_to``, if it
+    is logged at all) and drop it from the journal once all is done."""
     from . import history
 
     if entry.outcome == "sent" or entry.record is None:
@@ -763,11 +766,16 @@ def finish(
     ]
     result = Finished(entry.id, saved, record.unsaved())
     if entry.log_to:
+        target = log_to or Path(entry.log_to)
         try:
-            history.record_finished(Path(entry.log_to), entry)
-            result.logged_to = Path(entry.log_to)
+            history.record_finished(target, entry)
+            result.logged_to = target
         except Exception as ex:  # noqa: BLE001 - the images are saved whatever the history does
-            result.note = f"could not record it in {entry.log_to}: {ex}"
+            result.note = (
+                f"could not record it in {target}: {ex} (download -d DATABASE "
+                "records it in another)"
+            )
+            result.left = True
             claim.release()
             return result
     if record.unfinished():
@@ -790,6 +798,7 @@ def _finish_sent(claim: journal.Claim, entry: journal.Entry) -> Finished:
         result.note = (
             f"the request's answer was lost, and the API's log could not be asked: {ex}"
         )
+        result.left = True
         claim.release()
         return result
     if found is None:
@@ -803,6 +812,7 @@ def _finish_sent(claim: journal.Claim, entry: journal.Entry) -> Finished:
         result.note = (
             "the request's answer was lost, and the API's log does not have it yet"
         )
+        result.left = True
         claim.release()
         return result
     if found.status == "failed":

@@ -916,6 +916,7 @@ def record_finished(path: Path, entry: journal.Entry) -> None:
     """A generation finished from the journal, in the logs database at
     ``path``: its turn updated, or logged if the process that made it
     stopped before llm could log it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     db = connect(path)
     try:
         prepare(db)

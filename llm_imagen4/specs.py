@@ -52,7 +52,9 @@ class Imagen4Options(llm.Options):
         "How many images, 1 to 4 (default 1)", "-n", "--num-images", ge=1, le=4
     )
     seed: int | None = option(
-        "Seed, 0 to 4294967295; drawn at random when not given", ge=0, le=SEED_MAX
+        "Seed, 0 (imagen4: 1) to 4294967295; drawn at random when not given",
+        ge=0,
+        le=SEED_MAX,
     )
     enhance_prompt: bool | None = option(
         "Let the API rewrite the prompt (default true)",

@@ -121,9 +121,10 @@ def test_bad_rows_fail_alone(fake, llm_cli):
     errors = {n: r.get("error") for n, r in lines.items() if r["status"] == "failed"}
     assert errors[2] == "not valid JSON"
     assert errors[3] == "unknown fields: style"
-    assert errors[4] == "imagen4-fast does not take --negative-prompt"
+    # A row's own fields are named as the row names them.
+    assert errors[4] == "imagen4-fast does not take negative_prompt"
     assert "takes at most 400" in errors[5]
-    assert "--num-images" in errors[6]
+    assert errors[6].startswith("num_images: ")
     assert "AI/ML API error 400" in errors[1]  # the API refused the first sent
     assert lines[7]["status"] == "done"
     assert prompts(fake) == ["good one", "good three"]
@@ -199,9 +200,13 @@ def test_max_credits_stops_starting_rows(fake, llm_cli):
         "250",
     )
     assert result.exit_code == 0, result.output
-    assert len(fake.generations) == 3, result.stderr
-    assert "3 generated" in result.stderr
-    assert "3 not started (--max-credits reached); spent 300 credits" in result.stderr
+    # A third row of 100 credits would take the spend past 250.
+    assert len(fake.generations) == 2, result.stderr
+    assert "2 generated" in result.stderr
+    assert (
+        "4 not started (--max-credits would be exceeded); spent 200 credits"
+        in result.stderr
+    )
 
 
 def test_max_usd_stops_a_model_that_reports_cost_only_in_headers(fake, llm_cli):
@@ -209,11 +214,43 @@ def test_max_usd_stops_a_model_that_reports_cost_only_in_headers(fake, llm_cli):
     path = write(fake, "budget.txt", "\n".join(f"prompt {i}" for i in range(5)))
     result = llm_cli("imagen4", "batch", path, "-j", "1", "--max-usd", "0.05")
     assert result.exit_code == 0, result.output
-    assert len(fake.generations) == 2
+    assert len(fake.generations) == 1
     assert (
-        "3 not started (--max-usd reached); spent 240000 credits / $0.0800"
+        "4 not started (--max-usd would be exceeded); spent 120000 credits / $0.0400"
         in result.stderr
     )
+
+
+def test_a_budget_is_a_cap_with_rows_in_parallel(fake, llm_cli):
+    fake.state.credits_per_image = 100
+    path = write(fake, "budget.txt", "\n".join(f"prompt {i}" for i in range(8)))
+    result = llm_cli(
+        "imagen4",
+        "batch",
+        path,
+        "-m",
+        "imagen4-fast",
+        "-j",
+        "4",
+        "--max-credits",
+        "450",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    done = [row for row in rows if row["status"] == "done"]
+    # The first row alone tells the price; then as many at once as fit.
+    assert len(done) == len(fake.generations) == 4
+    assert "spent 400 credits" in result.stderr
+    assert [row["row"] for row in rows if row["status"] == "not started"] == [
+        5,
+        6,
+        7,
+        8,
+    ]
+    assert {row["reason"] for row in rows if row["status"] == "not started"} == {
+        "--max-credits would be exceeded"
+    }
 
 
 def test_a_budget_the_answers_cannot_keep_stops_the_batch(fake, llm_cli):

@@ -154,6 +154,19 @@ def test_gallery_never_overwrites_a_file_it_did_not_write(fake, llm_cli):
     assert "a moth" in (fake.work / "imagen4-gallery.html").read_text()
 
 
+def test_gallery_makes_its_folder_as_generate_does(fake, llm_cli):
+    generate(llm_cli, "a moth")
+    result = llm_cli("imagen4", "gallery", "-o", "new/pages/moths.html")
+    assert result.exit_code == 0, result.output
+    page = fake.work / "new" / "pages" / "moths.html"
+    assert result.stdout.strip() == str(page)
+    assert 'src="../../a-moth.png"' in page.read_text()
+    (fake.work / "a-file").write_text("")
+    refused = llm_cli("imagen4", "gallery", "-o", "a-file/moths.html")
+    assert refused.exit_code == 1
+    assert refused.output.startswith("Error: Cannot create ")
+
+
 def test_gallery_links_each_image_relative_to_the_page(tmp_path):
     """Without a browser: each image's link, from wherever the page is."""
     from llm_imagen4.gallery import render

@@ -486,6 +486,53 @@ def test_processes_at_once_on_a_new_logs_db(new_machine):
     assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
 
 
+def test_a_database_that_cannot_be_opened_is_refused_before_sending(
+    fake, llm_cli, tmp_path
+):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for args in (
+        ["imagen4", "a", "-d", str(blocker / "logs.db")],
+        ["imagen4", "batch", "-", "-d", str(blocker / "logs.db")],
+    ):
+        result = llm_cli(*args, input="a\n")
+        assert result.exit_code == 1
+        assert result.stderr.startswith(f"Error: Cannot log to {blocker / 'logs.db'}:")
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert fake.generations == [] and list(fake.work.iterdir()) == []
+    assert journal_ids(fake) == []
+    # As llm prompt does, a database in a new folder is made.
+    made = tmp_path / "new" / "folder" / "logs.db"
+    [path] = llm_cli("imagen4", "b", "-d", str(made)).stdout.splitlines()
+    assert [r["prompt"] for r in history(llm_cli, "-d", str(made))] == ["b"]
+
+
+def test_a_generation_its_database_lost_is_recorded_with_download_d(
+    fake, llm_cli, tmp_path
+):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    fake.fail_downloads(3, status=500)
+    assert llm_cli("imagen4", "a heron", "-d", str(gone / "logs.db")).exit_code == 1
+    [turn_id] = journal_ids(fake)
+    shutil.rmtree(gone)
+    gone.write_text("the folder is now a file")
+    tried = llm_cli("imagen4", "download")
+    assert tried.exit_code == 1
+    assert f"{turn_id}: could not record it in {gone / 'logs.db'}" in tried.stderr
+    assert "(download -d DATABASE records it in another)" in tried.stderr
+    assert "1 generations are not finished yet" in tried.stderr
+    assert journal_ids(fake) == [turn_id]
+    [saved] = tried.stdout.splitlines()
+    rescue = tmp_path / "rescue.db"
+    rescued = llm_cli("imagen4", "download", "-d", str(rescue))
+    assert rescued.exit_code == 0, rescued.output
+    assert rescued.stdout == "" and journal_ids(fake) == []
+    [row] = history(llm_cli, "-d", str(rescue))
+    assert row["id"] == turn_id and row["images"][0]["path"] == saved
+    assert len(fake.generations) == 1
+
+
 def test_datasette_metadata_names_the_database(fake, llm_cli):
     data = json.loads(llm_cli("imagen4", "datasette").stdout)
     assert set(data["databases"]["logs"]["queries"]) == {
@@ -509,3 +556,28 @@ def test_async_in_process_cancel_stops_starting_downloads(fake):
     generation_id = asyncio.run(main())
     assert journal_ids(fake) == [generation_id]
     fake.release.set()
+
+
+def test_the_readme_queries_run_and_count_each_generation_once(
+    fake, generate, llm_cli, logs_db
+):
+    import re
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    queries = re.findall(
+        r'sqlite-utils "\$\(llm logs path\)" "(.*?)" --table', readme, re.S
+    )
+    assert len(queries) == 3
+    # Generations of one model with different numbers of images.
+    generate("a racoon", "--seed", "5")
+    generate("a racoon", "-m", "imagen4-fast")
+    generate("three racoons", "-m", "imagen4-fast", "-n", "3")
+    spent: dict[str, float] = {}
+    for row in history(llm_cli):
+        spent[row["model"]] = spent.get(row["model"], 0) + row["usd_spent"]
+    db = logs_db()
+    by_prompt, per_day, turns = (list(db.query(sql)) for sql in queries)
+    assert len(by_prompt) == 5 and {r["seed"] for r in by_prompt} >= {5}
+    assert len(turns) == 5
+    assert sum(r["images"] for r in per_day) == 5
+    assert {r["model"]: r["usd"] for r in per_day} == pytest.approx(spent)

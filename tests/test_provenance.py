@@ -315,7 +315,10 @@ def test_show_prints_every_field_and_whether_files_exist(fake, generate, llm_cli
         "width: 1024",
     ):
         assert expected in text, expected
+    # Nothing without a value: no negative prompt was given.
+    assert "None" not in text and "negative_prompt" not in text
     data = json.loads(llm_cli("imagen4", "show", turn_id, "--json").stdout)
+    assert data["negative_prompt"] is None
     assert [i["exists"] for i in data["images"]] == [False, True]
     assert data["provenance"]["seed"] == 77
     unknown = llm_cli("imagen4", "show", "nope")

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -241,7 +242,11 @@ def test_a_request_the_apis_log_never_lists_is_dropped_after_an_hour(fake, llm_c
                 )
             )
     result = llm_cli("imagen4", "download")
-    assert result.exit_code == 0, result.output
+    # The fresh one is left for later, and the exit status says so.
+    assert result.exit_code == 1, result.output
+    assert result.stderr.endswith(
+        "Error: 1 generations are not finished yet: run llm imagen4 download again later\n"
+    )
     assert (
         "01m8fresh: the request's answer was lost, and the API's log does not have it yet"
         in result.stderr
@@ -497,9 +502,23 @@ def test_a_journal_that_cannot_be_written_prints_the_urls_at_once(fake, llm_cli)
 
 
 def test_a_logs_database_that_cannot_be_written_loses_no_image(fake, llm_cli, tmp_path):
-    (tmp_path / "blocked").write_text("a file where a folder should be")
+    # The database can be opened when the request goes out, and no longer
+    # once the image has downloaded (a full disk, a drive gone).
     unwritable = tmp_path / "blocked" / "logs.db"
-    result = llm_cli("imagen4", "a crane", "-d", str(unwritable))
+    fake.fail_downloads(1, hold=True)
+    outcome = {}
+    run = threading.Thread(
+        target=lambda: outcome.update(
+            result=llm_cli("imagen4", "a crane", "-d", str(unwritable))
+        )
+    )
+    run.start()
+    poll(lambda: fake.downloads)
+    shutil.rmtree(tmp_path / "blocked")
+    (tmp_path / "blocked").write_text("a file where a folder should be")
+    fake.release.set()
+    run.join(30)
+    result = outcome["result"]
     assert result.exit_code == 0
     assert result.stdout.strip() == str(fake.work / "a-crane.png")
     assert "Could not log to" in result.stderr and "logs it later" in result.stderr
