@@ -269,11 +269,12 @@ def has_c2pa(path: Path, content_type: str) -> bool:
         if content_type == "image/png":
             return any(chunk.kind == b"caBX" for chunk in png_chunks(f))
         if content_type == "image/jpeg":
-            return any(
-                marker == 0xEB and b"jumb" in f.read(length)
-                for marker, _offset, length in _jpeg_segments(f)
-                if not f.seek(_offset + 4)
-            )
+            for marker, offset, length in _jpeg_segments(f):
+                if marker == 0xEB:
+                    f.seek(offset + 4)
+                    if b"jumb" in f.read(length - 2):
+                        return True
+            return False
         return any(kind == b"C2PA" for kind, _offset, _length in _webp_chunks(f))
 
 

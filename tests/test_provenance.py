@@ -204,6 +204,32 @@ def test_a_webp_gets_xmp_inside(fake, generate):
     assert Path(path + ".json").exists()
 
 
+def _signed_jpeg() -> bytes:
+    """A JPEG with C2PA Content Credentials: a JUMBF box in APP11."""
+    box = b"JP\x00\x00\x00\x00\x00\x01\x00\x00\x00\x20jumbc2pa manifest"
+    plain = jpeg(1024, 1024)
+    return plain[:2] + b"\xff\xeb" + struct.pack(">H", len(box) + 2) + box + plain[2:]
+
+
+def _signed_webp() -> bytes:
+    """A WebP with a C2PA chunk after its image data."""
+    bitstream = b"\x2f" + (7 | (7 << 14)).to_bytes(4, "little") + b"\0" * 6
+    manifest = b"jumb c2pa manifest"
+    chunks = b"VP8L" + struct.pack("<I", len(bitstream)) + bitstream + b"\0"
+    chunks += b"C2PA" + struct.pack("<I", len(manifest)) + manifest
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WEBP" + chunks
+
+
+@pytest.mark.parametrize("signed", [_signed_jpeg, _signed_webp])
+def test_a_c2pa_signed_jpeg_or_webp_is_left_as_received(fake, generate, signed):
+    body = signed()
+    fake.fail_downloads(body=body)
+    [path] = generate("signed by google")
+    assert Path(path).read_bytes() == body
+    sidecar = json.loads(Path(path + ".json").read_text())
+    assert sidecar["sha256"] == hashlib.sha256(body).hexdigest()
+
+
 def test_the_enhanced_prompt_round_trips(fake, generate, llm_cli):
     rewritten = (
         "A mischievous racoon, with beady eyes, eating a cone of pistachio ice-cream"
