@@ -235,10 +235,8 @@ def parse_answer(payload: Any, headers: httpx2.Headers | dict[str, str]) -> Answ
     if not isinstance(payload, dict):
         raise ApiError("The API answered with something that is not a JSON object")
     body = AnswerBody.model_validate(payload)
-    if body.error is not None:
-        error = ErrorObject.model_validate(
-            body.error if isinstance(body.error, dict) else {"message": body.error}
-        )
+    error = _error_object(payload)
+    if error is not None:
         raise ApiError(f"The AI/ML API refused the request: {error.line()}")
     items = body.data or body.images or []
     if not items:
@@ -284,20 +282,30 @@ def _no_constant(name: str) -> Any:
     raise ValueError(name)
 
 
+def _error_object(payload: dict[str, Any]) -> ErrorObject | None:
+    """The error an answer carries: an ``error`` object (or text), or the
+    answer itself being one (``name``, ``message``, ``data.kind``)."""
+    error = payload.get("error")
+    if isinstance(error, dict):
+        return ErrorObject.model_validate(error)
+    if error is not None:
+        return ErrorObject(message=error)
+    data = payload.get("data")
+    if isinstance(data, dict) and "kind" in data:
+        return ErrorObject.model_validate(payload)
+    return None
+
+
 def error_message(response: httpx2.Response, body: bytes) -> str:
     """One line from an error answer: status, the server's message (a list
-    of messages joined), its requestId."""
+    of messages joined, with the error's kind), its requestId."""
     message, request_id = "", None
     payload = _json(body)
     if isinstance(payload, dict):
-        raw = payload.get("message")
-        if raw is None and isinstance(payload.get("error"), dict):
-            raw = ErrorObject.model_validate(payload["error"]).line()
-        elif raw is None:
-            raw = payload.get("error")
-        if isinstance(raw, list):
-            raw = "; ".join(str(item) for item in raw)
-        message = str(raw or "")
+        error = _error_object(payload)
+        if error is None:
+            error = ErrorObject(message=payload.get("message"))
+        message = error.line() if error.message or error.name or error.data else ""
         request_id = payload.get("requestId")
     else:
         message = body.decode("utf-8", "replace")

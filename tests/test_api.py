@@ -156,6 +156,26 @@ def test_an_error_inside_a_2xx_answer_is_one_line(fake, llm_cli, error, expected
     assert list(fake.work.iterdir()) == []
 
 
+def test_an_answer_that_is_itself_an_error_object_keeps_its_kind(fake, llm_cli):
+    out_of_credits = {
+        "name": "BillingError",
+        "message": "Not enough credits",
+        "data": {"kind": "err_insufficent_credits"},
+    }
+    expected = "The AI/ML API account is out of credits (Not enough credits)"
+    fake.plan_api(status=200, body=out_of_credits)
+    result = llm_cli("imagen4", "a")
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: The AI/ML API refused the request: {expected}\n"
+    fake.fail_api(403, {**out_of_credits, "requestId": "r-2"})
+    result = llm_cli("imagen4", "a")
+    assert result.stderr == f"Error: AI/ML API error 403: {expected} (requestId r-2)\n"
+    fake.fail_api(402, {"message": "Payment required", "error": out_of_credits})
+    result = llm_cli("imagen4", "a")
+    assert result.stderr == f"Error: AI/ML API error 402: {expected}\n"
+    assert list(fake.work.iterdir()) == []
+
+
 def test_an_error_body_whose_message_is_a_list(fake, llm_cli):
     fake.fail_api(
         400,
