@@ -311,9 +311,15 @@ def run(
                 )
                 tally.recovered += 1
                 continue
-            if _recover(entry_id, job, report):
-                tally.recovered += 1
+            with engine.sigterm_as_interrupt():
+                outcome = _recover(entry_id, job, report)
+            if outcome != "gone":
+                # Paid for already: never generated again, saved or not.
                 unfinished = {k: v for k, v in unfinished.items() if v != entry_id}
+                if outcome == "recovered":
+                    tally.recovered += 1
+                else:
+                    tally.failed += 1
                 continue
         if db is not None and history.done(db, job.request, job.seeded):
             tally.skipped += 1
@@ -368,21 +374,38 @@ def _unfinished_by_request() -> dict[str, str]:
     return found
 
 
-def _recover(entry_id: str, job: Job, report: Callable[..., None]) -> bool:
+def _recover(entry_id: str, job: Job, report: Callable[..., None]) -> str:
+    """Finish a row's unfinished generation from the journal: "recovered",
+    "failed" (its images still not all saved, or another process saving
+    them now: reported, for ``download`` to finish), or "gone" (finished by
+    another process meanwhile)."""
+    hint = command("llm", "imagen4", "download", entry_id)
     claim = journal.claim(entry_id)
     if claim is None:
-        return False
+        report(
+            job.row,
+            "failed",
+            id=entry_id,
+            error=f"another process is saving its images now; then {hint}",
+        )
+        return "failed"
     entry = claim.load()
     if entry is None or entry.record is None:
         claim.release()
-        return False
+        return "gone"
     result = engine.finish(claim, entry)
     paths = [str(path) for path in entry.record.saved_paths()]
     if result.failed:
-        report(job.row, "failed", id=entry_id, paths=paths, error="images not saved")
-    else:
-        report(job.row, "recovered", id=entry_id, paths=paths)
-    return not result.failed
+        report(
+            job.row,
+            "failed",
+            id=entry_id,
+            paths=paths,
+            error=f"images not saved; finish them with {hint}",
+        )
+        return "failed"
+    report(job.row, "recovered", id=entry_id, paths=paths)
+    return "recovered"
 
 
 def _send(

@@ -386,7 +386,8 @@ def download(
                 raise click.ClickException(
                     f"Cannot create {output}: {ex.strerror}"
                 ) from None
-        result = engine.finish(claim, entry, destination, log_to)
+        with engine.sigterm_as_interrupt():
+            result = engine.finish(claim, entry, destination, log_to)
         for path in result.saved:
             click.echo(printable(path))
         for image in result.failed:

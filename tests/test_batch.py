@@ -392,6 +392,33 @@ def test_running_again_recovers_before_it_buys(fake, llm_cli):
     ]
 
 
+def test_a_row_whose_answer_is_kept_is_never_bought_again(fake, llm_cli):
+    from llm_imagen4 import journal
+
+    path = write(fake, "again.txt", "a\nb\n")
+    fake.fail_downloads(6, status=500)
+    assert llm_cli("imagen4", "batch", path, "-j", "1").exit_code == 1
+    held, still_failing = journal_ids(fake)
+    # One generation is being saved by another process; the other's images
+    # still cannot be fetched.
+    claim = journal.claim(held)
+    try:
+        second = llm_cli("imagen4", "batch", path, "--json")
+    finally:
+        claim.release()
+    assert second.exit_code == 1
+    assert len(fake.generations) == 2
+    rows = [json.loads(line) for line in second.stdout.splitlines()]
+    assert {row["status"] for row in rows} == {"failed"}
+    errors = " ".join(row["error"] for row in rows)
+    assert "another process is saving its images now" in errors
+    assert f"finish them with llm imagen4 download {still_failing}" in errors
+    assert "0 generated, 0 recovered, 0 skipped (already done), 2 failed" in (
+        second.stderr
+    )
+    assert sorted(journal_ids(fake)) == sorted([held, still_failing])
+
+
 def test_a_progress_bar_only_on_a_terminal(fake, llm_cli):
     path = write(fake, "bar.txt", "one\ntwo\n")
     assert "Generating" not in llm_cli("imagen4", "batch", path).stderr

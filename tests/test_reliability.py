@@ -604,6 +604,40 @@ def test_stopping_during_a_download_loses_nothing(fake, llm_cli, sig):
     assert len(fake.generations) == 1
 
 
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"]
+)
+def test_stopping_download_itself_keeps_the_generation(fake, llm_cli, sig):
+    fake.fail_downloads(3, status=500)
+    assert llm_cli("imagen4", "a stork").exit_code == 1
+    [generation_id] = journal_ids(fake)
+    for queue in fake.state.cdn_faults.values():
+        queue.clear()
+        queue.append({"hold": True})
+    downloads = len(fake.downloads)
+    proc = subprocess.Popen(
+        llm_command("imagen4", "download"),
+        cwd=fake.work,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        poll(lambda: len(fake.downloads) > downloads)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        fake.release.set()
+    assert proc.returncode == 1, err
+    assert b"Traceback" not in err
+    assert f"llm imagen4 download {generation_id}".encode() in err
+    assert list(fake.work.iterdir()) == []  # no partial file left behind
+    assert journal_ids(fake) == [generation_id]
+    restored = llm_cli("imagen4", "download")
+    assert restored.stdout.strip() == str(fake.work / "a-stork.png")
+    assert len(fake.generations) == 1
+
+
 def test_ctrl_c_is_honoured_while_a_download_hangs(fake):
     fake.fail_downloads(hold=True)
     proc = subprocess.Popen(
