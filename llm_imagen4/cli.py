@@ -319,7 +319,8 @@ def download(
 @imagen4.command()
 @click.argument("generation_id")
 @_key_option
-def status(generation_id: str, key: str | None) -> None:
+@_database_option
+def status(generation_id: str, key: str | None, database: Path | None) -> None:
     """Ask the API's log what became of a generation.
 
     After an answer was lost (a timeout, a dropped connection), this says
@@ -331,7 +332,7 @@ def status(generation_id: str, key: str | None) -> None:
     """
     from . import commands
 
-    commands.status(generation_id, key, fail=_fail)
+    commands.status(generation_id, key, database, fail=_fail)
 
 
 @imagen4.command(name="models")

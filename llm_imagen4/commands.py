@@ -441,9 +441,11 @@ def _entry_from_history(
     )
 
 
-def status(generation_id: str, key: str | None, fail: Fail) -> None:
+def status(
+    generation_id: str, key: str | None, database: Path | None, fail: Fail
+) -> None:
     try:
-        click.echo(printable(engine.status(generation_id, key)))
+        click.echo(printable(engine.status(generation_id, key, database)))
     except llm.ModelError as ex:
         raise fail(ex) from None
 

@@ -836,26 +836,27 @@ def _age(entry: journal.Entry) -> datetime.timedelta:
     return datetime.datetime.now(datetime.UTC) - made
 
 
-def status(generation_id: str, key: str | None) -> str:
-    """What the API's log says of a generation, by its id."""
+def status(generation_id: str, key: str | None, database: Path | None = None) -> str:
+    """What the API's log says of a generation, by its id: from the journal,
+    or the history in ``database`` (``llm logs path`` when None)."""
     from . import history
 
     entry = journal.load(generation_id)
     request_id = entry.client_request_id if entry else None
     if request_id is None:
-        db = history.open_db(None)
-        found = history.turn(db, generation_id) if db else None
-        if found is None:
+        db = history.open_db(database)
+        logged = history.turn(db, generation_id) if db else None
+        if logged is None:
             raise llm.ModelError(f"No generation with id {generation_id}")
-        request_id = found.record.client_request_id
+        request_id = logged.record.client_request_id
         if request_id is None:
             raise llm.ModelError(
                 f"{generation_id} was made before client request ids were recorded"
             )
-    found = api.ApiClient(api_key(key)).lookup(request_id)
-    if found is None:
+    log_entry = api.ApiClient(api_key(key)).lookup(request_id)
+    if log_entry is None:
         return f"{generation_id}: the API's log does not have it (yet)"
-    return f"{generation_id}: {found.line()}"
+    return f"{generation_id}: {log_entry.line()}"
 
 
 # -- the plugin's own routes ------------------------------------------------------------

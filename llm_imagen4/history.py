@@ -946,7 +946,7 @@ CANNED_QUERIES = {
         "description": "Generations whose prompt contains the text, newest first",
         "sql": "select seed, model, aspect_ratio, datetime_utc, turn_id, prompt,"
         " count(*) as images from imagen4_images"
-        " where prompt like '%' || :prompt || '%'"
+        " where instr(prompt, :prompt) > 0"
         " group by turn_id order by datetime_utc desc",
     },
     "missing_images": {

@@ -358,6 +358,9 @@ def test_another_database_round_trip(fake, generate, llm_cli, tmp_path):
     assert json.loads(llm_cli("imagen4", "datasette", "-d", str(other)).stdout)[
         "databases"
     ]["other"]
+    status = llm_cli("imagen4", "status", rows[0]["id"], "-d", str(other))
+    assert status.exit_code == 0, status.output
+    assert status.stdout.startswith(f"{rows[0]['id']}: the API's log says it succeeded")
     assert len(fake.generations) == 2
 
 
