@@ -28,7 +28,7 @@ import llm
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from . import specs
-from .terminal import notify, scrub
+from .terminal import notify, printable, scrub
 
 DEFAULT_BASE_URL = "https://api.aimlapi.com"
 GENERATIONS_PATH = "/v1/images/generations"
@@ -103,7 +103,9 @@ def client_request_id(generation_id: str) -> str:
 
 
 def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
+    """The server's text as one printable line: it reaches terminals and
+    chat models through llm, past the plugin's own commands."""
+    text = printable(" ".join(text.split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from .terminal import printable
+
 PLUGIN = "llm-imagen4"
 # pending: not saved yet; failed: not saved, worth another try from its URL;
 # refused: not saved and never will be (too large); saved: on disk.
@@ -97,10 +99,13 @@ class GenerationRecord(BaseModel):
             if image.status == "saved" and image.name:
                 lines.append(str(self.path(image)))
             elif image.status == "refused":
-                lines.append(f"Image {image.position + 1} refused: {image.error}")
+                lines.append(
+                    f"Image {image.position + 1} refused: {printable(image.error)}"
+                )
             else:
                 lines.append(
-                    f"Image {image.position + 1} not saved: {image.error or image.status}"
+                    f"Image {image.position + 1} not saved: "
+                    f"{printable(image.error or image.status)}"
                     f" - finish it with: llm imagen4 download {generation_id}"
                 )
         return "\n".join(lines)

@@ -355,6 +355,11 @@ def test_escapes_in_errors_are_printed_as_text(fake, llm_cli):
     result = llm_cli("imagen4", "a")
     assert result.exit_code == 1
     assert_escaped(result)
+    # Past the plugin's own commands too: llm prints the error itself.
+    fake.fail_api(400, {"message": f"Body validation error! {TITLE}"})
+    result = llm_cli("-m", "imagen4", "a")
+    assert result.exit_code == 1
+    assert_escaped(result)
 
 
 # -- inspect shows the real path; the command it suggests is quoted -------------
