@@ -311,6 +311,12 @@ def run(
     response.set_resolved_model(record.request["model"])
     for image in record.unsaved():
         notify(_unsaved_line(generation_id, image, claim is not None))
+    if (
+        log_to is not None
+        and LOG_TO.get() is _UNSET
+        and isinstance(response, llm.Response)
+    ):
+        _watch_llm_logging(response, record)
     if claim:
         _settle_later(claim, record, log_to, response)
     return record.text(generation_id)
@@ -364,6 +370,11 @@ def _journal_answer(
             if ref.url:
                 notify(
                     f"  image {ref.position + 1}: {command('curl', '-fLO', ref.url)}"
+                )
+            else:
+                notify(
+                    f"  image {ref.position + 1} came inside the answer: if it "
+                    "cannot be saved now, it is lost"
                 )
         return None
 
@@ -638,20 +649,53 @@ def _settle_later(
     if log_to is None:
         claim.remove()
         return
-    if LOG_TO.get() is _UNSET:
-        if not isinstance(response, llm.Response):
-            # llm logs another object (--async): nothing says when.
-            claim.remove()
-            return
-        log_to_db = response.log_to_db
-
-        def log_then_forget(db: Any) -> None:
-            log_to_db(db)
-            logged(claim.id)
-
-        response.log_to_db = log_then_forget
+    if LOG_TO.get() is _UNSET and not isinstance(response, llm.Response):
+        # llm logs another object (--async): nothing says when.
+        claim.remove()
+        return
     with _awaiting_lock:
         _awaiting_log[claim.id] = claim
+
+
+def _watch_llm_logging(response: llm.Response, record: GenerationRecord) -> None:
+    """On ``llm prompt``, llm logs the turn: hear when it has, and make a
+    logs database that cannot be written one line rather than a traceback
+    after the images were saved."""
+    import sqlite3
+
+    log_to_db = response.log_to_db
+
+    def log_and_tell(db: Any) -> None:
+        try:
+            log_to_db(db)
+        except (sqlite3.Error, OSError) as ex:
+            notify(_not_logged_line(response.id, record, ex))
+            logged(response.id, ok=False)
+            return
+        logged(response.id)
+
+    response.log_to_db = log_and_tell
+
+
+def _not_logged_line(
+    generation_id: str, record: GenerationRecord, ex: Exception
+) -> str:
+    """What a logs database that could not be written leaves: what is saved,
+    and whether ``download`` can log it later (only from the journal)."""
+    saved = len(record.images) - len(record.unsaved())
+    line = f"Could not log the turn ({ex}); " + (
+        "the images are saved"
+        if saved == len(record.images)
+        else f"{saved} of {len(record.images)} images are saved"
+    )
+    if journal.load(generation_id) is None:
+        return line + ", and the recovery journal could not keep it to log later"
+    return (
+        line
+        + ", and "
+        + command("llm", "imagen4", "download", generation_id)
+        + " logs it later"
+    )
 
 
 def logged(generation_id: str, ok: bool = True) -> None:
@@ -915,11 +959,7 @@ def log(
     try:
         _log_to(response, log_to, thread)
     except (sqlite3.Error, OSError) as ex:
-        notify(
-            f"Could not log to {log_to} ({ex}); the images are saved, and "
-            + command("llm", "imagen4", "download", response.id)
-            + " logs it later"
-        )
+        notify(_not_logged_line(response.id, record_of(response), ex))
         logged(response.id, ok=False)
         return
     logged(response.id)

@@ -499,6 +499,32 @@ def test_a_journal_that_cannot_be_written_prints_the_urls_at_once(fake, llm_cli)
     assert "Could not write the recovery journal" in result.stderr
     assert f"curl -fLO {fake.cdn_url}/files/" in result.stderr
     assert result.stdout.strip() == str(fake.work / "a-stork.png")
+    # An image inside the answer has no URL: the line says what is at stake.
+    inline = llm_cli("imagen4", "a heron", "-m", "imagen4-fast")
+    assert inline.exit_code == 0, inline.output
+    assert (
+        "image 1 came inside the answer: if it cannot be saved now, it is lost"
+        in inline.stderr
+    )
+    # And with the logs database failing too, nothing promises a later log.
+    fake.fail_downloads(1, hold=True)
+    unwritable = fake.work / "blocked" / "logs.db"
+    outcome = {}
+    run = threading.Thread(
+        target=lambda: outcome.update(
+            result=llm_cli("imagen4", "a crane", "-d", str(unwritable))
+        )
+    )
+    run.start()
+    poll(lambda: len(fake.downloads) > 1)
+    shutil.rmtree(fake.work / "blocked")
+    (fake.work / "blocked").write_text("a file where a folder should be")
+    fake.release.set()
+    run.join(30)
+    assert (
+        "the images are saved, and the recovery journal could not keep it to log"
+        " later" in outcome["result"].stderr
+    )
 
 
 def test_a_logs_database_that_cannot_be_written_loses_no_image(fake, llm_cli, tmp_path):
@@ -521,7 +547,9 @@ def test_a_logs_database_that_cannot_be_written_loses_no_image(fake, llm_cli, tm
     result = outcome["result"]
     assert result.exit_code == 0
     assert result.stdout.strip() == str(fake.work / "a-crane.png")
-    assert "Could not log to" in result.stderr and "logs it later" in result.stderr
+    assert "Could not log the turn (" in result.stderr
+    assert "the images are saved, and llm imagen4 download" in result.stderr
+    assert "logs it later" in result.stderr
     assert "Traceback" not in result.output
     [generation_id] = journal_ids(fake)
     # Once the database can be written, download logs it, fetching nothing.
@@ -531,6 +559,28 @@ def test_a_logs_database_that_cannot_be_written_loses_no_image(fake, llm_cli, tm
     assert llm_cli("imagen4", "download").exit_code == 0
     assert len(fake.downloads) == downloads
     assert [r["id"] for r in history(llm_cli, "-d", str(unwritable))] == [generation_id]
+
+
+def test_llm_prompt_failing_to_log_is_one_line_and_download_logs_it(
+    fake, llm_cli, logs_db
+):
+    # A write to turns that fails, as on a full disk.
+    logs_db().execute(
+        "CREATE TRIGGER full BEFORE INSERT ON turns"
+        " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+    )
+    result = llm_cli("-m", "imagen4", "a crane")
+    assert "Traceback" not in result.output
+    assert result.stdout.strip() == str(fake.work / "a-crane.png")
+    [line] = [line for line in result.stderr.splitlines() if "Could not" in line]
+    assert line.startswith("Could not log the turn (database or disk is full)")
+    [generation_id] = journal_ids(fake)
+    assert f"llm imagen4 download {generation_id} logs it later" in line
+    logs_db().execute("DROP TRIGGER full")
+    downloads = len(fake.downloads)
+    assert llm_cli("imagen4", "download").exit_code == 0
+    assert len(fake.downloads) == downloads
+    assert [r["id"] for r in history(llm_cli)] == [generation_id]
 
 
 # -- exactly once on disk --------------------------------------------------------------
