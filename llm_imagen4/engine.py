@@ -311,11 +311,7 @@ def run(
     response.set_resolved_model(record.request["model"])
     for image in record.unsaved():
         notify(_unsaved_line(generation_id, image, claim is not None))
-    if (
-        log_to is not None
-        and LOG_TO.get() is _UNSET
-        and isinstance(response, llm.Response)
-    ):
+    if LOG_TO.get() is _UNSET and isinstance(response, llm.Response):
         _watch_llm_logging(response, record)
     if claim:
         _settle_later(claim, record, log_to, response)
@@ -658,9 +654,10 @@ def _settle_later(
 
 
 def _watch_llm_logging(response: llm.Response, record: GenerationRecord) -> None:
-    """On ``llm prompt``, llm logs the turn: hear when it has, and make a
-    logs database that cannot be written one line rather than a traceback
-    after the images were saved."""
+    """On ``llm prompt`` and the Python API, llm or the caller logs the
+    turn: hear when it has, note the database for ``download`` to record
+    in, and make a logs database that cannot be written one line rather
+    than a traceback after the images were saved."""
     import sqlite3
 
     log_to_db = response.log_to_db
@@ -672,9 +669,30 @@ def _watch_llm_logging(response: llm.Response, record: GenerationRecord) -> None
             notify(_not_logged_line(response.id, record, ex))
             logged(response.id, ok=False)
             return
+        _note_database(response.id, db)
         logged(response.id)
 
     response.log_to_db = log_and_tell
+
+
+def _note_database(generation_id: str, db: Any) -> None:
+    """A generation still in the journal that was not to be logged (the
+    Python API) has now been, in ``db``: ``download`` records it there."""
+    from . import history
+
+    entry = journal.load(generation_id)
+    if entry is None or entry.log_to is not None:
+        return
+    claim = journal.claim(generation_id)
+    if claim is None:
+        return
+    try:
+        entry = claim.load()
+        if entry is not None and entry.log_to is None:
+            entry.log_to = str(history.db_path(db))
+            claim.write(entry)
+    finally:
+        claim.release()
 
 
 def _not_logged_line(

@@ -162,6 +162,27 @@ def test_the_view_is_current_before_any_plugin_read(fake, generate, llm_cli, log
     assert len(set(ids)) == 3 and all(i.endswith(":0") for i in ids)
 
 
+def test_a_python_generation_logged_by_its_caller_is_finished_there(
+    fake, llm_cli, tmp_path
+):
+    import llm
+
+    fake.fail_downloads(3, status=500)
+    response = llm.get_model("imagen4").prompt("from python", key=KEY)
+    assert "not saved" in response.text()
+    [generation_id] = journal_ids(fake)
+    own = tmp_path / "mine.db"
+    response.log_to_db(sqlite_utils.Database(own))
+    restored = llm_cli("imagen4", "download")
+    assert restored.exit_code == 0, restored.output
+    [row] = history(llm_cli, "-d", str(own))
+    assert row["id"] == generation_id
+    assert [i["status"] for i in row["images"]] == ["saved"]
+    again = llm_cli("imagen4", "download", generation_id, "-d", str(own))
+    assert again.exit_code == 0 and "All 1 images of" in again.stderr
+    assert len([p for p in fake.work.iterdir() if p.suffix == ".png"]) == 1
+
+
 def test_a_deleted_turn_is_gone_from_the_history(fake, generate, llm_cli, logs_db):
     generate("keep me")
     generate("delete me")
