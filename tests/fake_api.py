@@ -152,7 +152,6 @@ class State:
     png_extra: bytes = b""
     preview_2026: bool = False  # the preview follows its 2026-01 schema
     gone_models: set[str] = field(default_factory=set)
-    file_name: str = "output.png"  # what the older shape calls each file
     delay: float = 0.0  # seconds each generation takes
     download_delay: float = 0.0  # seconds the image host takes to answer
     in_flight: int = 0
@@ -503,7 +502,7 @@ class FakeAPI:
             {
                 "url": f"{self.cdn_url}/files/{name}",
                 "content_type": "image/png",
-                "file_name": state.file_name,
+                "file_name": "output.png",
                 "file_size": len(data),
             }
             for name, data in made
