@@ -430,12 +430,12 @@ def datasette(database: Path | None) -> None:
 @click.option(
     "--max-credits",
     type=click.FloatRange(0, min_open=True),
-    help="Spend at most this many credits: a row starts only if it fits",
+    help="Spend at most this many credits; the first row, which tells the price, always runs",
 )
 @click.option(
     "--max-usd",
     type=click.FloatRange(0, min_open=True),
-    help="Spend at most this many dollars: a row starts only if it fits",
+    help="Spend at most this many dollars; the first row, which tells the price, always runs",
 )
 @click.option("--dry-run", is_flag=True, help="Print the requests; send nothing")
 @_json_option
