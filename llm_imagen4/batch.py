@@ -241,8 +241,6 @@ def run(
     json_: bool,
     fail: Callable[[Exception], click.ClickException],
 ) -> None:
-    from .commands import log_target, open_log
-
     name = getattr(file, "name", "-")
     try:
         rows = read_rows(file.read(), name, fmt)
@@ -255,7 +253,7 @@ def run(
         engine.api_key(key)
     except llm.ModelError as ex:
         raise fail(ex) from None
-    log_to = log_target(database, no_log)
+    log_to = engine.logs_to(database, no_log)
     tally = Tally()
 
     def report(row: Row, status: str, **fields: Any) -> None:
@@ -298,7 +296,10 @@ def run(
         tally.failed += 1
         report(row, "failed", error=row.error)
     if not dry_run:
-        open_log(log_to, fail)
+        try:
+            engine.open_log(log_to)
+        except llm.ModelError as ex:
+            raise fail(ex) from None
     db = history.open_db(log_to) if log_to and not redo else None
     todo = []
     unfinished = {} if redo else _unfinished_by_request()

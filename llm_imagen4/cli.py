@@ -5,7 +5,6 @@ names, ranges, choices and help are declared once, in ``specs``."""
 
 from __future__ import annotations
 
-import sys
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -122,21 +121,6 @@ def imagen4() -> None:
     """
 
 
-def read_prompt(prompt: str) -> str:
-    if prompt != "-":
-        return prompt
-    data = sys.stdin.buffer.read()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise click.ClickException(
-            "The prompt on standard input is not UTF-8"
-        ) from None
-    if not text.strip():
-        raise click.ClickException("The prompt on standard input is empty")
-    return text.strip()
-
-
 # What generate and rerun share: the model's options and how to run.
 _run_options = _apply(
     [
@@ -184,7 +168,7 @@ def generate(prompt: str, model_name: str, **arguments: Any) -> None:
     from . import commands
 
     options, run = _run(arguments)
-    commands.generate(read_prompt(prompt), model_name, options, run)
+    commands.generate(prompt, model_name, options, run)
 
 
 @imagen4.command()

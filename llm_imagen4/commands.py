@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,33 +19,6 @@ from . import engine, history, journal, specs
 from .terminal import command, dumps, notify, printable
 
 Fail = Callable[[Exception], click.ClickException]
-
-
-def log_target(database: Path | None, no_log: bool, log: bool = False) -> Path | None:
-    """Where the turn goes, as ``llm prompt`` decides: ``-d`` or logs.db,
-    unless ``--no-log`` or ``llm logs off`` (which ``--log`` overrides)."""
-    from llm.cli import logs_on
-
-    if no_log or not (logs_on() or log):
-        return None
-    return (database or history.default_path()).absolute()
-
-
-def open_log(log_to: Path | None, fail: Fail) -> None:
-    """Make sure the turn can be logged where it goes before anything is
-    sent, as ``llm prompt`` does: the database's folder is made, and llm's
-    migrations (and the plugin's) run."""
-    import sqlite3
-
-    if log_to is None:
-        return
-    try:
-        log_to.parent.mkdir(parents=True, exist_ok=True)
-        db = history.open_db(log_to, create=True)
-        assert db is not None
-        db.close()
-    except (sqlite3.Error, OSError) as ex:
-        raise fail(llm.ModelError(f"Cannot log to {log_to}: {ex}")) from None
 
 
 def _given(options: dict[str, Any]) -> dict[str, Any]:
@@ -65,12 +39,15 @@ class Run:
 
 def _run(model: llm.Model, prompt: str, options: dict[str, Any], run: Run) -> None:
     """Check everything, generate, log, print the paths."""
-    log_to = log_target(run.database, run.no_log)
+    log_to = engine.logs_to(run.database, run.no_log)
     try:
         run_options, _ = engine.check(model, prompt, options, run.key)
     except llm.ModelError as ex:
         raise run.fail(ex) from None
-    open_log(log_to, run.fail)
+    try:
+        engine.open_log(log_to)
+    except llm.ModelError as ex:
+        raise run.fail(ex) from None
     try:
         response = engine.generate(model, prompt, run_options, run.key, log_to)
     except llm.ModelError as ex:
@@ -114,11 +91,27 @@ def _summary(response: Any, record: Any, paths: list[str]) -> dict[str, Any]:
 
 
 def generate(prompt: str, model_name: str, options: dict[str, Any], run: Run) -> None:
+    """``prompt`` is the text, or - to read it from standard input."""
     try:
         model = engine.resolve(model_name)
     except llm.ModelError as ex:
         raise run.fail(ex) from None
-    _run(model, prompt, _given(options), run)
+    _run(model, _read_prompt(prompt), _given(options), run)
+
+
+def _read_prompt(prompt: str) -> str:
+    if prompt != "-":
+        return prompt
+    data = sys.stdin.buffer.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise click.ClickException(
+            "The prompt on standard input is not UTF-8"
+        ) from None
+    if not text.strip():
+        raise click.ClickException("The prompt on standard input is empty")
+    return text.strip()
 
 
 def rerun(

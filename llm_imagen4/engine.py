@@ -124,13 +124,11 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def resolve(name: str) -> llm.Model:
     """An Imagen 4 model by its id or any alias llm knows for it."""
-    from .models import Imagen4Model
-
     try:
         model = llm.get_model(name)
     except llm.UnknownModelError:
         model = None
-    if not isinstance(model, Imagen4Model):
+    if not isinstance(getattr(model, "spec", None), specs.Spec):
         ids = ", ".join(spec.model_id for spec in specs.SPECS)
         raise llm.ModelError(
             f"{name} is not an Imagen 4 model ({ids}, or an alias of one)"
@@ -214,16 +212,44 @@ def llm_log_target(outside: Path | None) -> Path | None:
         context = context.parent
     if context is None:
         return outside
+    params = context.params
+    database = params.get("database")
+    return logs_to(
+        Path(database) if database else None,
+        bool(params.get("no_log")),
+        bool(params.get("log")),
+    )
+
+
+def logs_to(database: Path | None, no_log: bool, log: bool = False) -> Path | None:
+    """Where a turn goes, as ``llm prompt`` decides: ``-d`` or logs.db,
+    unless ``--no-log`` or ``llm logs off`` (which ``--log`` overrides)."""
     from llm.cli import logs_on
 
-    params = context.params
-    if params.get("no_log") or not (logs_on() or params.get("log")):
-        return None
-    if params.get("database"):
-        return Path(params["database"]).absolute()
     from . import history
 
-    return history.default_path()
+    if no_log or not (logs_on() or log):
+        return None
+    return (database or history.default_path()).absolute()
+
+
+def open_log(log_to: Path | None) -> None:
+    """Make sure the turn can be logged where it goes before anything is
+    sent, as ``llm prompt`` does: the database's folder is made, and llm's
+    migrations (and the plugin's) run."""
+    import sqlite3
+
+    from . import history
+
+    if log_to is None:
+        return
+    try:
+        log_to.parent.mkdir(parents=True, exist_ok=True)
+        db = history.open_db(log_to, create=True)
+        assert db is not None
+        db.close()
+    except (sqlite3.Error, OSError) as ex:
+        raise llm.ModelError(f"Cannot log to {log_to}: {ex}") from None
 
 
 # -- one generation -------------------------------------------------------------
