@@ -18,17 +18,18 @@ from typing import Any
 import click
 import llm
 
-from . import api, engine, history, journal
+from . import api, engine, history, journal, specs
 from .record import GenerationRecord
 from .terminal import command, dumps, notify, printable
 
+# A row's fields: its prompt, its model, any option of the request as the
+# models' Options declare it, and where to save.
 ROW_FIELDS = (
     "prompt",
-    "negative_prompt",
-    "aspect_ratio",
-    "seed",
-    "num_images",
     "model",
+    *dict.fromkeys(
+        name for spec in specs.SPECS for name in specs.request_options(spec)
+    ),
     "output",
 )
 

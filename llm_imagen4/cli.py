@@ -427,9 +427,9 @@ def batch(file: Any, **arguments: Any) -> None:
     """Generate images for every prompt in FILE (- for standard input).
 
     FILE is plain text (one prompt a line; # starts a comment), JSONL, or CSV
-    with a header, with the fields prompt, negative_prompt, aspect_ratio,
-    seed, num_images, model and output. The flags are the defaults for every
-    row. Unfinished generations of its rows are finished first; rows already
+    with a header, with the fields prompt, model, output and any option of
+    the model (aspect_ratio, seed, negative_prompt, ...). The flags are the
+    defaults for every row. Unfinished generations of its rows are finished first; rows already
     done are skipped. Prints each row's paths (or one JSON object a row with
     --json), and a summary on standard error.
 

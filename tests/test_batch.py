@@ -79,7 +79,9 @@ def test_csv_and_stdin(fake, llm_cli):
     assert llm_cli("imagen4", "batch", "-", input="from stdin\n").exit_code == 0
     jsonl = '{"prompt": "json on stdin", "seed": 3}\n'
     assert llm_cli("imagen4", "batch", "-", input=jsonl).exit_code == 0
-    csv_in = "prompt,num_images\ncsv on stdin,2\n"
+    csv_in = (
+        "prompt,num_images,enhance_prompt,model\ncsv on stdin,2,false,imagen4-fast\n"
+    )
     assert (
         llm_cli("imagen4", "batch", "-", "--format", "csv", input=csv_in).exit_code == 0
     )
@@ -88,6 +90,8 @@ def test_csv_and_stdin(fake, llm_cli):
     assert bodies["owl"]["aspect_ratio"] == "9:16"
     assert "from stdin" in bodies and bodies["json on stdin"]["seed"] == 3
     assert bodies["csv on stdin"]["num_images"] == 2
+    # Any option of the model is a field, as its Options declare it.
+    assert bodies["csv on stdin"]["enhance_prompt"] is False
 
 
 def test_a_file_that_cannot_be_read_sends_nothing(fake, llm_cli):
