@@ -366,14 +366,14 @@ def run(
 def _unfinished_by_request() -> dict[str, str]:
     """The journal's unfinished generations that can be finished without
     paying again, by request key (with and without the seed)."""
-    found: dict[str, str] = {}
+    by_request: dict[str, str] = {}
     for entry_id in journal.ids():
         entry = journal.load(entry_id)
         if entry is None or entry.record is None:
             continue
-        found.setdefault(request_key(entry.record.request, True), entry_id)
-        found.setdefault(request_key(entry.record.request, False), entry_id)
-    return found
+        by_request.setdefault(request_key(entry.record.request, True), entry_id)
+        by_request.setdefault(request_key(entry.record.request, False), entry_id)
+    return by_request
 
 
 def _recover(entry_id: str, job: Job, report: Callable[..., None]) -> str:

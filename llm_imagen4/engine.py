@@ -455,12 +455,12 @@ def _ask_log(client: api.ApiClient, generation_id: str, request_id: str) -> str:
     """What the API's own log says of a request whose answer was lost."""
     later = command("llm", "imagen4", "status", generation_id)
     try:
-        found = client.lookup(request_id)
+        log_entry = client.lookup(request_id)
     except api.ApiError as ex:
         return f"The API's log could not be asked ({ex}); ask later with: {later}"
-    if found is None:
+    if log_entry is None:
         return f"The API's log does not have it yet; ask later with: {later}"
-    return f"Asked the API: {found.line()}. Nothing was sent again."
+    return f"Asked the API: {log_entry.line()}. Nothing was sent again."
 
 
 def _unsaved_line(generation_id: str, image: ImageRecord, journaled: bool) -> str:
@@ -881,7 +881,7 @@ def _finish_sent(claim: journal.Claim, entry: journal.Entry) -> Finished:
         claim.remove()
         return result
     try:
-        found = api.ApiClient(api_key(None)).lookup(entry.client_request_id)
+        log_entry = api.ApiClient(api_key(None)).lookup(entry.client_request_id)
     except llm.ModelError as ex:
         result.note = (
             f"the request's answer was lost, and the API's log could not be asked: {ex}"
@@ -889,7 +889,7 @@ def _finish_sent(claim: journal.Claim, entry: journal.Entry) -> Finished:
         result.left = True
         claim.release()
         return result
-    if found is None:
+    if log_entry is None:
         if _age(entry) > SENT_HORIZON:
             result.note = (
                 "the API's log has no record of the request an hour after it "
@@ -903,11 +903,11 @@ def _finish_sent(claim: journal.Claim, entry: journal.Entry) -> Finished:
         result.left = True
         claim.release()
         return result
-    if found.status == "failed":
-        result.note = f"the request's answer was lost; {found.line()}"
+    if log_entry.status == "failed":
+        result.note = f"the request's answer was lost; {log_entry.line()}"
     else:
         result.note = (
-            f"the request's answer was lost; {found.line()}, but its images "
+            f"the request's answer was lost; {log_entry.line()}, but its images "
             "never arrived and cannot be fetched"
         )
     claim.remove()
@@ -916,12 +916,12 @@ def _finish_sent(claim: journal.Claim, entry: journal.Entry) -> Finished:
 
 def _age(entry: journal.Entry) -> datetime.timedelta:
     try:
-        made = datetime.datetime.fromisoformat(entry.created_utc)
+        created = datetime.datetime.fromisoformat(entry.created_utc)
     except ValueError:
         return datetime.timedelta(0)
-    if made.tzinfo is None:
-        made = made.replace(tzinfo=datetime.UTC)
-    return datetime.datetime.now(datetime.UTC) - made
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=datetime.UTC)
+    return datetime.datetime.now(datetime.UTC) - created
 
 
 def status(generation_id: str, key: str | None, database: Path | None = None) -> str:

@@ -271,7 +271,7 @@ class Destination:
             self._going()
             tmp, out = new_file(self.folder)
             self._partial.add(tmp)
-        made: list[Path] = [tmp]
+        temporaries: list[Path] = [tmp]
         try:
             size, head = 0, b""
             with out:
@@ -289,7 +289,7 @@ class Destination:
                 raise images.NotAnImage("the image arrived cut off")
             finished = finish(tmp, kind)
             if finished.path != tmp:
-                made.append(finished.path)
+                temporaries.append(finished.path)
             sha256, size = digest(finished.path)
             if naming:
                 naming(sha256)
@@ -297,7 +297,7 @@ class Destination:
                 self._going()
             path, sidecar = self._place(finished, position, kind.suffix, sha256)
         finally:
-            for leftover in made:
+            for leftover in temporaries:
                 leftover.unlink(missing_ok=True)
             with self._lock:
                 self._partial.discard(tmp)

@@ -723,13 +723,13 @@ def generations(
     # A page at a time: as many as asked for, or more when some will be
     # left out for having all their files.
     page = 200 if missing else limit or 1000
-    found: list[HistoryEntry] = []
+    chosen: list[HistoryEntry] = []
     for rows in _newest(db, where, params, query if seed is None else None, page):
         entries = _entries(db, rows)
-        found.extend(entry for entry in entries if entry.missing or not missing)
-        if limit and len(found) >= limit:
-            return found[:limit]
-    return found
+        chosen.extend(entry for entry in entries if entry.missing or not missing)
+        if limit and len(chosen) >= limit:
+            return chosen[:limit]
+    return chosen
 
 
 def _newest(

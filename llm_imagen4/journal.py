@@ -148,8 +148,8 @@ def _drop_temporary(generation_id: str) -> None:
     """Remove what a process killed while writing this entry left: only the
     holder of its lock writes it, and that is now the caller."""
     for path in folder().glob(f".{glob.escape(generation_id)}*.tmp"):
-        found = TEMPORARY.match(path.name)
-        if found and found["id"] == generation_id:
+        temporary = TEMPORARY.match(path.name)
+        if temporary and temporary["id"] == generation_id:
             path.unlink(missing_ok=True)
 
 
@@ -159,13 +159,13 @@ def sweep() -> None:
     otherwise come back to."""
     with contextlib.suppress(OSError):
         for path in folder().glob(".*.tmp"):
-            found = TEMPORARY.match(path.name)
-            if not found or (folder() / f"{found['id']}{SUFFIX}").exists():
+            temporary = TEMPORARY.match(path.name)
+            if not temporary or (folder() / f"{temporary['id']}{SUFFIX}").exists():
                 continue
-            held = claim(found["id"])
+            held = claim(temporary["id"])
             if held is not None:
                 held.release(
-                    remove_lock=not (folder() / f"{found['id']}{SUFFIX}").exists()
+                    remove_lock=not (folder() / f"{temporary['id']}{SUFFIX}").exists()
                 )
 
 
