@@ -199,24 +199,29 @@ def decode_text_chunk(kind: bytes, data: bytes) -> tuple[str, str]:
 
 
 def png_texts(path: Path, keywords: tuple[str, ...]) -> dict[str, str]:
-    """The texts of a PNG under ``keywords``, each read only if its chunk is
-    at most TEXT_CAP bytes and inflates to at most TEXT_CAP; other texts are
-    never read. ValueError for a malformed one."""
+    """The first text of a PNG under each of ``keywords``, read only if its
+    chunk is at most TEXT_CAP bytes and inflates to at most TEXT_CAP. Other
+    texts, and later chunks of a keyword already read, are never read: at
+    most one chunk a keyword is inflated, however many the file holds.
+    ValueError for a malformed one."""
     wanted = {keyword.encode("latin-1") for keyword in keywords}
     texts: dict[str, str] = {}
     with os.fdopen(open_regular(path), "rb") as f:
-        for chunk in list(png_chunks(f)):
+        for chunk in png_chunks(f):
+            if not wanted:
+                break
             if chunk.kind not in (b"tEXt", b"zTXt", b"iTXt"):
                 continue
             f.seek(chunk.offset + 8)
-            head = f.read(min(chunk.length, 80))
-            if head.partition(b"\0")[0] not in wanted:
+            keyword = f.read(min(chunk.length, 80)).partition(b"\0")[0]
+            if keyword not in wanted:
                 continue
             if chunk.length > TEXT_CAP:
                 raise ValueError(f"a text chunk of {chunk.length} bytes")
             f.seek(chunk.offset + 8)
-            keyword, text = decode_text_chunk(chunk.kind, f.read(chunk.length))
-            texts.setdefault(keyword, text)
+            name, text = decode_text_chunk(chunk.kind, f.read(chunk.length))
+            texts[name] = text
+            wanted.discard(keyword)
     return texts
 
 

@@ -216,6 +216,31 @@ def test_inspect_and_rerun_refuse_a_bomb_in_one_line(
     assert fake.state.requests == []
 
 
+def ztxt(keyword: str, stream: bytes) -> bytes:
+    return images.png_chunk(b"zTXt", keyword.encode() + b"\0\0" + stream)
+
+
+def test_only_the_first_chunk_of_a_keyword_is_inflated(fake, llm_cli):
+    # After the record and the parameters, 20,000 more chunks of each
+    # keyword, none of them zlib data: inflating any of them is an error.
+    not_zlib = ztxt(provenance.JSON_KEYWORD, b"not zlib") + ztxt(
+        provenance.PARAMETERS_KEYWORD, b"not zlib"
+    )
+    extra = (
+        ztxt(provenance.JSON_KEYWORD, zlib.compress(json.dumps(record()).encode()))
+        + ztxt(provenance.PARAMETERS_KEYWORD, zlib.compress(b"a teapot\nSeed: 7"))
+        + not_zlib * 20_000
+    )
+    path = fake.work / "many.png"
+    path.write_bytes(png(8, 8, extra=extra))
+    result = llm_cli("imagen4", "inspect", str(path), "--json")
+    assert result.exit_code == 0, result.output
+    [made] = json.loads(result.stdout)
+    assert made["claims"]["prompt"] == "a harmless teapot"
+    texts = images.png_texts(path, (provenance.PARAMETERS_KEYWORD,))
+    assert texts == {"parameters": "a teapot\nSeed: 7"}
+
+
 def sparse(path: Path, head: bytes, size: int = 4 * GIB) -> Path:
     """``head``, then zeros up to ``size``, which take no room on disk."""
     with open(path, "wb") as f:
