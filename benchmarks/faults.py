@@ -53,13 +53,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import random
 import shutil
 import signal
 import sqlite3
-import struct
 import subprocess
 import sys
 import tempfile
@@ -72,6 +72,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from llm_imagen4 import images  # noqa: E402
 from tests.fake_api import KEY, SIZES, FakeAPI, png  # noqa: E402
 
 ROUTES = ("llm imagen4", "llm -m imagen4", "batch")
@@ -95,19 +96,13 @@ LOST_MARK = "cannot be fetched"
 def image_key(data: bytes) -> str | None:
     """What identifies a PNG whatever metadata was added: its IHDR and image
     data. None when it is not a whole PNG."""
-    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return None
-    offset, parts, whole = 8, [], False
-    while offset + 12 <= len(data):
-        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
-        if offset + 12 + length > len(data):
-            break
-        if kind in (b"IHDR", b"IDAT"):
-            parts.append(data[offset + 8 : offset + 8 + length])
-        offset += 12 + length
-        if kind == b"IEND":
-            whole = True
-            break
+    f = io.BytesIO(data)
+    parts, whole = [], False
+    for chunk in images.png_chunks(f):
+        if chunk.kind in (b"IHDR", b"IDAT"):
+            f.seek(chunk.offset + 8)
+            parts.append(f.read(chunk.length))
+        whole = chunk.kind == b"IEND"
     return hashlib.sha256(b"".join(parts)).hexdigest() if whole else None
 
 

@@ -31,13 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import big_history  # noqa: E402
+from llm_imagen4 import images  # noqa: E402
 from tests.fake_api import KEY, FakeAPI  # noqa: E402
 
 TARGETS = {
@@ -109,19 +109,11 @@ def plugin_generation(model, db, folder: Path, **options) -> None:
 
 
 def big_png(size: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
     return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", 4096, 4096, 8, 2, 0, 0, 0))
-        + chunk(b"IDAT", os.urandom(size))
-        + chunk(b"IEND", b"")
+        images.PNG_SIGNATURE
+        + images.png_chunk(b"IHDR", struct.pack(">IIBBBBB", 4096, 4096, 8, 2, 0, 0, 0))
+        + images.png_chunk(b"IDAT", os.urandom(size))
+        + images.png_chunk(b"IEND", b"")
     )
 
 

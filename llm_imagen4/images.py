@@ -124,8 +124,9 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
 def png_chunks(f) -> Iterator[Chunk]:
     """The chunks of the PNG open as ``f``, up to and with IEND, read from
     their headers only. Stops at the first chunk that would run past the
-    end of the file; NotAnImage past CHUNK_CAP chunks."""
-    size = os.fstat(f.fileno()).st_size
+    end of the file; NotAnImage past CHUNK_CAP chunks. ``f`` is any
+    seekable binary file: a file on disk or ``io.BytesIO``."""
+    size = f.seek(0, os.SEEK_END)
     f.seek(0)
     if f.read(8) != PNG_SIGNATURE:
         return
