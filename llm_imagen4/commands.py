@@ -141,7 +141,7 @@ def rerun(
             spec = specs.SPECS_BY_ID.get(origin_model)
             if spec is None:
                 raise llm.ModelError(f"{source}: its record names no Imagen 4 model")
-            requested = provenance.rerun_options(record, spec)
+            requested = provenance.rerun_options(record, spec, str(path))
         else:
             db = history.open_db(run.database)
             logged = history.turn(db, source) if db else None

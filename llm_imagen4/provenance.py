@@ -179,9 +179,10 @@ def finisher(
 
 
 class FileRecord(BaseModel):
-    """What a file's provenance claims, read as data and validated."""
+    """What a file's provenance claims, read as data and validated strictly:
+    ``true`` is not a number, nor ``"7"``."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     generator: str
     model: str
@@ -296,9 +297,7 @@ def read(path: Path) -> FileProvenance | None:
     except ValidationError as ex:
         error = ex.errors()[0]
         where = ".".join(str(part) for part in error["loc"]) or "record"
-        raise ProvenanceError(
-            f"{shown}: malformed provenance ({where}: {error['msg']})"
-        ) from None
+        raise _refused(shown, where, error["msg"]) from None
     try:
         kind = images.sniff(head)
         c2pa = images.has_c2pa(path, kind.content_type)
@@ -307,14 +306,44 @@ def read(path: Path) -> FileProvenance | None:
     return FileProvenance(record, source, c2pa)
 
 
-def rerun_options(record: FileRecord, spec: specs.Spec) -> dict[str, Any]:
-    """The request a file's record describes, as options of ``spec``: only
-    the model's request options (never where to save, whether to write
-    metadata, retries or timeout), to be validated as if typed."""
+def _refused(shown: str, where: str, why: str) -> ProvenanceError:
+    return ProvenanceError(f"{shown}: its record's {where}: {why}")
+
+
+def rerun_options(record: FileRecord, spec: specs.Spec, shown: str) -> dict[str, Any]:
+    """The request a file's record describes, as options of ``spec``. Only
+    the request is taken (never where to save, whether to write metadata,
+    retries or timeout), and it is checked as strictly as typed options,
+    or more: a field ``spec`` does not take is refused, never dropped, and
+    so is a value the top of the record and its ``options`` disagree on.
+    ProvenanceError naming ``shown`` and the field."""
+    try:
+        specs.check_prompt(spec, record.prompt)
+    except llm.ModelError as ex:
+        raise _refused(shown, "prompt", str(ex)) from None
     allowed = set(specs.request_options(spec))
-    options = {name: value for name, value in record.options.items() if name in allowed}
-    if record.negative_prompt is not None and "negative_prompt" in allowed:
-        options["negative_prompt"] = record.negative_prompt
-    if record.seed is not None:
-        options["seed"] = record.seed
+    given = [(f"options.{name}", name, value) for name, value in record.options.items()]
+    given += [
+        (name, name, getattr(record, name))
+        for name in ("negative_prompt", "seed")
+        if getattr(record, name) is not None
+    ]
+    options: dict[str, Any] = {}
+    for where, name, value in given:
+        if name == "convert_base64_to_url":
+            # How the images came back, which the user's --inline decides.
+            if not isinstance(value, bool):
+                raise _refused(shown, where, "Input should be a valid boolean")
+            continue
+        if name not in allowed:
+            raise _refused(shown, where, f"not part of a request to {spec.model_id}")
+        try:
+            spec.options.model_validate({name: value}, strict=True)
+        except ValidationError as ex:
+            raise _refused(shown, where, ex.errors()[0]["msg"]) from None
+        if name in options and options[name] != value:
+            raise _refused(
+                shown, where, f"{value!r}, but options.{name} is {options[name]!r}"
+            )
+        options[name] = value
     return options

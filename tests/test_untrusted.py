@@ -96,10 +96,8 @@ def test_rerun_takes_only_the_request_from_a_file(
         "base_url": "http://127.0.0.9:9",
         "path": claimed_output,
     }
-    evil = record(
-        options={"aspect_ratio": "1:1", "num_images": 1, "seed": 7, **run_options},
-        **run_options,
-    )
+    # Claims beside the request, which a record may hold and rerun ignores.
+    evil = record(**run_options)
     source = planted(tmp_path / "evil.png", evil)
     before, etc_before = files_under(tmp_path), set(os.listdir("/etc"))
     # A busy API: the file's retries=1 would give up, its timeout time out.
@@ -145,6 +143,70 @@ def evil_request() -> dict:
         "aspect_ratio": "1:1",
         "num_images": 1,
     }
+
+
+RECORDS_REFUSED = {
+    "a seed of true": (record(seed=True), "seed: Input should be a valid integer"),
+    "a seed of text": (record(seed="abc"), "seed: Input should be a valid integer"),
+    "options.seed text": (
+        record(seed=None, options={"seed": "abc"}),
+        "options.seed: Input should be a valid integer",
+    ),
+    "num_images 1e999": (
+        json.dumps(record())[:-1].replace('"num_images": 1', '"num_images": 1e999')
+        + "}",
+        "options.num_images: Input should be a valid integer",
+    ),
+    "num_images 5": (
+        record(options={"num_images": 5}),
+        "options.num_images: Input should be less than or equal to 4",
+    ),
+    "an aspect ratio no model has": (
+        record(options={"aspect_ratio": "2:1"}),
+        "options.aspect_ratio: Input should be '1:1'",
+    ),
+    "a negative prompt imagen4-ultra does not take": (
+        record(model="imagen4-ultra", negative_prompt="blur"),
+        "negative_prompt: not part of a request to imagen4-ultra",
+    ),
+    "an option no model takes": (
+        record(options={"style": "noir"}),
+        "options.style: not part of a request to imagen4",
+    ),
+    "where to save, in the request": (
+        record(options={"output": "/etc"}),
+        "options.output: not part of a request to imagen4",
+    ),
+    "a key, in the request": (
+        record(options={"key": "sk-from-the-file"}),
+        "options.key: not part of a request to imagen4",
+    ),
+    "two seeds": (
+        record(seed=5, options={"seed": 6}),
+        "seed: 5, but options.seed is 6",
+    ),
+    "a prompt too long for the model": (
+        record(model="imagen4-fast", prompt="x" * 401),
+        "prompt: The prompt is 401 characters; imagen4-fast takes at most 400",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "made,expected", list(RECORDS_REFUSED.values()), ids=list(RECORDS_REFUSED)
+)
+def test_a_record_is_checked_as_strictly_as_typed_options(
+    fake, llm_cli, made, expected
+):
+    path = planted(fake.work / "photo.png", made)
+    before = files_under(fake.work)
+    result = llm_cli("imagen4", "rerun", str(path))
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"Error: {path}: its record's {expected}"), line
+    assert fake.state.requests == []
+    assert files_under(fake.work) == before
 
 
 # -- a decompression bomb ------------------------------------------------------
@@ -463,15 +525,15 @@ MALFORMED = {
     ),
     "no model": (
         lambda p: planted(p, {k: v for k, v in record().items() if k != "model"}),
-        "malformed provenance (model: Field required)",
+        "its record's model: Field required",
     ),
     "options a list": (
         lambda p: planted(p, record(options=["output", "/etc"])),
-        "malformed provenance (options: Input should be a valid dictionary)",
+        "its record's options: Input should be a valid dictionary",
     ),
     "prompt a number": (
         lambda p: planted(p, record(prompt=7)),
-        "malformed provenance (prompt: Input should be a valid string)",
+        "its record's prompt: Input should be a valid string",
     ),
     "not an object": (
         lambda p: planted(p, "[1, 2]"),
