@@ -19,6 +19,7 @@ from . import engine, history, journal, specs
 from .terminal import command, dumps, notify, printable
 
 Fail = Callable[[Exception], click.ClickException]
+ANOTHERS = "the record may be another image's"
 
 
 def _given(options: dict[str, Any]) -> dict[str, Any]:
@@ -135,6 +136,8 @@ def rerun(
             found = provenance.read(path)
             if found is None:
                 raise llm.ModelError(f"{source} has no provenance from llm-imagen4")
+            if found.sidecar_mismatch:
+                notify(f"{path}: {found.sidecar_mismatch}: {ANOTHERS}")
             record = found.record
             origin_model = record.model
             prompt, enhanced = record.prompt, record.enhanced_prompt
@@ -291,11 +294,14 @@ def inspect(files: tuple[Path, ...], json_: bool, fail: Fail) -> None:
             notify(f"{path}: no provenance from llm-imagen4")
             problems += 1
             continue
+        if found.sidecar_mismatch:
+            notify(f"{path}: {found.sidecar_mismatch}: {ANOTHERS}")
         shown.append(
             {
                 "file": str(path.resolve()),
                 "source": found.source,
                 "c2pa": found.c2pa,
+                "sidecar_mismatch": found.sidecar_mismatch,
                 "claims": found.record.model_dump(),
             }
         )
@@ -338,7 +344,12 @@ def inspect(files: tuple[Path, ...], json_: bool, fail: Fail) -> None:
                     click.echo(f"  {name.replace('_', ' ')}: {printable(claims[name])}")
             if claims.get("path") is not None:
                 click.echo(f"  the record claims a path: {printable(claims['path'])}")
-            click.echo(f"  again: {command('llm', 'imagen4', 'rerun', item['file'])}")
+            if item["sidecar_mismatch"]:
+                mismatch = printable(item["sidecar_mismatch"])
+                click.echo(f"  not this file's record: {mismatch}")
+            else:
+                again = command("llm", "imagen4", "rerun", item["file"])
+                click.echo(f"  again: {again}")
     if problems:
         raise click.ClickException(
             f"{problems} of {len(files)} files have no readable provenance"

@@ -15,6 +15,7 @@ malformed one is a one-line error."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -36,6 +37,9 @@ DIGITAL_SOURCE_TYPE = (
     "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 )
 SIDECAR_CAP = images.TEXT_CAP
+# The largest file whose bytes are checked against its sidecar's sha256: an
+# Imagen image is a few MB.
+HASH_CAP = 256 * 1024 * 1024
 JSON_DEPTH_CAP = 16
 
 
@@ -258,6 +262,28 @@ class FileProvenance:
     source: str
     # The file carries C2PA Content Credentials, and was left as received.
     c2pa: bool
+    # Why a sidecar may be another image's record: it names another file,
+    # or its sha256 is not this file's. None when it is this file's, or the
+    # record is the file's own.
+    sidecar_mismatch: str | None = None
+
+
+def _sidecar_mismatch(path: Path, raw: dict[str, Any]) -> str | None:
+    named = raw.get("file")
+    if named != path.name:
+        if not isinstance(named, str):
+            return "its sidecar names no file"
+        return f"its sidecar names another file, {named}"
+    if path.stat().st_size > HASH_CAP:
+        return (
+            f"its sidecar's sha256 is not checked: the file is over"
+            f" {HASH_CAP >> 20} MiB"
+        )
+    with os.fdopen(images.open_regular(path), "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    if raw.get("sha256") != digest:
+        return "its sidecar's sha256 is not this file's"
+    return None
 
 
 def read(path: Path) -> FileProvenance | None:
@@ -303,7 +329,11 @@ def read(path: Path) -> FileProvenance | None:
         c2pa = images.has_c2pa(path, kind.content_type)
     except (OSError, ValueError):
         c2pa = False
-    return FileProvenance(record, source, c2pa)
+    try:
+        mismatch = _sidecar_mismatch(path, raw) if source == "sidecar" else None
+    except OSError as ex:
+        raise ProvenanceError(f"{shown}: {ex.strerror or ex}") from None
+    return FileProvenance(record, source, c2pa, mismatch)
 
 
 def _refused(shown: str, where: str, why: str) -> ProvenanceError:

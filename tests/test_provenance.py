@@ -204,6 +204,43 @@ def test_a_webp_gets_xmp_inside(fake, generate):
     assert Path(path + ".json").exists()
 
 
+def test_a_sidecar_from_another_image_is_flagged(fake, generate, llm_cli):
+    fake.fail_downloads(body=jpeg(1024, 1024))
+    [first] = generate("first", "--seed", "1")
+    [second] = generate("second", "--seed", "2")
+    [third] = generate("third", "--seed", "3")
+    copied = Path(first + ".json").read_text()
+    Path(second + ".json").write_text(copied)
+    # Named for the third, but still the first's bytes.
+    renamed = {**json.loads(copied), "file": Path(third).name}
+    Path(third + ".json").write_text(json.dumps(renamed))
+    result = llm_cli("imagen4", "inspect", first, second, third)
+    assert result.exit_code == 0, result.output
+    another = "the record may be another image's"
+    assert result.stderr.splitlines() == [
+        f"{second}: its sidecar names another file, first.jpg: {another}",
+        f"{third}: its sidecar's sha256 is not this file's: {another}",
+    ]
+    again = [line for line in result.stdout.splitlines() if "again:" in line]
+    assert again == [f"  again: llm imagen4 rerun {first}"]
+    assert "  not this file's record: its sidecar names another file, first.jpg" in (
+        result.stdout.splitlines()
+    )
+    found = json.loads(
+        llm_cli("imagen4", "inspect", "--json", first, second, third).stdout
+    )
+    assert [item["sidecar_mismatch"] for item in found] == [
+        None,
+        "its sidecar names another file, first.jpg",
+        "its sidecar's sha256 is not this file's",
+    ]
+    rerun = llm_cli("imagen4", "rerun", second)
+    assert rerun.exit_code == 0, rerun.output
+    assert rerun.stderr.splitlines() == [
+        f"{second}: its sidecar names another file, first.jpg: {another}"
+    ]
+
+
 def _signed_jpeg() -> bytes:
     """A JPEG with C2PA Content Credentials: a JUMBF box in APP11."""
     box = b"JP\x00\x00\x00\x00\x00\x01\x00\x00\x00\x20jumbc2pa manifest"

@@ -325,7 +325,10 @@ def test_inspect_of_bombs_and_huge_files_stays_small(fake, bomb_stream, tmp_path
     sparse(huge, huge.read_bytes())
     # A WebP of 4 GiB of empty chunks, with a good sidecar.
     webp = sparse(fake.work / "huge.webp", b"RIFF\xf8\xff\xff\xffWEBP")
-    provenance.sidecar(webp).write_text(json.dumps(record()))
+    # Too large for its sha256 to be checked.
+    provenance.sidecar(webp).write_text(
+        json.dumps(record(file=webp.name, sha256="0" * 64))
+    )
     script = tmp_path / "peak.py"
     script.write_text(
         "import atexit, sys\n"
@@ -345,11 +348,15 @@ def test_inspect_of_bombs_and_huge_files_stays_small(fake, bomb_stream, tmp_path
     )
     *lines, peak = done.stderr.splitlines()
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert [line.split(": ")[0] for line in lines] == [*files[:4], "Error"]
+    assert [line.split(": ")[0] for line in lines] == [*files[:4], str(webp), "Error"]
+    assert lines[4] == (
+        f"{webp}: its sidecar's sha256 is not checked: the file is over 256 MiB:"
+        " the record may be another image's"
+    )
     assert lines[3] == (
         f"{empty_chunks}: unreadable provenance (a PNG of more than 100000 chunks)"
     )
-    assert lines[4] == "Error: 4 of 6 files have no readable provenance"
+    assert lines[5] == "Error: 4 of 6 files have no readable provenance"
     shown = [line for line in done.stdout.splitlines() if not line.startswith(" ")]
     assert shown == [str(huge), str(webp)]
     label, kilobytes, unit = peak.split()
