@@ -162,6 +162,45 @@ def test_the_apis_own_xmp_gets_our_fields_in_its_one_packet(fake, generate):
     assert {"source", "DigitalSourceType"} <= {k for d in descriptions for k in d}
 
 
+THEIR_XMP = images.xmp_packet(
+    '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/">'
+    "<dc:source>Google</dc:source></rdf:Description>"
+).encode()
+
+
+def _jpeg_with_xmp() -> bytes:
+    payload = images.JPEG_XMP_HEADER + THEIR_XMP
+    plain = jpeg(1024, 1024)
+    app1 = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    return plain[:20] + app1 + plain[20:]
+
+
+def _webp_with_xmp() -> bytes:
+    bitstream = b"\x2f" + (7 | (7 << 14)).to_bytes(4, "little") + b"\0" * 6
+    vp8x = b"\x04\0\0\0" + (7).to_bytes(3, "little") * 2
+    chunks = b"VP8X" + struct.pack("<I", len(vp8x)) + vp8x
+    chunks += b"VP8L" + struct.pack("<I", len(bitstream)) + bitstream + b"\0"
+    chunks += b"XMP " + struct.pack("<I", len(THEIR_XMP)) + THEIR_XMP
+    chunks += b"\0" * (len(THEIR_XMP) & 1)
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WEBP" + chunks
+
+
+@pytest.mark.parametrize(
+    "body,marker",
+    [(_jpeg_with_xmp, images.JPEG_XMP_HEADER), (_webp_with_xmp, b"XMP ")],
+    ids=["jpeg", "webp"],
+)
+def test_a_jpeg_or_webps_own_xmp_gets_our_fields_in_its_one_packet(
+    fake, generate, body, marker
+):
+    fake.fail_downloads(body=body())
+    [path] = generate("with their xmp")
+    data = Path(path).read_bytes()
+    assert data.count(marker) == 1
+    assert b"<dc:source>Google</dc:source>" in data and TRAINED.encode() in data
+    assert data.count(b"<x:xmpmeta") == 1
+
+
 def test_a_c2pa_signed_image_is_left_as_received(fake, generate, llm_cli):
     fake.state.png_extra = images.png_chunk(b"caBX", b"jumb c2pa manifest")
     [path] = generate("signed by google", "--seed", "8")
@@ -201,7 +240,9 @@ def test_a_webp_gets_xmp_inside(fake, generate):
     assert data[12:16] == b"VP8X" and data[20] & 0x04
     assert struct.unpack("<I", data[4:8])[0] + 8 == len(data)
     assert b"XMP " in data and TRAINED.encode() in data
-    assert Path(path + ".json").exists()
+    sidecar = json.loads(Path(path + ".json").read_text())
+    assert sidecar["file"] == "a-webp.webp"
+    assert sidecar["sha256"] == hashlib.sha256(data).hexdigest()
 
 
 def test_a_sidecar_from_another_image_is_flagged(fake, generate, llm_cli):
