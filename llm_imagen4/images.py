@@ -9,6 +9,7 @@ a cap."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -312,14 +313,13 @@ def embed_png(src: Path, dst: Path, texts: list[tuple[str, str]], xmp: str) -> N
                 f.seek(chunk.offset + 8)
                 data = f.read(chunk.length)
                 if data.startswith(XMP_KEYWORD.encode() + b"\0"):
-                    try:
+                    # Readers take the first XMP packet: only it is read.
+                    with contextlib.suppress(ValueError):
                         _, packet = decode_text_chunk(b"iTXt", data)
-                    except ValueError:
-                        continue
-                    merged = merge_xmp(packet, xmp)
-                    if merged is not None:
-                        existing = (chunk, merged)
-                        break
+                        merged = merge_xmp(packet, xmp)
+                        if merged is not None:
+                            existing = (chunk, merged)
+                    break
         added = b"".join(text_chunk(keyword, text) for keyword, text in texts)
         if existing is None:
             added += itxt_chunk(XMP_KEYWORD, xmp_packet(xmp))

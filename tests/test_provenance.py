@@ -162,6 +162,17 @@ def test_the_apis_own_xmp_gets_our_fields_in_its_one_packet(fake, generate):
     assert {"source", "DigitalSourceType"} <= {k for d in descriptions for k in d}
 
 
+def test_only_the_first_xmp_chunk_of_an_image_is_read(fake, generate):
+    """Readers take the first packet; later ones (as many as a hostile image
+    host likes) are copied, never inflated."""
+    first = images.itxt_chunk(images.XMP_KEYWORD, "<x:xmpmeta>no RDF</x:xmpmeta>")
+    later = images.itxt_chunk(images.XMP_KEYWORD, images.xmp_packet(""))
+    fake.state.png_extra = first + later * 1000
+    [path] = generate("many packets")
+    saved = Path(path).read_bytes()
+    assert saved.count(later) == 1000 and saved.count(first) == 1
+
+
 THEIR_XMP = images.xmp_packet(
     '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/">'
     "<dc:source>Google</dc:source></rdf:Description>"
