@@ -370,7 +370,17 @@ class FakeAPI:
                 if host == "api" and url.path == "/v2/logs":
                     if self.headers.get("Authorization") != f"Bearer {KEY}":
                         return self._error(401, "Invalid API key")
-                    return self._json(200, {"data": list(reversed(fake.state.log))})
+                    wanted = urllib.parse.parse_qs(url.query).get("client_request_id")
+                    return self._json(
+                        200,
+                        {
+                            "data": [
+                                item
+                                for item in reversed(fake.state.log)
+                                if not wanted or item["client_request_id"] in wanted
+                            ]
+                        },
+                    )
                 name = url.path.rsplit("/", 1)[-1]
                 with fake.lock:
                     queue = fake.state.cdn_faults.get(name)
