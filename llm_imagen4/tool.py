@@ -157,9 +157,7 @@ class Imagen4(llm.Toolbox):
         that could not be saved, and why), images_left (how many more this
         tool may make) and attached (whether the images are attached for you
         to look at, which they are only where you can see images)."""
-        from llm import cli as llm_cli
-
-        from . import engine, history
+        from . import engine
 
         if not isinstance(prompt, str):
             raise ToolRefusal("prompt must be text")
@@ -198,9 +196,10 @@ class Imagen4(llm.Toolbox):
                 )
             self._made += count
         calling = _calling_response()
-        log_to = engine.llm_log_target(
-            history.default_path() if llm_cli.logs_on() else None
-        )
+        # Logged where llm's command line logs the chat, and not at all from
+        # Python, where llm logs nothing unless asked (as llm.get_model's
+        # own imagen4 models log nothing there).
+        log_to = engine.llm_log_target(None)
         token = engine.TOOL_CALL_ID.set(
             llm_tool_call.tool_call_id if llm_tool_call else None
         )

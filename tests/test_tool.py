@@ -560,3 +560,24 @@ def test_llm_c_after_a_tool_chain_continues_the_chat(fake, llm_cli, logs_db):
     result = llm_cli("-c", "now a goose")
     assert result.exit_code == 0, result.output
     assert '"prompt": "now a goose"' in result.stdout
+
+
+def test_a_python_chain_logs_nothing_and_llm_c_goes_on_with_the_last_chat(
+    fake, llm_cli, logs_db
+):
+    chain(llm_cli, "first chat")
+    # From Python llm logs nothing, so neither does the tool: no thread of
+    # its own or of the unlogged chat for llm -c to pick up.
+    response = llm.get_model("echo").chain(
+        calls({"prompt": "a stoat"}), tools=[Imagen4()]
+    )
+    output = made(rounds(response.text())[-1])
+    assert Path(output["paths"][0]).is_file() and len(fake.generations) == 1
+    assert history(llm_cli) == [] and journal_ids(fake) == []
+    [first] = logs_db().query("select model, thread_id from turns")
+    assert first["model"] == "echo"
+    result = llm_cli("-c", "hello")
+    assert result.exit_code == 0, result.output
+    assert '"prompt": "hello"' in result.stdout
+    turns = logs_db().query("select model, thread_id from turns order by id")
+    assert [t["thread_id"] for t in turns] == [first["thread_id"]] * 2
