@@ -18,7 +18,14 @@ from .specs import AspectRatio
 
 
 class ToolRefusal(ValueError):
-    """An answer to the model that nothing was generated, and why."""
+    """An answer to the model that nothing was generated, and why: one line,
+    its control characters escaped, as llm hands it to the model and
+    ``--td`` prints it (the API's messages are untrusted text)."""
+
+    def __init__(self, message: str):
+        from .terminal import printable
+
+        super().__init__(printable(" ".join(str(message).split())))
 
 
 class ToolConfigError(click.ClickException, ValueError):
@@ -179,7 +186,7 @@ class Imagen4(llm.Toolbox):
         try:
             run_options, request = engine.check(self._model, prompt, options, None)
         except llm.ModelError as ex:
-            raise ToolRefusal(" ".join(str(ex).split())) from None
+            raise ToolRefusal(str(ex)) from None
         count = request["num_images"]
         with self._lock:
             left = self._max_images - self._made
@@ -206,7 +213,7 @@ class Imagen4(llm.Toolbox):
         try:
             response = engine.generate(self._model, prompt, run_options, None, log_to)
         except llm.ModelError as ex:
-            raise ToolRefusal(" ".join(str(ex).split())) from None
+            raise ToolRefusal(str(ex)) from None
         finally:
             engine.TOOL_CALL_ID.reset(token)
         engine.log(response, log_to, _chat_thread(calling))

@@ -333,6 +333,27 @@ def test_a_failed_generation_reaches_the_model_as_one_line(fake, llm_cli):
     assert answer["attachments"] == [] and len(fake.generations) == 1
 
 
+HOSTILE = "\x1b]0;pwned\x07 \x9b2J"
+
+
+@pytest.mark.parametrize("source", ["api", "toolbox"])
+def test_control_characters_in_an_error_are_escaped(fake, llm_cli, source):
+    # The API's error text, or the toolbox's own setup echoed in a refusal.
+    if source == "api":
+        fake.fail_api(400, {"message": f"Body validation error! {HOSTILE}"})
+        spec, call = "Imagen4", {"prompt": "a yak"}
+    else:
+        spec = f"Imagen4(negative_prompt={json.dumps(HOSTILE)})"
+        call = {"prompt": "a yak", "negative_prompt": "cats"}
+    answers, result = chain(llm_cli, "--td", "-T", spec, calls(call))
+    [output] = outputs(answers[-1])
+    assert "\\x1b]0;pwned\\x07 \\x9b2J" in refusal(output)
+    # Neither the model's round nor llm's tools debug on stderr holds them.
+    for text in (output, result.stdout, result.stderr):
+        assert not {"\x1b", "\x07", "\x9b"} & set(text), text
+    assert "Exception: " in result.stderr and "\\x1b]0;pwned" in result.stderr
+
+
 def test_the_cap_refuses_the_next_call(fake, llm_cli):
     answer = chain(
         llm_cli,
