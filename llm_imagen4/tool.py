@@ -164,7 +164,7 @@ class Imagen4(llm.Toolbox):
         that could not be saved, and why), images_left (how many more this
         tool may make) and attached (whether the images are attached for you
         to look at, which they are only where you can see images)."""
-        from . import engine
+        from . import api, engine
 
         if not isinstance(prompt, str):
             raise ToolRefusal("prompt must be text")
@@ -213,6 +213,12 @@ class Imagen4(llm.Toolbox):
         try:
             response = engine.generate(self._model, prompt, run_options, None, log_to)
         except llm.ModelError as ex:
+            if isinstance(ex, api.ApiError) and not isinstance(ex, api.UnknownOutcome):
+                # A definite answer: nothing was made or charged, so the
+                # images asked for do not count against max_images. (An
+                # answer that never came may have been charged: it counts.)
+                with self._lock:
+                    self._made -= count
             raise ToolRefusal(str(ex)) from None
         finally:
             engine.TOOL_CALL_ID.reset(token)

@@ -354,6 +354,36 @@ def test_control_characters_in_an_error_are_escaped(fake, llm_cli, source):
     assert "Exception: " in result.stderr and "\\x1b]0;pwned" in result.stderr
 
 
+def test_only_images_that_may_have_been_charged_count_against_the_cap(fake, llm_cli):
+    # A refusal (400) made and charged nothing: the one image allowed is
+    # still there for the next call.
+    fake.fail_api(400, {"message": "Body validation error! prompt"})
+    answer = chain(
+        llm_cli,
+        "-T",
+        "Imagen4(max_images=1)",
+        calls({"prompt": "a yak"}, {"prompt": "a gnu"}, {"prompt": "an elk"}),
+    )[0][-1]
+    first, second, third = outputs(answer)
+    assert "AI/ML API error 400" in refusal(first)
+    assert json.loads(second)["images_left"] == 0
+    assert Path(json.loads(second)["paths"][0]).is_file()
+    assert "may make no more images" in refusal(third)
+    assert len(fake.generations) == 2
+    # A request made and charged whose answer never came counts.
+    fake.plan_api(generate=True, drop=True)
+    answer = chain(
+        llm_cli,
+        "-T",
+        "Imagen4(max_images=1)",
+        calls({"prompt": "a ram"}, {"prompt": "a ewe"}),
+    )[0][-1]
+    first, second = outputs(answer)
+    assert "the API's log says it succeeded" in refusal(first)
+    assert "may make no more images" in refusal(second)
+    assert len(fake.generations) == 3
+
+
 def test_the_cap_refuses_the_next_call(fake, llm_cli):
     answer = chain(
         llm_cli,
