@@ -271,6 +271,36 @@ def test_python_async_chain(fake):
     assert len(fake.generations) == 1
 
 
+def test_an_async_chain_goes_on_while_the_tool_waits_for_the_api(fake):
+    # The API takes a while; a task beside the chain counts the ticks of
+    # the event loop that come while the generation is in flight.
+    fake.state.delay = 0.3
+
+    async def run():
+        ticks = 0
+        done = asyncio.Event()
+
+        async def ticker():
+            nonlocal ticks
+            while not done.is_set():
+                await asyncio.sleep(0.01)
+                ticks += bool(fake.state.in_flight)
+
+        task = asyncio.create_task(ticker())
+        response = llm.get_async_model("echo").chain(
+            calls({"prompt": "a slow loris"}), tools=[Imagen4()]
+        )
+        text = await response.text()
+        done.set()
+        await task
+        return ticks, text
+
+    ticks, text = asyncio.run(run())
+    assert ticks > 0
+    assert Path(made(rounds(text)[-1])["paths"][0]).is_file()
+    assert len(fake.generations) == 1
+
+
 def test_attach_false_and_a_call_outside_any_chain(fake):
     response = llm.get_model("echo").chain(
         calls({"prompt": "a vole"}), tools=[Imagen4(attach=False)]
