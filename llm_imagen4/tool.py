@@ -5,10 +5,13 @@ anything is sent, and a mistake comes back to the model as one line."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
@@ -18,7 +21,14 @@ from .specs import AspectRatio
 
 
 class ToolRefusal(ValueError):
-    """An answer to the model that nothing was generated, and why."""
+    """An answer to the model that nothing was generated, and why: one line,
+    its control characters escaped, as llm hands it to the model and
+    ``--td`` prints it (the API's messages are untrusted text)."""
+
+    def __init__(self, message: str):
+        from .terminal import printable
+
+        super().__init__(printable(" ".join(str(message).split())))
 
 
 class ToolConfigError(click.ClickException, ValueError):
@@ -137,7 +147,7 @@ class Imagen4(llm.Toolbox):
         seed: int | None = None,
         num_images: int = 1,
         llm_tool_call: llm.ToolCall | None = None,
-    ) -> llm.ToolOutput:
+    ) -> llm.ToolOutput | Awaitable[llm.ToolOutput]:
         """Generate images from a text prompt with Google Imagen 4 and save
         them to disk. Each call costs the user money.
 
@@ -157,10 +167,9 @@ class Imagen4(llm.Toolbox):
         that could not be saved, and why), images_left (how many more this
         tool may make) and attached (whether the images are attached for you
         to look at, which they are only where you can see images)."""
-        from llm import cli as llm_cli
+        from . import engine
 
-        from . import engine, history
-
+        calling = _calling_response()
         if not isinstance(prompt, str):
             raise ToolRefusal("prompt must be text")
         arguments = {
@@ -181,7 +190,7 @@ class Imagen4(llm.Toolbox):
         try:
             run_options, request = engine.check(self._model, prompt, options, None)
         except llm.ModelError as ex:
-            raise ToolRefusal(" ".join(str(ex).split())) from None
+            raise ToolRefusal(str(ex)) from None
         count = request["num_images"]
         with self._lock:
             left = self._max_images - self._made
@@ -197,29 +206,84 @@ class Imagen4(llm.Toolbox):
                     f"ask for at most {left}"
                 )
             self._made += count
-        calling = _calling_response()
-        log_to = engine.llm_log_target(
-            history.default_path() if llm_cli.logs_on() else None
+        # Logged where llm's command line logs the chat, and not at all from
+        # Python, where llm logs nothing unless asked (as llm.get_model's
+        # own imagen4 models log nothing there).
+        log_to = engine.llm_log_target(None)
+        call = _Call(
+            prompt=prompt,
+            options=run_options,
+            count=count,
+            log_to=log_to,
+            thread=_chat_thread(calling) if log_to else None,
+            sees=frozenset(calling.model.attachment_types or ()) if calling else None,
+            tool_call_id=llm_tool_call.tool_call_id if llm_tool_call else None,
         )
-        token = engine.TOOL_CALL_ID.set(
-            llm_tool_call.tool_call_id if llm_tool_call else None
-        )
+        if isinstance(calling, llm.AsyncResponse):
+            # An async chain awaits what its tools return: the generation
+            # runs in a thread of its own while the event loop goes on.
+            return self._generate_async(call)
+        return self._generate(call)
+
+    def _generate(self, call: _Call) -> llm.ToolOutput:
+        from . import engine
+
+        token = engine.TOOL_CALL_ID.set(call.tool_call_id)
         try:
-            response = engine.generate(self._model, prompt, run_options, None, log_to)
+            response = engine.generate(
+                self._model, call.prompt, call.options, None, call.log_to
+            )
         except llm.ModelError as ex:
-            raise ToolRefusal(" ".join(str(ex).split())) from None
+            raise self._refused(call, ex) from None
         finally:
             engine.TOOL_CALL_ID.reset(token)
-        engine.log(response, log_to, _chat_thread(calling))
+        engine.log(response, call.log_to, call.thread)
+        return self._output(response, call)
+
+    async def _generate_async(self, call: _Call) -> llm.ToolOutput:
+        """``_generate`` through the async model, which runs the generation
+        in a daemon thread: cancelled, it leaves the images to ``llm imagen4
+        download`` as ``llm -m imagen4 --async`` does."""
+        from . import engine
+
+        model = llm.get_async_model(self._model.model_id)
+        log_token = engine.LOG_TO.set(call.log_to)
+        call_token = engine.TOOL_CALL_ID.set(call.tool_call_id)
+        try:
+            response = model.prompt(call.prompt, key=None, stream=False, **call.options)
+            await response.text()
+        except llm.ModelError as ex:
+            raise self._refused(call, ex) from None
+        finally:
+            engine.TOOL_CALL_ID.reset(call_token)
+            engine.LOG_TO.reset(log_token)
+        done = await response.to_sync_response()
+        await asyncio.to_thread(engine.log, done, call.log_to, call.thread)
+        return self._output(done, call)
+
+    def _refused(self, call: _Call, ex: llm.ModelError) -> ToolRefusal:
+        """What the model is told of a generation that failed. A definite
+        answer made and charged nothing, so the images asked for do not
+        count against max_images; an answer that never came may have been
+        charged, and counts."""
+        from . import api
+
+        if isinstance(ex, api.ApiError) and not isinstance(ex, api.UnknownOutcome):
+            with self._lock:
+                self._made -= call.count
+        return ToolRefusal(str(ex))
+
+    def _output(self, response: llm.Response, call: _Call) -> llm.ToolOutput:
+        from . import engine
+
         record = engine.record_of(response)
-        sees = frozenset(calling.model.attachment_types or ()) if calling else None
         attachments = []
         if self._attach:
             for image in record.images:
                 path = record.path(image)
                 if image.status != "saved" or path is None:
                     continue
-                if sees is None or image.content_type in sees:
+                if call.sees is None or image.content_type in call.sees:
                     attachments.append(
                         llm.Attachment(type=image.content_type, path=str(path))
                     )
@@ -236,6 +300,21 @@ class Imagen4(llm.Toolbox):
             "attached": bool(attachments),
         }
         return llm.ToolOutput(output=output, attachments=attachments)
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One call of the tool, checked and counted, ready to send."""
+
+    prompt: str
+    options: dict[str, Any]
+    count: int
+    # Where the generation is logged (None: not), and in which conversation.
+    log_to: Path | None
+    thread: tuple[str, str] | None
+    # The attachment types the calling chat model takes (None: no chain).
+    sees: frozenset[str] | None
+    tool_call_id: str | None
 
 
 def _calling_response() -> llm.Response | llm.AsyncResponse | None:

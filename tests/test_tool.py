@@ -271,6 +271,36 @@ def test_python_async_chain(fake):
     assert len(fake.generations) == 1
 
 
+def test_an_async_chain_goes_on_while_the_tool_waits_for_the_api(fake):
+    # The API takes a while; a task beside the chain counts the ticks of
+    # the event loop that come while the generation is in flight.
+    fake.state.delay = 0.3
+
+    async def run():
+        ticks = 0
+        done = asyncio.Event()
+
+        async def ticker():
+            nonlocal ticks
+            while not done.is_set():
+                await asyncio.sleep(0.01)
+                ticks += bool(fake.state.in_flight)
+
+        task = asyncio.create_task(ticker())
+        response = llm.get_async_model("echo").chain(
+            calls({"prompt": "a slow loris"}), tools=[Imagen4()]
+        )
+        text = await response.text()
+        done.set()
+        await task
+        return ticks, text
+
+    ticks, text = asyncio.run(run())
+    assert ticks > 0
+    assert Path(made(rounds(text)[-1])["paths"][0]).is_file()
+    assert len(fake.generations) == 1
+
+
 def test_attach_false_and_a_call_outside_any_chain(fake):
     response = llm.get_model("echo").chain(
         calls({"prompt": "a vole"}), tools=[Imagen4(attach=False)]
@@ -331,6 +361,57 @@ def test_a_failed_generation_reaches_the_model_as_one_line(fake, llm_cli):
     [output] = outputs(answer)
     assert "AI/ML API error 400: Body validation error! something" in refusal(output)
     assert answer["attachments"] == [] and len(fake.generations) == 1
+
+
+HOSTILE = "\x1b]0;pwned\x07 \x9b2J"
+
+
+@pytest.mark.parametrize("source", ["api", "toolbox"])
+def test_control_characters_in_an_error_are_escaped(fake, llm_cli, source):
+    # The API's error text, or the toolbox's own setup echoed in a refusal.
+    if source == "api":
+        fake.fail_api(400, {"message": f"Body validation error! {HOSTILE}"})
+        spec, call = "Imagen4", {"prompt": "a yak"}
+    else:
+        spec = f"Imagen4(negative_prompt={json.dumps(HOSTILE)})"
+        call = {"prompt": "a yak", "negative_prompt": "cats"}
+    answers, result = chain(llm_cli, "--td", "-T", spec, calls(call))
+    [output] = outputs(answers[-1])
+    assert "\\x1b]0;pwned\\x07 \\x9b2J" in refusal(output)
+    # Neither the model's round nor llm's tools debug on stderr holds them.
+    for text in (output, result.stdout, result.stderr):
+        assert not {"\x1b", "\x07", "\x9b"} & set(text), text
+    assert "Exception: " in result.stderr and "\\x1b]0;pwned" in result.stderr
+
+
+def test_only_images_that_may_have_been_charged_count_against_the_cap(fake, llm_cli):
+    # A refusal (400) made and charged nothing: the one image allowed is
+    # still there for the next call.
+    fake.fail_api(400, {"message": "Body validation error! prompt"})
+    answer = chain(
+        llm_cli,
+        "-T",
+        "Imagen4(max_images=1)",
+        calls({"prompt": "a yak"}, {"prompt": "a gnu"}, {"prompt": "an elk"}),
+    )[0][-1]
+    first, second, third = outputs(answer)
+    assert "AI/ML API error 400" in refusal(first)
+    assert json.loads(second)["images_left"] == 0
+    assert Path(json.loads(second)["paths"][0]).is_file()
+    assert "may make no more images" in refusal(third)
+    assert len(fake.generations) == 2
+    # A request made and charged whose answer never came counts.
+    fake.plan_api(generate=True, drop=True)
+    answer = chain(
+        llm_cli,
+        "-T",
+        "Imagen4(max_images=1)",
+        calls({"prompt": "a ram"}, {"prompt": "a ewe"}),
+    )[0][-1]
+    first, second = outputs(answer)
+    assert "the API's log says it succeeded" in refusal(first)
+    assert "may make no more images" in refusal(second)
+    assert len(fake.generations) == 3
 
 
 def test_the_cap_refuses_the_next_call(fake, llm_cli):
@@ -560,3 +641,24 @@ def test_llm_c_after_a_tool_chain_continues_the_chat(fake, llm_cli, logs_db):
     result = llm_cli("-c", "now a goose")
     assert result.exit_code == 0, result.output
     assert '"prompt": "now a goose"' in result.stdout
+
+
+def test_a_python_chain_logs_nothing_and_llm_c_goes_on_with_the_last_chat(
+    fake, llm_cli, logs_db
+):
+    chain(llm_cli, "first chat")
+    # From Python llm logs nothing, so neither does the tool: no thread of
+    # its own or of the unlogged chat for llm -c to pick up.
+    response = llm.get_model("echo").chain(
+        calls({"prompt": "a stoat"}), tools=[Imagen4()]
+    )
+    output = made(rounds(response.text())[-1])
+    assert Path(output["paths"][0]).is_file() and len(fake.generations) == 1
+    assert history(llm_cli) == [] and journal_ids(fake) == []
+    [first] = logs_db().query("select model, thread_id from turns")
+    assert first["model"] == "echo"
+    result = llm_cli("-c", "hello")
+    assert result.exit_code == 0, result.output
+    assert '"prompt": "hello"' in result.stdout
+    turns = logs_db().query("select model, thread_id from turns order by id")
+    assert [t["thread_id"] for t in turns] == [first["thread_id"]] * 2
