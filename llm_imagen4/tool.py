@@ -292,6 +292,8 @@ class Imagen4(llm.Toolbox):
             "model": self._model.model_id,
             "seed": record.seed,
             "paths": [str(path) for path in record.saved_paths()],
+            "credits_used": record.credits_used,
+            "usd_spent": record.usd_spent,
             "not_saved": [
                 f"image {image.position + 1}: {image.error}"
                 for image in record.unsaved()
