@@ -226,6 +226,27 @@ def history_rows(
                 TARGETS["query"],
             )
         )
+    # What the index saves: the newest 20 generations, and a prompt search,
+    # straight from turns.response_json as a plain view would read them.
+    plain = (
+        f"SELECT t.id FROM turns t, {history.IMAGES_OF_T} WHERE {history.OURS}"
+        " {where} ORDER BY t.datetime_utc DESC LIMIT 40"
+    )
+    newest_plain = plain.format(where="")
+    search_plain = plain.format(where="AND instr(t.prompt, ?) > 0")
+    plain_s = median_time(lambda: db.execute(newest_plain).fetchall(), 3)
+    plain_q_s = median_time(
+        lambda: db.execute(search_plain, [big_history.RARE]).fetchall(), 3
+    )
+    rows.append(
+        (
+            f"History of {GENERATIONS * 2:,} images: the same without the index"
+            " (a plain view over `turns`)",
+            f"{ms(plain_s)} for the 20 newest, {ms(plain_q_s)} for"
+            f" `-q {big_history.RARE}`",
+            "why the index",
+        )
+    )
     result = CliRunner().invoke(cli, ["imagen4", "history", "-d", str(big)])
     assert result.exit_code == 0, result.output
     whole_s = median_time(
