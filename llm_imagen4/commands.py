@@ -177,6 +177,10 @@ def rerun(
 
 
 def _open(database: Path | None, fail: Fail) -> Any:
+    """The history in ``database`` (``llm logs path`` when None, and None if
+    llm has logged nothing yet). A database named with -d must exist."""
+    if database is not None and not database.is_file():
+        raise click.ClickException(f"No logs database at {printable(database)}")
     try:
         return history.open_db(database)
     except Exception as ex:  # noqa: BLE001 - any database error is one line
@@ -367,6 +371,7 @@ def download(
         return
     failed = left = 0
     log_to = database.absolute() if database else None
+    log_checked = False
     for one in ids:
         claim = journal.claim(one)
         if claim is None:
@@ -374,6 +379,7 @@ def download(
             failed += generation_id is not None
             continue
         entry = claim.load()
+        restoring = entry is None
         if entry is None:
             if generation_id is None:
                 claim.release()
@@ -390,8 +396,16 @@ def download(
                 raise click.ClickException(
                     f"Cannot create {output}: {ex.strerror}"
                 ) from None
+        if log_to and entry.log_to and not log_checked:
+            # Before fetching anything, as a generation does.
+            try:
+                engine.open_log(log_to)
+            except llm.ModelError as ex:
+                claim.release()
+                raise fail(ex) from None
+            log_checked = True
         with engine.sigterm_as_interrupt():
-            result = engine.finish(claim, entry, destination, log_to)
+            result = engine.finish(claim, entry, destination, log_to, restoring)
         for path in result.saved:
             click.echo(printable(path))
         for image in result.failed:
@@ -400,14 +414,14 @@ def download(
             )
         if result.note:
             notify(f"{one}: {printable(result.note)}")
-        failed += len(result.failed)
+        failed += len(result.failed) + result.lost
         left += result.left
     problems = []
     if failed:
-        problems.append(f"{failed} images could not be saved")
+        problems.append(f"{_count(failed, 'image')} could not be saved")
     if left:
         problems.append(
-            f"{left} generations are not finished yet: run "
+            f"{_count(left, 'generation')} not finished yet: run "
             + command("llm", "imagen4", "download")
             + " again later"
         )
@@ -523,3 +537,7 @@ def gallery(
 def datasette(database: Path | None) -> None:
     path = (database or history.default_path()).absolute()
     click.echo(dumps(history.datasette_metadata(path), indent=2))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")

@@ -816,6 +816,8 @@ class Finished:
     note: str | None = None
     # Still in the journal for a later download, for a reason in ``note``.
     left: bool = False
+    # Deleted images that no download can bring back.
+    lost: int = 0
 
 
 def finish(
@@ -823,22 +825,30 @@ def finish(
     entry: journal.Entry,
     output: Path | None = None,
     log_to: Path | None = None,
+    restoring: bool = False,
 ) -> Finished:
     """Save the images of an unfinished generation that are not on disk yet
     (an image already saved, its file there with its sha256, is never saved
     again), then record it where llm logs its turn (or in ``log_to``, if it
-    is logged at all) and drop it from the journal once all is done."""
+    is logged at all) and drop it from the journal once all is done.
+    ``restoring``: the entry is a finished generation from the history,
+    whose deleted files are fetched again."""
     from . import history
 
     if entry.outcome == "sent" or entry.record is None:
         return _finish_sent(claim, entry)
     record = entry.record
+    gone = []
     for image in record.images:
         path = record.path(image)
         if image.status == "saved" and not (
             path and image.sha256 and files.same_bytes(path, image.sha256)
         ):
-            image.status = "pending"
+            if image.url or claim.stashed(image.position).exists():
+                image.status = "pending"
+            else:
+                # It came inside the answer, and only its file had it.
+                gone.append(image.position + 1)
     before = {image.position for image in record.images if image.status == "saved"}
     destination = files.Destination(
         output or Path(record.directory),
@@ -852,7 +862,21 @@ def finish(
         and image.position not in before
         and (path := record.path(image))
     ]
-    result = Finished(entry.id, saved, record.unsaved())
+    result = Finished(
+        entry.id, saved, [image.model_copy() for image in record.unsaved()]
+    )
+    if restoring:
+        # A finished generation's deleted files: what could not be fetched
+        # again stays as the history has it, and nothing stays in the
+        # journal; download ID tries again.
+        for image in record.unsaved():
+            image.status, image.error = "saved", None
+    if gone:
+        result.note = (
+            f"image {', '.join(map(str, gone))}: its file is gone, and it came "
+            "inside the answer, so it cannot be fetched again"
+        )
+        result.lost = len(gone)
     if entry.log_to:
         target = log_to or Path(entry.log_to)
         try:

@@ -936,7 +936,7 @@ CANNED_QUERIES = {
     "generations_by_day": {
         "title": "Generations by day and model",
         "sql": "select day, model, count(*) as generations, sum(images) as images,"
-        " sum(credits) as credits, sum(usd) as usd from (select date(datetime_utc)"
+        " sum(credits) as credits, round(sum(usd), 6) as usd from (select date(datetime_utc)"
         " as day, model, count(*) as images, max(credits_used) as credits,"
         " max(usd_spent) as usd from imagen4_images group by turn_id)"
         " group by day, model order by day desc, model",
@@ -946,7 +946,7 @@ CANNED_QUERIES = {
         "description": "Generations whose prompt contains the text, newest first",
         "sql": "select seed, model, aspect_ratio, datetime_utc, turn_id, prompt,"
         " count(*) as images from imagen4_images"
-        " where instr(prompt, :prompt) > 0"
+        " where instr(lower(prompt), lower(:prompt)) > 0"
         " group by turn_id order by datetime_utc desc",
     },
     "missing_images": {

@@ -239,6 +239,11 @@ def test_datasette_serves_the_canned_queries(fake, llm_cli, logs_db):
         query("/logs/seeds_for_prompt.json?_shape=array&prompt=heron+at")
     )
     assert [r["seed"] for r in seeds] == [20, 10]
+    # As -q and LIKE: case does not matter.
+    shouted = asyncio.run(
+        query("/logs/seeds_for_prompt.json?_shape=array&prompt=HERON+AT")
+    )
+    assert [r["seed"] for r in shouted] == [20, 10]
     for literal in ("_", "%25"):  # matched as text, not as LIKE patterns
         found = asyncio.run(
             query(f"/logs/seeds_for_prompt.json?_shape=array&prompt={literal}")

@@ -531,6 +531,19 @@ def test_a_database_that_cannot_be_opened_is_refused_before_sending(
     assert [r["prompt"] for r in history(llm_cli, "-d", str(made))] == ["b"]
 
 
+def test_a_database_named_with_d_must_be_there_to_be_read(
+    fake, generate, llm_cli, tmp_path
+):
+    generate("an owl")
+    missing = tmp_path / "typo.db"
+    for args in (["history"], ["gallery"], ["show", "x"], ["download", "x"]):
+        result = llm_cli("imagen4", *args, "-d", str(missing))
+        assert result.exit_code == 1, args
+        assert result.output == f"Error: No logs database at {missing}\n", args
+    assert not missing.exists()
+    assert not (fake.work / "imagen4-gallery.html").exists()
+
+
 def test_a_generation_its_database_lost_is_recorded_with_download_d(
     fake, llm_cli, tmp_path
 ):
@@ -545,7 +558,7 @@ def test_a_generation_its_database_lost_is_recorded_with_download_d(
     assert tried.exit_code == 1
     assert f"{turn_id}: could not record it in {gone / 'logs.db'}" in tried.stderr
     assert "(download -d DATABASE records it in another)" in tried.stderr
-    assert "1 generations are not finished yet" in tried.stderr
+    assert "1 generation not finished yet" in tried.stderr
     assert journal_ids(fake) == [turn_id]
     [saved] = tried.stdout.splitlines()
     rescue = tmp_path / "rescue.db"

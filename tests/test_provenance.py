@@ -13,7 +13,7 @@ import pytest
 
 from llm_imagen4 import images
 
-from .conftest import history
+from .conftest import history, journal_ids
 from .fake_api import jpeg, png
 
 TRAINED = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
@@ -405,6 +405,43 @@ def test_download_restores_a_deleted_file_exactly(fake, generate, llm_cli):
     assert hashlib.sha256(Path(paths[1]).read_bytes()).hexdigest() == before
     assert len(fake.generations) == 1
     assert history(llm_cli, "--missing") == []
+
+
+def test_a_deleted_image_that_came_inline_cannot_be_restored_and_harms_nothing(
+    fake, generate, llm_cli
+):
+    [path] = generate("an inline owl", "-m", "imagen4-fast")
+    turn_id = history(llm_cli)[0]["id"]
+    os.remove(path)
+    result = llm_cli("imagen4", "download", turn_id)
+    assert result.exit_code == 1
+    assert (
+        "image 1: its file is gone, and it came inside the answer, so it cannot be"
+        " fetched again" in result.stderr
+    )
+    [row] = history(llm_cli)
+    assert row["images"][0]["status"] == "saved" and not row["images"][0]["exists"]
+    assert journal_ids(fake) == []
+    assert llm_cli("imagen4", "download").exit_code == 0
+
+
+def test_a_restore_that_fails_leaves_the_history_and_journal_as_they_were(
+    fake, generate, llm_cli
+):
+    [path] = generate("an owl by url")
+    turn_id = history(llm_cli)[0]["id"]
+    os.remove(path)
+    for queue in fake.state.cdn_faults.values():
+        queue.extend([{"status": 404}] * 3)
+    result = llm_cli("imagen4", "download", turn_id)
+    assert result.exit_code == 1
+    assert "image 1 could not be saved: the image host answered 404" in result.stderr
+    [row] = history(llm_cli)
+    assert row["images"][0]["status"] == "saved"
+    assert journal_ids(fake) == []
+    for queue in fake.state.cdn_faults.values():
+        queue.clear()
+    assert llm_cli("imagen4", "download", turn_id).stdout.strip() == path
 
 
 def test_show_prints_every_field_and_whether_files_exist(fake, generate, llm_cli):

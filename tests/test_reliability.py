@@ -259,7 +259,7 @@ def test_a_request_the_apis_log_never_lists_is_dropped_after_an_hour(fake, llm_c
     # The fresh one is left for later, and the exit status says so.
     assert result.exit_code == 1, result.output
     assert result.stderr.endswith(
-        "Error: 1 generations are not finished yet: run llm imagen4 download again later\n"
+        "Error: 1 generation not finished yet: run llm imagen4 download again later\n"
     )
     assert (
         "01m8fresh: the request's answer was lost, and the API's log does not have it yet"
