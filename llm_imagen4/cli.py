@@ -220,7 +220,11 @@ def rerun(
 )
 @click.option("--tool", is_flag=True, help="Only generations a chat model asked for")
 @click.option("--missing", is_flag=True, help="Only generations with files missing")
-@click.option("--paths", is_flag=True, help="Print only the paths, one per line")
+@click.option(
+    "--paths",
+    is_flag=True,
+    help="Print only the paths of the files there, one per line",
+)
 @_json_option
 @_database_option
 def history_command(**arguments: Any) -> None:

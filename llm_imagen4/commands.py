@@ -228,7 +228,7 @@ def history_list(
     for entry in entries:
         if paths:
             for image in entry.images:
-                if image.path:
+                if image.path and image.exists:
                     click.echo(printable(image.path))
             continue
         cost = " ".join(

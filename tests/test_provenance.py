@@ -498,6 +498,10 @@ def test_history_since_seed_and_paths(fake, generate, llm_cli, logs_db):
         "new-one-2.png",
         "old-one.png",
     ]
+    # Only files that are there, for xargs.
+    Path(paths[1]).unlink()
+    kept = llm_cli("imagen4", "history", "--paths").stdout.splitlines()
+    assert kept == [paths[0], paths[2]]
     bad = llm_cli("imagen4", "history", "--since", "yesterday")
     assert bad.exit_code == 2 and "'yesterday' does not match the formats" in bad.output
 
