@@ -230,10 +230,12 @@ def history_rows(
     # straight from turns.response_json as a plain view would read them.
     plain = (
         f"SELECT t.id FROM turns t, {history.IMAGES_OF_T} WHERE {history.OURS}"
-        " {where} ORDER BY t.datetime_utc DESC LIMIT 40"
+        " WHERE_MORE ORDER BY t.datetime_utc DESC LIMIT 40"
     )
-    newest_plain = plain.format(where="")
-    search_plain = plain.format(where="AND instr(t.prompt, ?) > 0")
+    newest_plain = plain.replace("WHERE_MORE", "")
+    search_plain = plain.replace(
+        "WHERE_MORE", f"AND instr({history.GENERATION_COLUMNS['prompt']}, ?) > 0"
+    )
     plain_s = median_time(lambda: db.execute(newest_plain).fetchall(), 3)
     plain_q_s = median_time(
         lambda: db.execute(search_plain, [big_history.RARE]).fetchall(), 3
