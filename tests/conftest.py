@@ -81,6 +81,16 @@ def llm_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "llm", *args]
 
 
+def start_llm(folder: Path, *args: str) -> subprocess.Popen:
+    """A true ``llm ARGS`` process working in ``folder``, its output piped."""
+    return subprocess.Popen(
+        llm_command(*args),
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
 @pytest.fixture
 def llm_process():
     """Run llm as a true subprocess, with the test's environment."""

@@ -218,6 +218,15 @@ class FakeAPI:
         """Plan a fault for the next downloads of each image made from now."""
         self.state.download_faults.extend([fault] * times)
 
+    def replan_downloads(self, times: int = 0, **fault: Any) -> None:
+        """Forget the faults planned for downloads; with ``fault``, the next
+        ``times`` downloads of each image made so far meet it instead."""
+        with self.lock:
+            self.state.download_faults.clear()
+            for queue in self.state.cdn_faults.values():
+                queue.clear()
+                queue.extend([fault] * times)
+
     # -- the servers -----------------------------------------------------
     def _handler(self, host: str):
         fake = self

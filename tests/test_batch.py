@@ -13,7 +13,7 @@ import pytest
 
 from llm_imagen4 import api
 
-from .conftest import journal_ids, llm_command, poll
+from .conftest import journal_ids, poll, start_llm
 from .fake_api import load_schema, strict
 
 
@@ -313,12 +313,7 @@ def test_the_pacer_halves_and_recovers():
 def test_ctrl_c_finishes_the_rows_in_flight(fake, logs_db):
     fake.fail_downloads(hold=True)
     path = write(fake, "stop.txt", "\n".join(f"row {i}" for i in range(6)))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llm", "imagen4", "batch", path, "-j", "2"],
-        cwd=fake.work,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_llm(fake.work, "imagen4", "batch", path, "-j", "2")
     err = []
     reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
     reader.start()
@@ -345,12 +340,7 @@ def test_ctrl_c_finishes_the_rows_in_flight(fake, logs_db):
 def test_a_second_ctrl_c_still_says_what_to_finish(fake):
     fake.fail_downloads(hold=True)
     path = write(fake, "stop.txt", "\n".join(f"row {i}" for i in range(4)))
-    proc = subprocess.Popen(
-        llm_command("imagen4", "batch", path, "-j", "2"),
-        cwd=fake.work,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_llm(fake.work, "imagen4", "batch", path, "-j", "2")
     err = []
     reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
     reader.start()

@@ -16,7 +16,7 @@ import sqlite_utils
 
 from llm_imagen4 import history as history_module
 
-from .conftest import history, journal_ids, llm_command, poll
+from .conftest import history, journal_ids, poll, start_llm
 from .fake_api import KEY, png
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -338,12 +338,7 @@ def test_ctrl_c_without_logging_leaves_no_trace_and_download_finishes(
     fake.fail_downloads(hold=True)
     *command, flag = route if route[-1].startswith("-") else [*route, ""]
     args = [*command, "a private stork"] + ([flag] if flag else [])
-    proc = subprocess.Popen(
-        llm_command(*args),
-        cwd=fake.work,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_llm(fake.work, *args)
     try:
         poll(lambda: fake.downloads)
         proc.send_signal(signal.SIGINT)
@@ -491,12 +486,7 @@ def test_the_key_is_stored_nowhere(fake, generate, llm_cli, logs_db, monkeypatch
 
 def test_processes_at_once_on_a_new_logs_db(new_machine):
     procs = [
-        subprocess.Popen(
-            llm_command("imagen4", f"parallel {i}", "--seed", str(i + 1)),
-            cwd=new_machine.work,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        start_llm(new_machine.work, "imagen4", f"parallel {i}", "--seed", str(i + 1))
         for i in range(4)
     ]
     for proc in procs:

@@ -431,16 +431,14 @@ def test_a_restore_that_fails_leaves_the_history_and_journal_as_they_were(
     [path] = generate("an owl by url")
     turn_id = history(llm_cli)[0]["id"]
     os.remove(path)
-    for queue in fake.state.cdn_faults.values():
-        queue.extend([{"status": 404}] * 3)
+    fake.replan_downloads(3, status=404)
     result = llm_cli("imagen4", "download", turn_id)
     assert result.exit_code == 1
     assert "image 1 could not be saved: the image host answered 404" in result.stderr
     [row] = history(llm_cli)
     assert row["images"][0]["status"] == "saved"
     assert journal_ids(fake) == []
-    for queue in fake.state.cdn_faults.values():
-        queue.clear()
+    fake.replan_downloads()
     assert llm_cli("imagen4", "download", turn_id).stdout.strip() == path
 
 

@@ -10,14 +10,13 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import threading
 
 import pytest
 
 from llm_imagen4 import api
 
-from .conftest import history, journal_ids, llm_command, poll
+from .conftest import history, journal_ids, poll, start_llm
 from .fake_api import KEY, png
 
 # -- retries ----------------------------------------------------------------
@@ -185,10 +184,7 @@ def test_a_slow_drip_download_ends_at_its_deadline(fake, llm_cli):
     fake.fail_downloads(3, status=500)
     assert llm_cli("imagen4", "a").exit_code == 1
     [url] = [r["images"][0]["url"] for r in history(llm_cli)]
-    fake.state.download_faults.clear()
-    for queue in fake.state.cdn_faults.values():
-        queue.clear()
-        queue.append({"drip": 0.2})
+    fake.replan_downloads(1, drip=0.2)
     with pytest.raises(api.DownloadError, match="took longer than 0.5 s"):
         api.fetch_image(url, lambda chunks: b"".join(chunks), deadline=0.5)
     fake.release.set()
@@ -210,12 +206,7 @@ def test_a_process_killed_while_waiting_leaves_the_request_id_to_ask_about(
     fake, llm_cli
 ):
     fake.plan_api(generate=True, sleep=60)
-    proc = subprocess.Popen(
-        llm_command("imagen4", "a"),
-        cwd=fake.work,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_llm(fake.work, "imagen4", "a")
     try:
         poll(lambda: fake.generations)
         proc.kill()
@@ -280,12 +271,7 @@ def test_stopped_while_waiting_for_the_answer_keeps_the_request_to_ask_about(
     fake, llm_cli, sig
 ):
     fake.plan_api(generate=True, sleep=60)
-    proc = subprocess.Popen(
-        llm_command("imagen4", "a wait"),
-        cwd=fake.work,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_llm(fake.work, "imagen4", "a wait")
     try:
         # The API has made the images (and charged); its answer is held.
         poll(lambda: fake.state.log)
@@ -368,9 +354,7 @@ def test_a_download_keeps_the_generation_in_its_place(fake, llm_cli):
     fake.fail_downloads(3, status=500)
     assert llm_cli("-m", "imagen4", "a heron").exit_code == 0
     [turn_id] = journal_ids(fake)
-    fake.state.download_faults.clear()
-    for queue in fake.state.cdn_faults.values():
-        queue.clear()
+    fake.replan_downloads()
     assert llm_cli("imagen4", "a later heron").exit_code == 0
     in_order = ["a later heron", "a heron"]
     assert [r["prompt"] for r in history(llm_cli)] == in_order
@@ -596,18 +580,9 @@ def test_two_downloads_at_once_save_each_image_once(fake, llm_cli, llm_process):
     fake.fail_downloads(3, status=500)
     assert llm_cli("imagen4", "a pair", "-n", "2").exit_code == 1
     [generation_id] = journal_ids(fake)
-    fake.state.download_faults.clear()
-    for queue in fake.state.cdn_faults.values():
-        queue.clear()
-        queue.append({"hold": True})
+    fake.replan_downloads(1, hold=True)
     procs = [
-        subprocess.Popen(
-            llm_command("imagen4", "download", generation_id),
-            cwd=fake.work,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        for _ in range(2)
+        start_llm(fake.work, "imagen4", "download", generation_id) for _ in range(2)
     ]
     # One holds both downloads; the other, however late it starts, finds the
     # generation locked and ends (the held downloads keep the first going).
@@ -634,12 +609,7 @@ def test_two_downloads_at_once_save_each_image_once(fake, llm_cli, llm_process):
 )
 def test_stopping_during_a_download_loses_nothing(fake, llm_cli, sig):
     fake.fail_downloads(hold=True)
-    proc = subprocess.Popen(
-        llm_command("imagen4", "a stork"),
-        cwd=fake.work,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_llm(fake.work, "imagen4", "a stork")
     try:
         poll(lambda: fake.downloads)
         proc.send_signal(sig)
@@ -667,16 +637,9 @@ def test_stopping_download_itself_keeps_the_generation(fake, llm_cli, sig):
     fake.fail_downloads(3, status=500)
     assert llm_cli("imagen4", "a stork").exit_code == 1
     [generation_id] = journal_ids(fake)
-    for queue in fake.state.cdn_faults.values():
-        queue.clear()
-        queue.append({"hold": True})
+    fake.replan_downloads(1, hold=True)
     downloads = len(fake.downloads)
-    proc = subprocess.Popen(
-        llm_command("imagen4", "download"),
-        cwd=fake.work,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_llm(fake.work, "imagen4", "download")
     try:
         poll(lambda: len(fake.downloads) > downloads)
         proc.send_signal(sig)
@@ -696,12 +659,7 @@ def test_stopping_download_itself_keeps_the_generation(fake, llm_cli, sig):
 
 def test_ctrl_c_is_honoured_while_a_download_hangs(fake):
     fake.fail_downloads(hold=True)
-    proc = subprocess.Popen(
-        llm_command("imagen4", "a hang", "-n", "2"),
-        cwd=fake.work,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_llm(fake.work, "imagen4", "a hang", "-n", "2")
     try:
         poll(lambda: len(fake.downloads) == 2)
         proc.send_signal(signal.SIGINT)
