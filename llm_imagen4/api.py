@@ -58,8 +58,13 @@ class ApiError(llm.ModelError):
     """A failure the user should read: one line, never the key."""
 
 
+class Declined(ApiError):
+    """The API answered with an error: nothing was made, nothing charged."""
+
+
 class UnknownOutcome(ApiError):
-    """The request went out and no whole answer came back."""
+    """The request went out and no whole, readable answer came back: it may
+    have been made and charged, which only the API's log can say."""
 
     def __init__(self, message: str, client_request_id: str):
         super().__init__(message)
@@ -239,7 +244,7 @@ def parse_answer(payload: Any, headers: httpx2.Headers | dict[str, str]) -> Answ
     body = AnswerBody.model_validate(payload)
     error = _error_object(payload)
     if error is not None:
-        raise ApiError(f"The AI/ML API refused the request: {error.line()}")
+        raise Declined(f"The AI/ML API refused the request: {error.line()}")
     items = body.data or body.images or []
     if not items:
         raise ApiError("The API answered without any image (was the prompt filtered?)")
@@ -485,14 +490,17 @@ class ApiClient:
                 if pacer:
                     pacer.succeeded()
                 payload = _json(content)
-                if payload is None:
-                    raise ApiError(
-                        f"The API answered {status} with a body that is not JSON"
-                    )
                 try:
+                    if payload is None:
+                        raise ApiError(
+                            f"The API answered {status} with a body that is not JSON"
+                        )
                     return parse_answer(payload, headers)
+                except Declined as ex:
+                    raise Declined(self._error(str(ex))) from None
                 except ApiError as ex:
-                    raise ApiError(self._error(str(ex))) from None
+                    # A success the plugin cannot read may still be charged.
+                    raise UnknownOutcome(self._error(str(ex)), request_id) from None
             retryable = status in RETRY_STATUSES
             delay = retry_delay(attempt, headers) if retryable else 0.0
             if pacer and (status == 429 or "retry-after" in headers):
@@ -503,6 +511,8 @@ class ApiClient:
                 continue
             if status == 400 and (why := specs.explain_refusal(body["model"], message)):
                 message += f" - {why}"
+            if 400 <= status < 500:
+                raise Declined(message)
             raise ApiError(message)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -527,7 +537,10 @@ class ApiClient:
                 if time.monotonic() > deadline:
                     raise _Deadline
                 if len(content) > MAX_ANSWER_BYTES:
-                    raise ApiError("The API's answer is larger than any answer can be")
+                    raise UnknownOutcome(
+                        "The API's answer is larger than any answer can be",
+                        request_id,
+                    )
             return response.status_code, response.headers, bytes(content)
 
     def _wait(self, attempt: int, delay: float, reason: str, deadline: float) -> None:

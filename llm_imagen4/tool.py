@@ -262,13 +262,13 @@ class Imagen4(llm.Toolbox):
         return self._output(done, call)
 
     def _refused(self, call: _Call, ex: llm.ModelError) -> ToolRefusal:
-        """What the model is told of a generation that failed. A definite
-        answer made and charged nothing, so the images asked for do not
-        count against max_images; an answer that never came may have been
-        charged, and counts."""
+        """What the model is told of a generation that failed. A refusal
+        from the API made and charged nothing, so the images asked for do
+        not count against max_images; anything else may have been charged,
+        and counts."""
         from . import api
 
-        if isinstance(ex, api.ApiError) and not isinstance(ex, api.UnknownOutcome):
+        if isinstance(ex, api.Declined):
             with self._lock:
                 self._made -= call.count
         return ToolRefusal(str(ex))

@@ -240,6 +240,20 @@ def test_an_answer_without_images(fake, llm_cli):
     assert list(fake.work.iterdir()) == []
 
 
+def test_a_success_without_images_says_what_the_api_charged(fake, llm_cli):
+    # Made and charged, then answered with no image: the API's log tells.
+    fake.plan_api(generate=True, shape=lambda made: {**made, "data": [], "images": []})
+    result = llm_cli("imagen4", "a")
+    assert result.exit_code == 1
+    assert "The API answered without any image" in result.output
+    assert (
+        "the API's log says it succeeded, costing 120000 credits / $0.0400"
+        in result.output
+    )
+    assert "Nothing was sent again" in result.output
+    assert len(fake.generations) == 1
+
+
 @pytest.mark.skipif(
     not os.path.isdir("/sys"), reason="needs /sys, where even root makes no files"
 )

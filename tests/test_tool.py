@@ -414,6 +414,19 @@ def test_only_images_that_may_have_been_charged_count_against_the_cap(fake, llm_
     assert "the API's log says it succeeded" in refusal(first)
     assert "may make no more images" in refusal(second)
     assert len(fake.generations) == 3
+    # So does a success the plugin could not read: it was charged.
+    fake.plan_api(generate=True, shape=lambda made: {**made, "data": [], "images": []})
+    answer = chain(
+        llm_cli,
+        "-T",
+        "Imagen4(max_images=1)",
+        calls({"prompt": "a cow"}, {"prompt": "a bull"}),
+    )[0][-1]
+    first, second = outputs(answer)
+    assert "The API answered without any image" in refusal(first)
+    assert "the API's log says it succeeded" in refusal(first)
+    assert "may make no more images" in refusal(second)
+    assert len(fake.generations) == 4
 
 
 def test_the_cap_refuses_the_next_call(fake, llm_cli):
