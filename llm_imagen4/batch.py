@@ -397,7 +397,7 @@ def _recover(entry_id: str, job: Job, report: Callable[..., None]) -> str:
         return "gone"
     result = engine.finish(claim, entry)
     paths = [str(path) for path in entry.record.saved_paths()]
-    if result.failed:
+    if result.failed or result.lost:
         report(
             job.row,
             "failed",

@@ -293,7 +293,7 @@ def download(
     from the journal, or from the history when its files are gone. Images
     already saved are never saved again. Prints each saved path. With -d,
     the history to look the id up in, and where the finished generations
-    are recorded.
+    are recorded (those that were to be logged at all).
 
     \b
         llm imagen4 download

@@ -43,13 +43,7 @@ def _run(model: llm.Model, prompt: str, options: dict[str, Any], run: Run) -> No
     log_to = engine.logs_to(run.database, run.no_log)
     try:
         run_options, _ = engine.check(model, prompt, options, run.key)
-    except llm.ModelError as ex:
-        raise run.fail(ex) from None
-    try:
         engine.open_log(log_to)
-    except llm.ModelError as ex:
-        raise run.fail(ex) from None
-    try:
         response = engine.generate(model, prompt, run_options, run.key, log_to)
     except llm.ModelError as ex:
         raise run.fail(ex) from None
@@ -434,20 +428,25 @@ def _entry_from_history(
 ) -> journal.Entry | None:
     """A logged generation whose files are gone, as a journal entry to
     finish; None (and a note) when all its files are there."""
-    db = _open(database, fail)
+    try:
+        db = _open(database, fail)
+    except click.ClickException:
+        claim.release(remove_lock=True)
+        raise
     logged = history.turn(db, generation_id) if db else None
     if logged is None:
-        claim.release()
+        claim.release(remove_lock=True)
         raise click.ClickException(
             f"No unfinished or logged generation with id {printable(generation_id)}"
         )
     record, model = logged.record, logged.model
     if all(
-        image.status == "saved" and record.path(image) and record.path(image).is_file()
+        image.status == "refused"
+        or (image.status == "saved" and (path := record.path(image)) and path.is_file())
         for image in record.images
     ):
-        claim.release()
-        notify(f"All {len(record.images)} images of {generation_id} are on disk")
+        claim.release(remove_lock=True)
+        notify(f"Every saved image of {generation_id} is on disk")
         return None
     return journal.Entry(
         id=generation_id,
@@ -462,6 +461,8 @@ def _entry_from_history(
 def status(
     generation_id: str, key: str | None, database: Path | None, fail: Fail
 ) -> None:
+    if database is not None and not database.is_file():
+        raise click.ClickException(f"No logs database at {printable(database)}")
     try:
         click.echo(printable(engine.status(generation_id, key, database)))
     except llm.ModelError as ex:

@@ -709,13 +709,17 @@ def _note_database(generation_id: str, db: Any) -> None:
     entry = journal.load(generation_id)
     if entry is None or entry.log_to is not None:
         return
+    path = history.db_path(db)
+    if not path.name:
+        # In memory, or temporary: nothing to record in later.
+        return
     claim = journal.claim(generation_id)
     if claim is None:
         return
     try:
         entry = claim.load()
         if entry is not None and entry.log_to is None:
-            entry.log_to = str(history.db_path(db))
+            entry.log_to = str(path)
             claim.write(entry)
     finally:
         claim.release()
@@ -838,7 +842,7 @@ def finish(
     if entry.outcome == "sent" or entry.record is None:
         return _finish_sent(claim, entry)
     record = entry.record
-    gone = []
+    gone, deleted = [], set()
     for image in record.images:
         path = record.path(image)
         if image.status == "saved" and not (
@@ -846,6 +850,7 @@ def finish(
         ):
             if image.url or claim.stashed(image.position).exists():
                 image.status = "pending"
+                deleted.add(image.position)
             else:
                 # It came inside the answer, and only its file had it.
                 gone.append(image.position + 1)
@@ -863,14 +868,15 @@ def finish(
         and (path := record.path(image))
     ]
     result = Finished(
-        entry.id, saved, [image.model_copy() for image in record.unsaved()]
+        entry.id, saved, [image.model_copy() for image in record.unfinished()]
     )
     if restoring:
-        # A finished generation's deleted files: what could not be fetched
-        # again stays as the history has it, and nothing stays in the
-        # journal; download ID tries again.
-        for image in record.unsaved():
-            image.status, image.error = "saved", None
+        # A finished generation's deleted files: one that could not be
+        # fetched again stays saved, as the history has it, and nothing
+        # stays in the journal; download ID tries again.
+        for image in record.unfinished():
+            if image.position in deleted:
+                image.status, image.error = "saved", None
     if gone:
         result.note = (
             f"image {', '.join(map(str, gone))}: its file is gone, and it came "
@@ -957,10 +963,10 @@ def status(generation_id: str, key: str | None, database: Path | None = None) ->
     request_id = entry.client_request_id if entry else None
     if request_id is None:
         db = history.open_db(database)
-        logged = history.turn(db, generation_id) if db else None
-        if logged is None:
+        turn = history.turn(db, generation_id) if db else None
+        if turn is None:
             raise llm.ModelError(f"No generation with id {generation_id}")
-        request_id = logged.record.client_request_id
+        request_id = turn.record.client_request_id
         if request_id is None:
             raise llm.ModelError(
                 f"{generation_id} was made before client request ids were recorded"

@@ -179,8 +179,21 @@ def test_a_python_generation_logged_by_its_caller_is_finished_there(
     assert row["id"] == generation_id
     assert [i["status"] for i in row["images"]] == ["saved"]
     again = llm_cli("imagen4", "download", generation_id, "-d", str(own))
-    assert again.exit_code == 0 and "All 1 images of" in again.stderr
+    assert again.exit_code == 0 and "Every saved image of" in again.stderr
     assert len([p for p in fake.work.iterdir() if p.suffix == ".png"]) == 1
+
+
+def test_a_python_generation_logged_in_memory_leaves_download_working(fake, llm_cli):
+    import llm
+
+    fake.fail_downloads(3, status=500)
+    response = llm.get_model("imagen4").prompt("to memory", key=KEY)
+    assert "not saved" in response.text()
+    response.log_to_db(sqlite_utils.Database(memory=True))
+    restored = llm_cli("imagen4", "download")
+    assert restored.exit_code == 0, restored.output
+    assert restored.stdout.strip() == str(fake.work / "to-memory.png")
+    assert journal_ids(fake) == []
 
 
 def test_a_deleted_turn_is_gone_from_the_history(fake, generate, llm_cli, logs_db):
@@ -526,12 +539,21 @@ def test_a_database_named_with_d_must_be_there_to_be_read(
 ):
     generate("an owl")
     missing = tmp_path / "typo.db"
-    for args in (["history"], ["gallery"], ["show", "x"], ["download", "x"]):
+    for args in (
+        ["history"],
+        ["gallery"],
+        ["show", "x"],
+        ["download", "x"],
+        ["status", "x"],
+    ):
         result = llm_cli("imagen4", *args, "-d", str(missing))
         assert result.exit_code == 1, args
         assert result.output == f"Error: No logs database at {missing}\n", args
     assert not missing.exists()
     assert not (fake.work / "imagen4-gallery.html").exists()
+    # download found nothing, and holds nothing: no lock is left behind.
+    assert list((fake.user_path / "imagen4" / "unfinished").glob("x.*")) == []
+    assert "another process" not in llm_cli("imagen4", "download", "x").output
 
 
 def test_a_generation_its_database_lost_is_recorded_with_download_d(

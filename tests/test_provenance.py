@@ -425,6 +425,27 @@ def test_a_deleted_image_that_came_inline_cannot_be_restored_and_harms_nothing(
     assert llm_cli("imagen4", "download").exit_code == 0
 
 
+def _second_image_without_url(made):
+    for key in ("images", "data"):
+        if made.get(key):
+            made[key][1]["url"] = None
+    return made
+
+
+def test_download_of_a_generation_with_a_refused_image_changes_nothing(fake, llm_cli):
+    fake.plan_api(generate=True, shape=_second_image_without_url)
+    result = llm_cli("imagen4", "two, one refused", "-n", "2")
+    assert result.exit_code == 1
+    [row] = history(llm_cli)
+    assert [i["status"] for i in row["images"]] == ["saved", "refused"]
+    again = llm_cli("imagen4", "download", row["id"])
+    assert again.exit_code == 0, again.output
+    assert f"Every saved image of {row['id']} is on disk" in again.stderr
+    [after] = history(llm_cli)
+    assert [i["status"] for i in after["images"]] == ["saved", "refused"]
+    assert journal_ids(fake) == []
+
+
 def test_a_restore_that_fails_leaves_the_history_and_journal_as_they_were(
     fake, generate, llm_cli
 ):

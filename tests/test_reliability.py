@@ -347,7 +347,7 @@ def test_a_failed_download_is_kept_and_the_turn_says_so_once_restored(
     assert len(fake.generations) == 1
     assert journal_ids(fake) == []
     again = llm_cli("imagen4", "download", turn_id)
-    assert again.exit_code == 0 and "All 2 images of" in again.stderr
+    assert again.exit_code == 0 and "Every saved image of" in again.stderr
 
 
 def test_a_download_keeps_the_generation_in_its_place(fake, llm_cli):

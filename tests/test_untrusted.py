@@ -771,7 +771,7 @@ def test_a_taken_sidecar_name_never_orphans_an_image(
     assert image["status"] == "saved" and image["exists"]
     again = llm_cli("imagen4", "download", row["id"])
     assert again.exit_code == 0, again.output
-    assert "All 1 images of" in again.stderr
+    assert "Every saved image of" in again.stderr
     assert sorted(p.name for p in fake.work.iterdir()) == [
         "card-2.jpg",
         "card-2.jpg.json",
