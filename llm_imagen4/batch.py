@@ -145,52 +145,54 @@ class Tally:
 class Budget:
     """What the rows have cost, and --max-credits / --max-usd kept as a cap.
 
-    A row starts only if what is spent, plus what the rows in flight and
-    the row itself may cost, stays within the cap: each row is reckoned to
-    cost as much as the dearest so far. Until a row has reported its cost,
-    one row runs at a time."""
+    A row starts only if what is spent, plus what the rows in flight may
+    cost, plus the row itself, stays within the cap. A row is reckoned at
+    its model's dearest price an image so far, times the images it asks
+    for; a row of a model not priced yet runs alone, to learn its price."""
 
     max_credits: float | None = None
     max_usd: float | None = None
     credits: float = 0.0
     usd: float = 0.0
-    dearest_credits: float = 0.0
-    dearest_usd: float = 0.0
-    priced: bool = False
-    running: int = 0
+    # By model id: the dearest (credits, dollars) an image so far.
+    prices: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # By row number: what each row in flight was reckoned to cost.
+    reserved: dict[int, tuple[float, float]] = field(default_factory=dict)
     stop: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def admit(self) -> bool:
-        """Whether the next row may start; if it may, it counts as running."""
+    def admit(self, job: Job) -> bool:
+        """Whether ``job`` may start now; if it may, it counts as in flight."""
         with self.lock:
             if self.stop:
                 return False
+            estimate = (0.0, 0.0)
             if self.max_credits is not None or self.max_usd is not None:
-                if not self.priced:
-                    if self.running:
+                price = self.prices.get(job.model.model_id)
+                if price is None:
+                    if self.reserved:
                         return False
                 else:
-                    rows = self.running + 1
-                    over = _over(
-                        "--max-credits",
-                        self.max_credits,
-                        self.credits,
-                        rows * self.dearest_credits,
-                    ) or _over(
-                        "--max-usd", self.max_usd, self.usd, rows * self.dearest_usd
+                    images = job.request.get("num_images", 1)
+                    estimate = (price[0] * images, price[1] * images)
+                    credits = self.credits + estimate[0]
+                    usd = self.usd + estimate[1]
+                    for credits_more, usd_more in self.reserved.values():
+                        credits, usd = credits + credits_more, usd + usd_more
+                    over = _over("--max-credits", self.max_credits, credits) or _over(
+                        "--max-usd", self.max_usd, usd
                     )
                     if over:
-                        if not self.running:
+                        if not self.reserved:
                             self.stop = over
                         return False
-            self.running += 1
+            self.reserved[job.row.number] = estimate
             return True
 
-    def settle(self, record: GenerationRecord | None) -> None:
+    def settle(self, job: Job, record: GenerationRecord | None) -> None:
         """A row has ended, with the API's answer if it had one."""
         with self.lock:
-            self.running -= 1
+            self.reserved.pop(job.row.number, None)
             if record is None:
                 return
             self.credits += record.credits_used or 0
@@ -200,13 +202,17 @@ class Budget:
             ):
                 self.stop = "the API reported no cost, so the budget cannot be kept"
                 return
-            self.priced = True
-            self.dearest_credits = max(self.dearest_credits, record.credits_used or 0)
-            self.dearest_usd = max(self.dearest_usd, record.usd_spent or 0)
+            images = max(1, len(record.images))
+            known = self.prices.get(job.model.model_id, (0.0, 0.0))
+            self.prices[job.model.model_id] = (
+                max(known[0], (record.credits_used or 0) / images),
+                max(known[1], (record.usd_spent or 0) / images),
+            )
 
 
-def _over(flag: str, cap: float | None, spent: float, more: float) -> str | None:
-    if cap is not None and spent + more > cap:
+def _over(flag: str, cap: float | None, total: float) -> str | None:
+    # With room for float rounding: three rows of $0.04 fit in $0.12.
+    if cap is not None and total > cap * (1 + 1e-9):
         return f"{flag} would be exceeded"
     return None
 
@@ -441,11 +447,11 @@ def _send(
         finally:
             engine.LOG_TO.reset(token)
             # Counted here, before the next row may start.
-            budget.settle(record)
+            budget.settle(job, record)
         return response
 
-    def should_start() -> bool:
-        return not interrupts.stopping and budget.admit()
+    def should_start(job: Job) -> bool:
+        return not interrupts.stopping and budget.admit(job)
 
     main = threading.current_thread() is threading.main_thread()
     previous = (

@@ -60,11 +60,11 @@ def in_threads(
     work: Callable[[T], R],
     *,
     limit: Callable[[], int] | None = None,
-    should_start: Callable[[], bool] = lambda: True,
+    should_start: Callable[[T], bool] = lambda item: True,
 ) -> Iterator[tuple[T, R | BaseException]]:
     """Run ``work`` on each item in daemon threads, each in a copy of the
     caller's context, at most ``limit()`` at once (all at once by default),
-    starting the next only while ``should_start()``. Yields (item, outcome)
+    starting the next only while ``should_start(it)``. Yields (item, outcome)
     as each ends; an exception of any kind is the outcome, never a dead
     thread. Waits wake every TICK seconds, so a Ctrl-C is never held up by
     work that hangs, and a thread left running never holds up the exit."""
@@ -82,7 +82,11 @@ def in_threads(
 
     def start_more() -> None:
         nonlocal running
-        while pending and (limit is None or running < limit()) and should_start():
+        while (
+            pending
+            and (limit is None or running < limit())
+            and should_start(pending[-1])
+        ):
             context = contextvars.copy_context()
             threading.Thread(
                 target=context.run, args=(run, pending.pop()), daemon=True
@@ -593,7 +597,7 @@ def save_images(
     stopping = cancel or threading.Event()
     try:
         for image, outcome in in_threads(
-            todo, save_one, should_start=lambda: not stopping.is_set()
+            todo, save_one, should_start=lambda image: not stopping.is_set()
         ):
             if isinstance(outcome, BaseException):
                 with lock:

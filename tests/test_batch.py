@@ -257,6 +257,21 @@ def test_a_budget_is_a_cap_with_rows_in_parallel(fake, llm_cli):
     }
 
 
+def test_a_budget_reckons_each_row_by_its_images(fake, llm_cli):
+    rows = [
+        {"prompt": "one", "model": "imagen4-fast"},
+        {"prompt": "four", "model": "imagen4-fast", "num_images": 4},
+        {"prompt": "another", "model": "imagen4-fast"},
+    ]
+    path = write(fake, "sizes.jsonl", "\n".join(json.dumps(r) for r in rows))
+    result = llm_cli("imagen4", "batch", path, "--max-credits", "300000")
+    assert result.exit_code == 0, result.output
+    # One image costs 120000: four would take the spend to 600000.
+    assert [g.body["prompt"] for g in fake.generations] == ["one"]
+    assert "2 not started (--max-credits would be exceeded)" in result.stderr
+    assert "spent 120000 credits" in result.stderr
+
+
 def test_a_budget_the_answers_cannot_keep_stops_the_batch(fake, llm_cli):
     fake.plan_api(generate=True, no_cost=True)
     path = write(fake, "budget.txt", "one\ntwo\n")
