@@ -399,7 +399,7 @@ def _recover(entry_id: str, job: Job, report: Callable[..., None]) -> str:
         return "failed"
     entry = claim.load()
     if entry is None or entry.record is None:
-        claim.release()
+        claim.release(remove_lock=entry is None)
         return "gone"
     result = engine.finish(claim, entry)
     paths = [str(path) for path in entry.record.saved_paths()]

@@ -376,7 +376,8 @@ def download(
         restoring = entry is None
         if entry is None:
             if generation_id is None:
-                claim.release()
+                # Finished by another process meanwhile.
+                claim.release(remove_lock=True)
                 continue
             entry = _entry_from_history(one, database, fail, claim)
             if entry is None:
