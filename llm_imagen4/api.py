@@ -1,7 +1,7 @@
 """The AI/ML API client: one POST a generation, retried only while no image
 can have been paid for; every shape of answer the API is documented to give;
-the image host; and the API's own log of requests, which tells whether a
-request whose answer was lost succeeded and what it cost.
+the image host; and the GET of the service endpoints (the API's log, its
+model catalogue, the balance), each answer read within a cap.
 
 The key goes in the ``Authorization`` header to the base URL and nowhere
 else: the API client never follows a redirect, and the image client never
@@ -19,6 +19,7 @@ import random
 import re
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -32,8 +33,6 @@ from .terminal import notify, printable, scrub
 
 DEFAULT_BASE_URL = "https://api.aimlapi.com"
 GENERATIONS_PATH = "/v1/images/generations"
-LOGS_PATH = "/v2/logs"
-MODELS_PATH = "/v1/models"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 BACKOFF_BASE = 1.0
 # The longest wait between two attempts. A server that asks for longer ends
@@ -48,6 +47,9 @@ MAX_REDIRECTS = 5
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 # Four inline images of the largest size, base64, with room to spare.
 MAX_ANSWER_BYTES = 4 * MAX_IMAGE_BYTES
+# A page of the log, the model catalogue, the balance: a few kB each.
+MAX_SERVICE_BYTES = 4 * 1024 * 1024
+SERVICE_ATTEMPTS = 4
 CHUNK = 65536
 KEY_HELP = "set one with 'llm keys set aimlapi' or the AIMLAPI_KEY environment variable"
 OUT_OF_CREDITS = "err_insufficent_credits"  # sic, as the API spells it
@@ -66,9 +68,13 @@ class UnknownOutcome(ApiError):
     """The request went out and no whole, readable answer came back: it may
     have been made and charged, which only the API's log can say."""
 
-    def __init__(self, message: str, client_request_id: str):
+    def __init__(
+        self, message: str, client_request_id: str, inference_id: str | None = None
+    ):
         super().__init__(message)
         self.client_request_id = client_request_id
+        # Set when the answer's headers arrived: the log's row has it too.
+        self.inference_id = inference_id
 
 
 class DownloadError(ApiError):
@@ -117,7 +123,8 @@ def _one_line(text: str, limit: int = 300) -> str:
 # -- answers ------------------------------------------------------------------
 
 
-def _finite(value: Any) -> float | None:
+def amount(value: Any) -> float | None:
+    """A cost as the API gives it: a finite number, 0 or more; else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
     try:
@@ -175,15 +182,6 @@ class AnswerBody(_Tolerant):
     @classmethod
     def _list(cls, value: Any) -> Any:
         return value if isinstance(value, list) else None
-
-
-class LogItem(_Tolerant):
-    """One request in the API's log (``GET /v2/logs``)."""
-
-    status: Any = None
-    client_request_id: Any = None
-    inference_id: Any = None
-    cost: Any = None
 
 
 @dataclass
@@ -251,14 +249,14 @@ def parse_answer(payload: Any, headers: httpx2.Headers | dict[str, str]) -> Answ
     usage = Usage()
     if isinstance(body.meta, dict) and isinstance(body.meta.get("usage"), dict):
         usage = Usage.model_validate(body.meta["usage"])
-    credits = _finite(usage.credits_used)
+    credits = amount(usage.credits_used)
     if credits is None:
-        credits = _finite(usage.tokens_used)
+        credits = amount(usage.tokens_used)
     if credits is None:
-        credits = _finite(headers.get("x-aimlapi-credits-used"))
-    usd = _finite(usage.usd_spent)
+        credits = amount(headers.get("x-aimlapi-credits-used"))
+    usd = amount(usage.usd_spent)
     if usd is None:
-        usd = _finite(headers.get("x-aimlapi-usd-spent"))
+        usd = amount(headers.get("x-aimlapi-usd-spent"))
     seed = body.seed
     valid_seed = (
         isinstance(seed, int)
@@ -274,7 +272,7 @@ def parse_answer(payload: Any, headers: httpx2.Headers | dict[str, str]) -> Answ
     )
 
 
-def _json(content: bytes) -> Any:
+def parse_json(content: bytes) -> Any:
     """The JSON value of a body, or None. A number JSON cannot hold (NaN,
     infinity) makes it not JSON."""
     try:
@@ -307,7 +305,7 @@ def error_message(response: httpx2.Response, body: bytes) -> str:
     """One line from an error answer: status, the server's message (a list
     of messages joined, with the error's kind), its requestId."""
     message, request_id = "", None
-    payload = _json(body)
+    payload = parse_json(body)
     if isinstance(payload, dict):
         error = _error_object(payload)
         if error is None:
@@ -324,6 +322,62 @@ def error_message(response: httpx2.Response, body: bytes) -> str:
     if response.status_code == 401:
         line += f" - check your key: {KEY_HELP}"
     return line
+
+
+# -- reading answers ----------------------------------------------------------
+
+
+class Oversize(ApiError):
+    """An answer larger than any answer of its kind can be."""
+
+
+def decoded(response: httpx2.Response, cap: int) -> Iterator[bytes]:
+    """The body of ``response`` as it arrives, decompressed here rather than
+    by httpx2, so that at most ``cap`` bytes are ever inflated however
+    small the compressed answer (a gzip bomb). An encoding the plugin did
+    not ask for is refused."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "", "gzip", "x-gzip", "deflate"):
+        raise ApiError(
+            f"an answer in an encoding not asked for ({_one_line(encoding, 40)})"
+        )
+    inflate = None
+    if encoding in ("gzip", "x-gzip"):
+        inflate = zlib.decompressobj(wbits=31)
+    elif encoding == "deflate":
+        inflate = zlib.decompressobj()
+    total = 0
+    for raw in response.iter_raw():
+        pending = raw
+        while pending:
+            if inflate is None:
+                chunk, pending = pending, b""
+            else:
+                try:
+                    chunk = inflate.decompress(pending, cap + 1 - total)
+                except zlib.error:
+                    raise ApiError("an answer whose compression is broken") from None
+                pending = inflate.unconsumed_tail
+            total += len(chunk)
+            if total > cap:
+                raise Oversize(f"an answer larger than {cap // 1024} kB")
+            if chunk:
+                yield chunk
+            if inflate is not None and not chunk:
+                break
+
+
+class _Announcing(httpx2.SyncByteStream):
+    """A request body that calls ``going`` just before its first byte is
+    written, once the connection is made and the headers are out: the
+    moment a request is on its way, which no event hook tells."""
+
+    def __init__(self, body: bytes, going: Callable[[], None]):
+        self.body, self.going = body, going
+
+    def __iter__(self) -> Iterator[bytes]:
+        self.going()
+        yield self.body
 
 
 # -- waiting ------------------------------------------------------------------
@@ -421,7 +475,9 @@ def api_client() -> httpx2.Client:
     """One client a process: a new one costs some 20 ms of loading
     certificates, and a shared one keeps its connections. The key is given
     per request, and redirects are never followed."""
-    return httpx2.Client(follow_redirects=False)
+    return httpx2.Client(
+        follow_redirects=False, headers={"Accept-Encoding": "gzip, deflate"}
+    )
 
 
 @dataclass
@@ -443,10 +499,16 @@ class ApiClient:
     def _error(self, text: str) -> str:
         return scrub(text, self.key)
 
-    def generate(self, body: dict[str, Any], request_id: str) -> Answer:
+    def generate(
+        self,
+        body: dict[str, Any],
+        request_id: str,
+        going: Callable[[], None] = lambda: None,
+    ) -> Answer:
         """Send one generation, retrying while nothing can have been paid for:
         a refused connection, or an answer of 429 or 5xx. Every attempt
-        carries the same body and ``request_id``."""
+        carries the same body and ``request_id``; ``going`` is called as
+        each attempt goes out."""
         url = base_url() + GENERATIONS_PATH
         deadline = time.monotonic() + self.timeout
         pacer = PACER.get()
@@ -460,8 +522,11 @@ class ApiClient:
                     f"No answer from the API within {self.timeout:g} s "
                     "(--timeout); nothing more was sent"
                 )
+            seen: dict[str, str] = {}
             try:
-                status, headers, content = self._post(url, body, request_id, remaining)
+                status, headers, content = self._post(
+                    url, body, request_id, remaining, going, seen
+                )
             except (httpx2.ConnectError, httpx2.ConnectTimeout) as ex:
                 # Nothing reached the server: safe to send again.
                 reason = self._error(
@@ -476,20 +541,28 @@ class ApiClient:
                     f"No whole answer from the API within {self.timeout:g} s "
                     "after the request was sent",
                     request_id,
+                    seen.get("inference_id"),
                 ) from None
-            except httpx2.HTTPError as ex:
+            except Oversize:
+                raise UnknownOutcome(
+                    "The API's answer is larger than any answer can be",
+                    request_id,
+                    seen.get("inference_id"),
+                ) from None
+            except (httpx2.HTTPError, ApiError) as ex:
                 raise UnknownOutcome(
                     self._error(
                         "The connection to the API failed after the request was "
                         f"sent ({_one_line(str(ex)) or type(ex).__name__})"
                     ),
                     request_id,
+                    seen.get("inference_id"),
                 ) from None
             response = httpx2.Response(status, headers=headers)
             if 200 <= status < 300:
                 if pacer:
                     pacer.succeeded()
-                payload = _json(content)
+                payload = parse_json(content)
                 try:
                     if payload is None:
                         raise ApiError(
@@ -500,7 +573,9 @@ class ApiClient:
                     raise Declined(self._error(str(ex))) from None
                 except ApiError as ex:
                     # A success the plugin cannot read may still be charged.
-                    raise UnknownOutcome(self._error(str(ex)), request_id) from None
+                    raise UnknownOutcome(
+                        self._error(str(ex)), request_id, headers.get("x-inference-id")
+                    ) from None
             retryable = status in RETRY_STATUSES
             delay = retry_delay(attempt, headers) if retryable else 0.0
             if pacer and (status == 429 or "retry-after" in headers):
@@ -517,31 +592,89 @@ class ApiClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _post(
-        self, url: str, body: dict[str, Any], request_id: str, remaining: float
+        self,
+        url: str,
+        body: dict[str, Any],
+        request_id: str,
+        remaining: float,
+        going: Callable[[], None],
+        seen: dict[str, str],
     ) -> tuple[int, httpx2.Headers, bytes]:
         """POST and read the whole answer by the deadline, however slowly it
-        arrives."""
+        arrives. ``seen`` gets the inference id as soon as the headers come."""
         deadline = time.monotonic() + remaining
         timeout = httpx2.Timeout(remaining, connect=min(CONNECT_TIMEOUT, remaining))
-        with self.http.stream(
-            "POST",
-            url,
-            json=body,
-            headers=self._headers(request_id),
-            timeout=timeout,
-            follow_redirects=False,
-        ) as response:
+        request = self.http.build_request(
+            "POST", url, json=body, headers=self._headers(request_id), timeout=timeout
+        )
+        request.stream = _Announcing(request.content, going)
+        response = self.http.send(request, stream=True, follow_redirects=False)
+        try:
+            if "x-inference-id" in response.headers:
+                seen["inference_id"] = response.headers["x-inference-id"]
             content = bytearray()
-            for chunk in response.iter_bytes():
+            for chunk in decoded(response, MAX_ANSWER_BYTES):
                 content += chunk
                 if time.monotonic() > deadline:
                     raise _Deadline
-                if len(content) > MAX_ANSWER_BYTES:
-                    raise UnknownOutcome(
-                        "The API's answer is larger than any answer can be",
-                        request_id,
-                    )
             return response.status_code, response.headers, bytes(content)
+        finally:
+            response.close()
+
+    def get(
+        self,
+        path: str,
+        params: list[tuple[str, str]],
+        *,
+        keyless: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> httpx2.Response:
+        """GET a service endpoint (the log, the catalogue, the balance) and
+        read its answer within MAX_SERVICE_BYTES, waiting out a 429 a few
+        times as it asks (or with backoff). The answer's content is read;
+        any status is returned as it is, but for a 429 to the last."""
+        url = base_url() + path
+        for attempt in range(1, SERVICE_ATTEMPTS + 1):
+            request = self.http.build_request(
+                "GET",
+                url,
+                params=params,
+                headers={**({} if keyless else self._headers()), **(headers or {})},
+                timeout=httpx2.Timeout(30, connect=CONNECT_TIMEOUT),
+            )
+            try:
+                response = self.http.send(request, stream=True)
+                try:
+                    content = b"".join(decoded(response, MAX_SERVICE_BYTES))
+                finally:
+                    response.close()
+            except (httpx2.HTTPError, ApiError) as ex:
+                raise ApiError(
+                    self._error(f"{path} could not be read: {_one_line(str(ex))}")
+                ) from None
+            answer = httpx2.Response(
+                response.status_code, headers=response.headers, content=content
+            )
+            if answer.status_code != 429 or attempt == SERVICE_ATTEMPTS:
+                return answer
+            delay = retry_delay(attempt, answer.headers)
+            if delay > BACKOFF_CAP:
+                return answer
+            self.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def get_json(
+        self, path: str, params: list[tuple[str, str]], *, keyless: bool = False
+    ) -> Any:
+        """The JSON of a service endpoint's successful answer; ApiError, one
+        line, for anything else."""
+        response = self.get(path, params, keyless=keyless)
+        if not response.is_success:
+            raise ApiError(self._error(error_message(response, response.content)))
+        payload = parse_json(response.content)
+        if payload is None:
+            raise ApiError(f"{path} answered with something that is not JSON")
+        return payload
 
     def _wait(self, attempt: int, delay: float, reason: str, deadline: float) -> None:
         if delay > BACKOFF_CAP:
@@ -565,65 +698,9 @@ class ApiClient:
         )
         self.sleep(delay)
 
-    def lookup(self, request_id: str) -> LogEntry | None:
-        """The API's own record of the request with this client request id,
-        or None when its log does not have it (yet)."""
-        try:
-            response = self.http.get(
-                base_url() + LOGS_PATH,
-                params={"client_request_id": request_id},
-                headers=self._headers(),
-                timeout=httpx2.Timeout(30, connect=CONNECT_TIMEOUT),
-            )
-        except httpx2.HTTPError as ex:
-            raise ApiError(
-                self._error(f"Could not ask the API's log: {_one_line(str(ex))}")
-            ) from None
-        if not response.is_success:
-            raise ApiError(self._error(error_message(response, response.content)))
-        payload = _json(response.content)
-        entries = (
-            payload.get("data", payload.get("logs"))
-            if isinstance(payload, dict)
-            else payload
-        )
-        for item in entries if isinstance(entries, list) else []:
-            if not isinstance(item, dict):
-                continue
-            logged = LogItem.model_validate(item)
-            if logged.client_request_id == request_id:
-                cost = logged.cost if isinstance(logged.cost, dict) else {}
-                return LogEntry(
-                    status=logged.status
-                    if isinstance(logged.status, str)
-                    else "unknown",
-                    credits=_finite(cost.get("credits")),
-                    usd=_finite(cost.get("usd")),
-                    inference_id=logged.inference_id
-                    if isinstance(logged.inference_id, str)
-                    else None,
-                )
-        return None
-
 
 class _Deadline(Exception):
     """The answer did not arrive whole by the deadline."""
-
-
-@dataclass
-class LogEntry:
-    status: str  # succeeded or failed
-    credits: float | None
-    usd: float | None
-    inference_id: str | None
-
-    def line(self) -> str:
-        if self.status == "failed":
-            return "the API's log says it failed, and failed requests cost nothing"
-        cost = describe_cost(self.credits, self.usd)
-        return f"the API's log says it {self.status}" + (
-            f", costing {cost}" if cost else ""
-        )
 
 
 def describe_cost(credits: float | None, usd: float | None) -> str:
@@ -633,33 +710,6 @@ def describe_cost(credits: float | None, usd: float | None) -> str:
     if usd is not None:
         parts.append(f"${usd:.4f}")
     return " / ".join(parts)
-
-
-def served_models() -> dict[str, set[str]]:
-    """Each model id the API serves now, with its aliases. The list needs no
-    key, and nothing else is sent."""
-    url = base_url() + MODELS_PATH
-    try:
-        response = api_client().get(
-            url, timeout=httpx2.Timeout(30, connect=CONNECT_TIMEOUT)
-        )
-        response.raise_for_status()
-        payload = response.json()
-    except (httpx2.HTTPError, ValueError) as ex:
-        raise ApiError(
-            f"Could not list the API's models: {_one_line(str(ex))}"
-        ) from None
-    items = payload.get("data") if isinstance(payload, dict) else payload
-    served: dict[str, set[str]] = {}
-    for item in items if isinstance(items, list) else []:
-        if isinstance(item, dict) and isinstance(item.get("id"), str):
-            aliases = item.get("aliases")
-            served[item["id"]] = {
-                alias
-                for alias in (aliases if isinstance(aliases, list) else [])
-                if isinstance(alias, str)
-            }
-    return served
 
 
 # -- the image host ---------------------------------------------------------------
@@ -686,6 +736,7 @@ def image_client() -> httpx2.Client:
         follow_redirects=True,
         max_redirects=MAX_REDIRECTS,
         event_hooks={"request": [_check_scheme]},
+        headers={"Accept-Encoding": "gzip, deflate"},
     )
 
 
@@ -723,7 +774,7 @@ def fetch_image(
                 ),
             ) as response:
                 if response.is_success:
-                    return save(_until(response.iter_bytes(), end))
+                    return save(_until(decoded(response, MAX_IMAGE_BYTES), end))
                 error = DownloadError(f"the image host answered {response.status_code}")
                 retry = response.status_code in RETRY_STATUSES
                 asked = retry_delay(attempt, response.headers, rng=lambda: 0.0)
@@ -734,12 +785,18 @@ def fetch_image(
                     wait = asked
         except Refused:
             raise
+        except Oversize:
+            raise Refused(
+                f"the image is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MB"
+            ) from None
         except httpx2.TooManyRedirects:
             raise DownloadError("the image host redirected in a loop") from None
         except httpx2.InvalidURL:
             raise Refused(f"not a valid URL: {_one_line(url, 100)}") from None
         except DownloadError as ex:
             error = ex
+        except ApiError as ex:
+            error = DownloadError(f"the download failed: {ex}")
         except _Deadline:
             error = DownloadError(f"the download took longer than {deadline:g} s")
             break

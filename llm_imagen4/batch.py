@@ -18,8 +18,8 @@ from typing import Any
 import click
 import llm
 
-from . import api, engine, history, journal, specs
-from .record import GenerationRecord
+from . import api, catalogue, engine, history, journal, ledger, recovery, specs
+from .budget import WAIT, Budget
 from .terminal import command, dumps, notify, printable
 
 # A row's fields: its prompt, its model, any option of the request as the
@@ -132,6 +132,10 @@ class Job:
     request: dict[str, Any]
     seeded: bool
 
+    @property
+    def images(self) -> int:
+        return self.request.get("num_images", 1)
+
 
 @dataclass
 class Tally:
@@ -141,80 +145,27 @@ class Tally:
     failed: int = 0
 
 
-@dataclass
-class Budget:
-    """What the rows have cost, and --max-credits / --max-usd kept as a cap.
-
-    A row starts only if what is spent, plus what the rows in flight may
-    cost, plus the row itself, stays within the cap. A row is reckoned at
-    its model's dearest price an image so far, times the images it asks
-    for; a row of a model not priced yet runs alone, to learn its price."""
-
-    max_credits: float | None = None
-    max_usd: float | None = None
-    credits: float = 0.0
-    usd: float = 0.0
-    # By model id: the dearest (credits, dollars) an image so far.
-    prices: dict[str, tuple[float, float]] = field(default_factory=dict)
-    # By row number: what each row in flight was reckoned to cost.
-    reserved: dict[int, tuple[float, float]] = field(default_factory=dict)
-    stop: str | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def admit(self, job: Job) -> bool:
-        """Whether ``job`` may start now; if it may, it counts as in flight."""
-        with self.lock:
-            if self.stop:
-                return False
-            estimate = (0.0, 0.0)
-            if self.max_credits is not None or self.max_usd is not None:
-                price = self.prices.get(job.model.model_id)
-                if price is None:
-                    if self.reserved:
-                        return False
-                else:
-                    images = job.request.get("num_images", 1)
-                    estimate = (price[0] * images, price[1] * images)
-                    credits = self.credits + estimate[0]
-                    usd = self.usd + estimate[1]
-                    for credits_more, usd_more in self.reserved.values():
-                        credits, usd = credits + credits_more, usd + usd_more
-                    over = _over("--max-credits", self.max_credits, credits) or _over(
-                        "--max-usd", self.max_usd, usd
-                    )
-                    if over:
-                        if not self.reserved:
-                            self.stop = over
-                        return False
-            self.reserved[job.row.number] = estimate
-            return True
-
-    def settle(self, job: Job, record: GenerationRecord | None) -> None:
-        """A row has ended, with the API's answer if it had one."""
-        with self.lock:
-            self.reserved.pop(job.row.number, None)
-            if record is None:
-                return
-            self.credits += record.credits_used or 0
-            self.usd += record.usd_spent or 0
-            if (self.max_credits is not None and record.credits_used is None) or (
-                self.max_usd is not None and record.usd_spent is None
-            ):
-                self.stop = "the API reported no cost, so the budget cannot be kept"
-                return
-            images = max(1, len(record.images))
-            known = self.prices.get(job.model.model_id, (0.0, 0.0))
-            self.prices[job.model.model_id] = (
-                max(known[0], (record.credits_used or 0) / images),
-                max(known[1], (record.usd_spent or 0) / images),
-            )
-
-
-def _over(flag: str, cap: float | None, total: float) -> str | None:
-    # With room for float rounding: three rows of $0.04 fit in $0.12.
-    if cap is not None and total > cap * (1 + 1e-9):
-        return f"{flag} would be exceeded"
-    return None
+def estimate(jobs: list[Job], prices: dict[str, float | None]) -> str:
+    """What sending ``jobs`` would cost at the published prices, in a line."""
+    images = sum(job.images for job in jobs)
+    unpriced = sorted(
+        {job.model.model_id for job in jobs if prices.get(job.model.model_id) is None}
+    )
+    if unpriced:
+        return (
+            f"Estimated cost: unknown for {images} {'image' if images == 1 else 'images'}: "
+            f"no price an image is published for {', '.join(unpriced)}"
+        )
+    rates = sorted({prices[job.model.model_id] for job in jobs})
+    usd = sum(prices[job.model.model_id] * job.images for job in jobs)
+    rate = " to ".join(
+        catalogue.usd_text(r)
+        for r in (rates[:1] + rates[-1:] if len(rates) > 1 else rates)
+    )
+    return (
+        f"Estimated cost: {catalogue.usd_text(usd)} for {images} "
+        f"{'image' if images == 1 else 'images'} at {rate} an image"
+    )
 
 
 class Interrupts:
@@ -347,10 +298,14 @@ def run(
             f"finished from the journal, {tally.skipped} rows already done, "
             f"{tally.failed} rows with errors (a row without a seed gets one when sent)"
         )
+        if todo:
+            notify(estimate(todo, catalogue.prices()))
         if tally.failed:
             raise click.exceptions.Exit(1)
         return
     budget = Budget(max_credits, max_usd)
+    if budget.capped:
+        budget.published = catalogue.prices()
     started, stopped_for = _send(todo, jobs, key, log_to, tally, budget, report, json_)
     summary = (
         f"{len(rows)} rows: {tally.generated} generated, {tally.recovered} recovered, "
@@ -361,7 +316,7 @@ def run(
         report(job.row, "not started", reason=stopped_for)
     if not_started:
         summary += f", {not_started} not started ({stopped_for})"
-    spent = api.describe_cost(budget.credits or None, budget.usd or None)
+    spent = ledger.describe_cost(budget.credits or None, budget.usd or None)
     if spent:
         summary += f"; spent {spent}"
     notify(summary)
@@ -436,7 +391,7 @@ def _send(
     def task(job: Job) -> Any:
         api.PACER.set(pacer)
         token = engine.LOG_TO.set(log_to)
-        record = None
+        record, listed, declined = None, None, False
         try:
             response = job.model.prompt(
                 job.row.prompt, key=key, stream=False, **job.options
@@ -444,14 +399,28 @@ def _send(
             in_flight[job.row.number] = response.id
             response.text()
             record = engine.record_of(response)
+        except api.Declined:
+            declined = True
+            raise
+        except recovery.LostAnswer as ex:
+            listed = ex.listed
+            raise
         finally:
             engine.LOG_TO.reset(token)
             # Counted here, before the next row may start.
-            budget.settle(job, record)
+            if declined:
+                budget.refused(job.row.number)
+            else:
+                budget.settle(job.row.number, job.model.model_id, record, listed)
         return response
 
     def should_start(job: Job) -> bool:
-        return not interrupts.stopping and budget.admit(job)
+        if interrupts.stopping or budget.broken:
+            return False
+        why = budget.admit(job.row.number, job.model.model_id, job.images)
+        if why not in (None, WAIT):
+            budget.broken = why
+        return why is None
 
     main = threading.current_thread() is threading.main_thread()
     previous = (
@@ -506,4 +475,4 @@ def _send(
             progress.render_finish()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return started, "stopped" if interrupts.stopping else (budget.stop or "")
+    return started, "stopped" if interrupts.stopping else (budget.broken or "")

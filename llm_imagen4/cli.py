@@ -330,10 +330,27 @@ def status(generation_id: str, key: str | None, database: Path | None) -> None:
     help="Ask the API (no key needed) whether each model is still served",
 )
 def models_command(check: bool) -> None:
-    """The Imagen 4 models, their AI/ML API ids and options."""
+    """The Imagen 4 models: their AI/ML API ids, price an image and options.
+
+    The prices come from the API's published model list (no key needed),
+    read at most once a day.
+    """
     from . import commands
 
     commands.models(check, fail=_fail)
+
+
+@imagen4.command()
+@_key_option
+def balance(key: str | None) -> None:
+    """The AI/ML API account's balance, in dollars.
+
+    \b
+        llm imagen4 balance
+    """
+    from . import commands
+
+    commands.balance(key, fail=_fail)
 
 
 @imagen4.command()
@@ -418,14 +435,18 @@ def datasette(database: Path | None) -> None:
 @click.option(
     "--max-credits",
     type=click.FloatRange(0, min_open=True),
-    help="Spend at most this many credits; the first row, which tells the price, always runs",
+    help="Spend at most this many credits, at the published price an image",
 )
 @click.option(
     "--max-usd",
     type=click.FloatRange(0, min_open=True),
-    help="Spend at most this many dollars; the first row, which tells the price, always runs",
+    help="Spend at most this many dollars, at the published price an image",
 )
-@click.option("--dry-run", is_flag=True, help="Print the requests; send nothing")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the requests and what they would cost; send nothing",
+)
 @_json_option
 def batch(file: Any, **arguments: Any) -> None:
     """Generate images for every prompt in FILE (- for standard input).

@@ -471,25 +471,26 @@ def status(
 
 
 def models(check: bool, fail: Fail) -> None:
-    from . import api
+    from . import catalogue
 
-    served = None
-    if check:
-        try:
-            served = api.served_models()
-        except llm.ModelError as ex:
+    listed, why = None, None
+    try:
+        listed = catalogue.listings(fresh=check)
+    except llm.ModelError as ex:
+        if check:
             raise fail(ex) from None
+        why = f"the API's model list could not be read: {ex}"
     gone = 0
     for spec in specs.SPECS:
         default = " (default)" if spec.model_id == specs.DEFAULT_MODEL else ""
         line = f"{spec.model_id}: {spec.api_id}{default}"
-        if served is not None:
-            known = spec.api_id in served or any(
-                spec.api_id in aliases for aliases in served.values()
-            )
-            line += "  served" if known else "  NOT SERVED"
-            gone += not known
+        listing = listed[spec.api_id] if listed else None
+        if check and listing is not None:
+            line += "  served" if listing.served else "  NOT SERVED"
+            gone += not listing.served
         click.echo(line)
+        price = listing.price_line() if listing else f"unknown ({why})"
+        click.echo(f"  price: {printable(price)}")
         click.echo(f"  prompt: up to {spec.prompt_max} characters")
         for name, field in spec.options.model_fields.items():
             click.echo(f"  {name}: {field.description}")
@@ -497,6 +498,16 @@ def models(check: bool, fail: Fail) -> None:
         raise click.ClickException(
             f"{gone} of the models are no longer served by the API"
         )
+
+
+def balance(key: str | None, fail: Fail) -> None:
+    from . import api, ledger
+
+    try:
+        dollars = ledger.balance(api.ApiClient(engine.api_key(key)))
+    except llm.ModelError as ex:
+        raise fail(ex) from None
+    click.echo(("-" if dollars < 0 else "") + f"${abs(dollars):,.2f}")
 
 
 def gallery(

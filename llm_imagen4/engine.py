@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import llm
 
-from . import api, files, images, journal, provenance, specs
+from . import api, files, images, journal, provenance, recovery, specs
 from .record import GenerationRecord, ImageRecord, folder_text
 from .terminal import command, notify
 
@@ -35,10 +35,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 # How often a wait wakes up to let Ctrl-C through.
 TICK = 0.1
-# How long the API's log may take to list a request. A request it still
-# does not list after this never reached it (the process stopped before
-# sending it): its journal entry goes.
-SENT_HORIZON = datetime.timedelta(hours=1)
 _UNSET = object()
 # The logs database the route running this generation logs its turn to
 # (None: not logged), set by the plugin's own routes; otherwise the
@@ -282,20 +278,47 @@ def run(
     prompt.options.seed = chosen.request["seed"]
     generation_id = response.id
     request_id = api.client_request_id(generation_id)
-    claim = _journal_sending(generation_id, model_id, request_id, log_to)
+    entry = journal.Entry(
+        id=generation_id,
+        model=model_id,
+        outcome="prepared",
+        record=_record(model_id, chosen, generation_id, request_id, None),
+        client_request_id=request_id,
+        log_to=str(log_to) if log_to else None,
+        created_utc=journal.now_utc(),
+    )
+    claim = _journal_prepared(entry)
     client = api.ApiClient(
         key,
         attempts=chosen.options.retries or specs.DEFAULT_ATTEMPTS,
         timeout=chosen.options.timeout or specs.DEFAULT_TIMEOUT,
     )
+
+    def going() -> None:
+        """An attempt is going out: from now on only the API's log can say
+        what became of it. A journal that cannot say so forgets the
+        generation rather than claim it was never sent."""
+        nonlocal claim
+        now = journal.now_utc()
+        entry.outcome = "sent"
+        entry.sent_utc = entry.sent_utc or now
+        entry.last_sent_utc = now
+        entry.attempts += 1
+        if claim is not None:
+            try:
+                claim.write(entry)
+            except OSError:
+                claim.remove()
+                claim = None
+
     try:
         with sigterm_as_interrupt():
-            answer = client.generate(chosen.request, request_id)
+            answer = client.generate(chosen.request, request_id, going)
     except api.UnknownOutcome as ex:
-        if claim:
-            claim.release()
-        raise llm.ModelError(
-            f"{ex}. {_ask_log(client, generation_id, request_id)}"
+        entry.inference_id = ex.inference_id
+        settled = recovery.settle_sent(claim, entry, client)
+        raise recovery.LostAnswer(
+            f"{ex}; {settled.note}. Nothing was sent again.", settled.listed
         ) from None
     except llm.ModelError:
         # A definite answer: nothing was made, nothing was charged.
@@ -303,9 +326,12 @@ def run(
             claim.remove()
         raise
     except BaseException:
-        # Stopped while the request may be under way: whether it was
-        # charged is for the API's log to say.
-        if claim:
+        if claim and entry.outcome == "prepared":
+            claim.remove()
+            notify("Stopped before the request was sent; nothing was charged")
+        elif claim:
+            # Stopped while the request may be under way: whether it was
+            # charged is for the API's log to say.
             claim.release()
             notify(
                 "Stopped while waiting for the API; it may still make the images "
@@ -314,29 +340,13 @@ def run(
             )
         raise
     record = _record(model_id, chosen, generation_id, request_id, answer)
-    entry = journal.Entry(
-        id=generation_id,
-        model=model_id,
-        record=record,
-        client_request_id=request_id,
-        log_to=str(log_to) if log_to else None,
-        created_utc=record.provenance["created_utc"]
-        if record.provenance
-        else journal.now_utc(),
-    )
+    entry.outcome, entry.record = "answered", record
+    entry.inference_id = answer.inference_id
     claim = _journal_answer(claim, entry, answer)
     with sigterm_as_interrupt():
         save_images(claim, entry, chosen.destination, answer, cancel)
     response.response_json = record.model_dump()
-    usage = {
-        name: value
-        for name, value in (
-            ("credits_used", record.credits_used),
-            ("usd_spent", record.usd_spent),
-        )
-        if value is not None
-    }
-    if usage:
+    if usage := record.usage():
         response.set_usage(details=usage)
     response.set_resolved_model(record.request["model"])
     for image in record.unsaved():
@@ -348,25 +358,14 @@ def run(
     return record.text(generation_id)
 
 
-def _journal_sending(
-    generation_id: str, model_id: str, request_id: str, log_to: Path | None
-) -> journal.Claim | None:
-    """Note the request in the journal before it goes out, so that a process
-    killed while it waits leaves the client request id to ask the API's
-    log about. A journal that cannot be written stops nothing."""
+def _journal_prepared(entry: journal.Entry) -> journal.Claim | None:
+    """Note the generation in the journal before its request goes out, so
+    that a process killed while it waits leaves what to ask the API's log
+    about. A journal that cannot be written stops nothing."""
     try:
-        claim = journal.claim(generation_id)
+        claim = journal.claim(entry.id)
         if claim:
-            claim.write(
-                journal.Entry(
-                    id=generation_id,
-                    model=model_id,
-                    outcome="sent",
-                    client_request_id=request_id,
-                    log_to=str(log_to) if log_to else None,
-                    created_utc=journal.now_utc(),
-                )
-            )
+            claim.write(entry)
         return claim
     except OSError:
         return None
@@ -417,17 +416,21 @@ def _record(
     chosen: Plan,
     generation_id: str,
     request_id: str,
-    answer: api.Answer,
+    answer: api.Answer | None,
 ) -> GenerationRecord:
+    """The generation's record: before the request goes out (``answer``
+    None, no images yet), and once the API has answered."""
     metadata = chosen.options.metadata is not False
     created = datetime.datetime.now(datetime.UTC).isoformat()
+    credits = answer.credits_used if answer else None
+    usd = answer.usd_spent if answer else None
     return GenerationRecord(
         request=chosen.request,
         seed=chosen.request["seed"],
-        credits_used=answer.credits_used,
-        usd_spent=answer.usd_spent,
+        credits_used=credits,
+        usd_spent=usd,
         client_request_id=request_id,
-        inference_id=answer.inference_id,
+        inference_id=answer.inference_id if answer else None,
         tool_call_id=TOOL_CALL_ID.get(),
         directory=folder_text(chosen.destination.folder),
         stem=chosen.destination.stem,
@@ -437,8 +440,8 @@ def _record(
             request=chosen.request,
             turn_id=generation_id,
             created_utc=created,
-            credits_used=answer.credits_used,
-            usd_spent=answer.usd_spent,
+            credits_used=credits,
+            usd_spent=usd,
         ),
         images=[
             ImageRecord(
@@ -450,21 +453,9 @@ def _record(
                 status="refused" if ref.problem else "pending",
                 error=ref.problem,
             )
-            for ref in answer.images
+            for ref in (answer.images if answer else [])
         ],
     )
-
-
-def _ask_log(client: api.ApiClient, generation_id: str, request_id: str) -> str:
-    """What the API's own log says of a request whose answer was lost."""
-    later = command("llm", "imagen4", "status", generation_id)
-    try:
-        log_entry = client.lookup(request_id)
-    except api.ApiError as ex:
-        return f"The API's log could not be asked ({ex}); ask later with: {later}"
-    if log_entry is None:
-        return f"The API's log does not have it yet; ask later with: {later}"
-    return f"Asked the API: {log_entry.line()}. Nothing was sent again."
 
 
 def _unsaved_line(generation_id: str, image: ImageRecord, journaled: bool) -> str:
@@ -843,7 +834,7 @@ def finish(
     whose deleted files are fetched again."""
     from . import history
 
-    if entry.outcome == "sent" or entry.record is None:
+    if entry.outcome != "answered" or entry.record is None:
         return _finish_sent(claim, entry)
     record = entry.record
     gone, deleted = [], set()
@@ -908,77 +899,64 @@ def finish(
 
 
 def _finish_sent(claim: journal.Claim, entry: journal.Entry) -> Finished:
-    """A request whose answer never arrived: only the API's log can say what
-    became of it. Once it has, the entry goes."""
-    result = Finished(entry.id, [], [])
-    if not entry.client_request_id:
-        claim.remove()
-        return result
-    try:
-        log_entry = api.ApiClient(api_key(None)).lookup(entry.client_request_id)
-    except llm.ModelError as ex:
-        result.note = (
-            f"the request's answer was lost, and the API's log could not be asked: {ex}"
-        )
-        result.left = True
-        claim.release()
-        return result
-    if log_entry is None:
-        if _age(entry) > SENT_HORIZON:
-            result.note = (
-                "the API's log has no record of the request an hour after it "
-                "was made, so it never reached the API; nothing to finish"
-            )
-            claim.remove()
-            return result
-        result.note = (
-            "the request's answer was lost, and the API's log does not have it yet"
-        )
-        result.left = True
-        claim.release()
-        return result
-    if log_entry.status == "failed":
-        result.note = f"the request's answer was lost; {log_entry.line()}"
+    """A request whose answer never arrived, or that never went out: only
+    the journal (never sent) or the API's log can say what became of it."""
+    if entry.outcome == "prepared":
+        settled = recovery.never_sent(claim)
     else:
-        result.note = (
-            f"the request's answer was lost; {log_entry.line()}, but its images "
-            "never arrived and cannot be fetched"
-        )
-    claim.remove()
-    return result
-
-
-def _age(entry: journal.Entry) -> datetime.timedelta:
-    try:
-        created = datetime.datetime.fromisoformat(entry.created_utc)
-    except ValueError:
-        return datetime.timedelta(0)
-    if created.tzinfo is None:
-        created = created.replace(tzinfo=datetime.UTC)
-    return datetime.datetime.now(datetime.UTC) - created
+        try:
+            client = api.ApiClient(api_key(None))
+        except llm.ModelError as ex:
+            claim.release()
+            return Finished(
+                entry.id,
+                [],
+                [],
+                note=f"its answer was lost, and the API's log could not be asked: {ex}",
+                left=True,
+            )
+        settled = recovery.settle_sent(claim, entry, client)
+    return Finished(entry.id, [], [], note=settled.note, left=settled.left)
 
 
 def status(generation_id: str, key: str | None, database: Path | None = None) -> str:
-    """What the API's log says of a generation, by its id: from the journal,
-    or the history in ``database`` (``llm logs path`` when None)."""
-    from . import history
+    """What the API's log says of a generation, by its id: one still in the
+    journal is settled by the answer, as ``download`` would; one in the
+    history (in ``database``, ``llm logs path`` when None) is looked up by
+    its inference id."""
+    from . import history, ledger
 
-    entry = journal.load(generation_id)
-    request_id = entry.client_request_id if entry else None
-    if request_id is None:
-        db = history.open_db(database)
-        turn = history.turn(db, generation_id) if db else None
-        if turn is None:
-            raise llm.ModelError(f"No generation with id {generation_id}")
-        request_id = turn.record.client_request_id
-        if request_id is None:
-            raise llm.ModelError(
-                f"{generation_id} was made before client request ids were recorded"
-            )
-    log_entry = api.ApiClient(api_key(key)).lookup(request_id)
-    if log_entry is None:
-        return f"{generation_id}: the API's log does not have it (yet)"
-    return f"{generation_id}: {log_entry.line()}"
+    client = api.ApiClient(api_key(key))
+    with journal.claimed(generation_id) as claim:
+        entry = claim.load() if claim else journal.load(generation_id)
+        if entry is not None and entry.outcome != "answered":
+            if claim is None:
+                return f"{generation_id}: another process is working on it now"
+            if entry.outcome == "prepared":
+                return f"{generation_id}: {recovery.never_sent(claim).note}"
+            return f"{generation_id}: {recovery.settle_sent(claim, entry, client).note}"
+    db = history.open_db(database)
+    turn = history.turn(db, generation_id) if db else None
+    if turn is None:
+        raise llm.ModelError(f"No generation with id {generation_id}")
+    record = turn.record
+    made = recovery.moment((record.provenance or {}).get("created_utc"))
+    if record.client_request_id is None or made is None:
+        raise llm.ModelError(
+            f"{generation_id} was made before client request ids were recorded"
+        )
+    sent = ledger.Sent(
+        client_request_id=record.client_request_id,
+        api_model=record.request["model"],
+        # Sent at most the longest --timeout before its answer was read.
+        first=made - datetime.timedelta(seconds=specs.TIMEOUT_MAX),
+        last=made,
+        inference_id=record.inference_id,
+    )
+    listed = ledger.find(client, sent)
+    if listed is None:
+        return f"{generation_id}: the API's log does not list it (yet)"
+    return f"{generation_id}: {listed.line()}"
 
 
 # -- the plugin's own routes ------------------------------------------------------------

@@ -907,6 +907,8 @@ def log_new(db: sqlite_utils.Database, entry: journal.Entry) -> None:
         model=model,
     )
     response.response_json = record.model_dump()
+    if usage := record.usage():
+        response.set_usage(details=usage)
     # from_dict keeps no start time; the turn's is when it was generated.
     response._start_utcnow = datetime.datetime.fromisoformat(entry.created_utc)
     response.log_to_db(db)

@@ -52,15 +52,23 @@ class Entry(BaseModel):
 
     id: str
     model: str
-    # sent: the request went out and no answer has come back (yet), so
-    # only the API's log can tell what became of it. answered: the
-    # API's answer is here.
-    outcome: Literal["sent", "answered"] = "answered"
+    # prepared: about to be sent, and nothing has gone out. sent: an
+    # attempt went out and no answer has come back (yet), so only the
+    # API's log can tell what became of it. answered: the API's answer
+    # is here.
+    outcome: Literal["prepared", "sent", "answered"] = "answered"
+    # The request and where its images go (no images yet until answered).
     record: GenerationRecord | None = None
     client_request_id: str | None = None
     # The logs database llm logs this generation's turn to; None for none.
     log_to: str | None = None
     created_utc: str
+    # When the first and the last attempt went out, and how many did.
+    sent_utc: str | None = None
+    last_sent_utc: str | None = None
+    attempts: int = 0
+    # The API's id of the answer, once its headers arrived.
+    inference_id: str | None = None
 
 
 def folder() -> Path:

@@ -18,8 +18,10 @@ from .terminal import printable
 
 PLUGIN = "llm-imagen4"
 # pending: not saved yet; failed: not saved, worth another try from its URL;
-# refused: not saved and never will be (too large); saved: on disk.
-ImageStatus = Literal["pending", "saved", "failed", "refused"]
+# refused: not saved and never will be (too large); saved: on disk; lost:
+# made and charged, as the API's log says, but its answer never arrived, so
+# nothing can fetch it.
+ImageStatus = Literal["pending", "saved", "failed", "refused", "lost"]
 
 
 class ImageRecord(BaseModel):
@@ -98,9 +100,9 @@ class GenerationRecord(BaseModel):
         for image in self.images:
             if image.status == "saved" and image.name:
                 lines.append(str(self.path(image)))
-            elif image.status == "refused":
+            elif image.status in ("refused", "lost"):
                 lines.append(
-                    f"Image {image.position + 1} refused: {printable(image.error)}"
+                    f"Image {image.position + 1} {image.status}: {printable(image.error)}"
                 )
             else:
                 lines.append(
@@ -109,6 +111,17 @@ class GenerationRecord(BaseModel):
                     f" - finish it with: llm imagen4 download {generation_id}"
                 )
         return "\n".join(lines)
+
+    def usage(self) -> dict[str, float]:
+        """The cost, as llm's usage details: what ``--usage`` prints."""
+        return {
+            name: value
+            for name, value in (
+                ("credits_used", self.credits_used),
+                ("usd_spent", self.usd_spent),
+            )
+            if value is not None
+        }
 
     def image_provenance(self, image: ImageRecord) -> dict[str, Any] | None:
         """What is written into one image: the generation's provenance with

@@ -32,6 +32,7 @@ SafetySetting = Literal[
 DEFAULT_ATTEMPTS = 4
 # Seconds to wait for the whole answer of the API, retries included.
 DEFAULT_TIMEOUT = 300.0
+TIMEOUT_MAX = 3600.0
 
 
 def option(description: str, *flags: str, **constraints: Any) -> Any:
@@ -93,7 +94,7 @@ class Imagen4Options(llm.Options):
         "Seconds to wait for the API's whole answer, retries included "
         f"(default {DEFAULT_TIMEOUT:g})",
         gt=0,
-        le=3600,
+        le=TIMEOUT_MAX,
     )
 
 

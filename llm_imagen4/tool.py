@@ -45,16 +45,19 @@ class Imagen4(llm.Toolbox):
     ``model`` is one of imagen4, imagen4-generate, imagen4-fast or
     imagen4-ultra, or an alias of one; ``output`` the folder for the images
     (default: the current folder); ``max_images`` how many images this
-    toolbox may make in all, across the whole chain; ``attach`` whether to
-    hand each image back to the model to look at (only ever to a model that
-    takes images). Any other option of the model (``aspect_ratio``,
-    ``negative_prompt``, ``enhance_prompt``, ...) is fixed for every call."""
+    toolbox may make in all, across the whole chain; ``max_usd`` how many
+    dollars it may spend in all, at the model's published price an image;
+    ``attach`` whether to hand each image back to the model to look at (only
+    ever to a model that takes images). Any other option of the model
+    (``aspect_ratio``, ``negative_prompt``, ``enhance_prompt``, ...) is
+    fixed for every call."""
 
     def __init__(
         self,
         model: str = "imagen4",
         output: str | None = None,
         max_images: int = 4,
+        max_usd: float | None = None,
         attach: bool = True,
         aspect_ratio: str | None = None,
         negative_prompt: str | None = None,
@@ -66,6 +69,7 @@ class Imagen4(llm.Toolbox):
         **unknown: Any,
     ):
         from . import engine, specs
+        from .budget import Budget
 
         if unknown:
             takes = ", ".join(
@@ -104,12 +108,22 @@ class Imagen4(llm.Toolbox):
             or max_images < 0
         ):
             raise ToolConfigError("max_images must be a whole number, 0 or more")
+        if max_usd is not None and (
+            isinstance(max_usd, bool)
+            or not isinstance(max_usd, (int, float))
+            or not max_usd > 0
+            or max_usd == float("inf")
+        ):
+            raise ToolConfigError("max_usd must be a number of dollars above 0")
         if not isinstance(attach, bool):
             raise ToolConfigError("attach must be true or false")
         self._fixed = fixed
         self._max_images = max_images
         self._attach = attach
         self._made = 0
+        self._budget = Budget(max_usd=max_usd, names=("max_credits", "max_usd"))
+        self._calls = 0
+        self._priced = False
         self._lock = threading.Lock()
 
     def tools(self) -> Iterator[llm.Tool]:
@@ -132,7 +146,12 @@ class Imagen4(llm.Toolbox):
             + ("negative_prompt taken" if takes_negative else "no negative_prompt")
             + f". It may make {self._max_images} "
             + ("image" if self._max_images == 1 else "images")
-            + " in all."
+            + " in all"
+            + (
+                f" and spend ${self._budget.max_usd:g} in all."
+                if self._budget.max_usd is not None
+                else "."
+            )
         )
         for name in ("aspect_ratio", "negative_prompt"):
             if name in self._fixed:
@@ -163,11 +182,14 @@ class Imagen4(llm.Toolbox):
         against the images this tool may make in all.
 
         Returns JSON: id (the generation's id in the user's history), model,
-        seed (the one used), paths (the saved images), not_saved (any image
-        that could not be saved, and why), images_left (how many more this
-        tool may make) and attached (whether the images are attached for you
-        to look at, which they are only where you can see images)."""
-        from . import engine
+        seed (the one used), paths (the saved images), credits_used and
+        usd_spent (what it cost), price_per_image_usd (what an image costs,
+        null when not known), not_saved (any image that could not be saved,
+        and why), images_left (how many more this tool may make), usd_left
+        (how many dollars it may still spend, when capped) and attached
+        (whether the images are attached for you to look at, which they are
+        only where you can see images)."""
+        from . import budget, engine
 
         calling = _calling_response()
         if not isinstance(prompt, str):
@@ -192,6 +214,7 @@ class Imagen4(llm.Toolbox):
         except llm.ModelError as ex:
             raise ToolRefusal(str(ex)) from None
         count = request["num_images"]
+        self._learn_prices()
         with self._lock:
             left = self._max_images - self._made
             if not left:
@@ -205,12 +228,23 @@ class Imagen4(llm.Toolbox):
                     f"only {left} more (max_images is {self._max_images}); "
                     f"ask for at most {left}"
                 )
+            self._calls += 1
+            key = self._calls
+            why = self._budget.admit(key, self._model.model_id, count)
+            if why == budget.WAIT:
+                raise ToolRefusal(
+                    "Refused for now: another call of this tool is still running, "
+                    "and the price of an image is not known until it ends"
+                )
+            if why is not None:
+                raise ToolRefusal(f"Refused: {why}; ask for fewer images, or stop")
             self._made += count
         # Logged where llm's command line logs the chat, and not at all from
         # Python, where llm logs nothing unless asked (as llm.get_model's
         # own imagen4 models log nothing there).
         log_to = engine.llm_log_target(None)
         call = _Call(
+            key=key,
             prompt=prompt,
             options=run_options,
             count=count,
@@ -261,22 +295,39 @@ class Imagen4(llm.Toolbox):
         await asyncio.to_thread(engine.log, done, call.log_to, call.thread)
         return self._output(done, call)
 
+    def _learn_prices(self) -> None:
+        """The model's published price, read once a toolbox (the catalogue
+        itself at most once a day), for the cap and for the model to know."""
+        from . import catalogue
+
+        with self._lock:
+            if not self._priced:
+                self._budget.published = catalogue.prices()
+                self._priced = True
+
     def _refused(self, call: _Call, ex: llm.ModelError) -> ToolRefusal:
         """What the model is told of a generation that failed. A refusal
         from the API made and charged nothing, so the images asked for do
-        not count against max_images; anything else may have been charged,
-        and counts."""
-        from . import api
+        not count against max_images or max_usd; a lost answer counts at what
+        the API's log says it cost; anything else may have been charged, and
+        counts."""
+        from . import api, recovery
 
         if isinstance(ex, api.Declined):
+            self._budget.refused(call.key)
             with self._lock:
                 self._made -= call.count
+        else:
+            listed = ex.listed if isinstance(ex, recovery.LostAnswer) else None
+            self._budget.settle(call.key, self._model.model_id, None, listed)
         return ToolRefusal(str(ex))
 
     def _output(self, response: llm.Response, call: _Call) -> llm.ToolOutput:
         from . import engine
 
         record = engine.record_of(response)
+        self._budget.settle(call.key, self._model.model_id, record)
+        price = self._budget.price(self._model.model_id)
         attachments = []
         if self._attach:
             for image in record.images:
@@ -294,11 +345,17 @@ class Imagen4(llm.Toolbox):
             "paths": [str(path) for path in record.saved_paths()],
             "credits_used": record.credits_used,
             "usd_spent": record.usd_spent,
+            "price_per_image_usd": price[1] if price else None,
             "not_saved": [
                 f"image {image.position + 1}: {image.error}"
                 for image in record.unsaved()
             ],
             "images_left": self._max_images - self._made,
+            **(
+                {"usd_left": round(left, 6)}
+                if (left := self._budget.left()) is not None
+                else {}
+            ),
             "attached": bool(attachments),
         }
         return llm.ToolOutput(output=output, attachments=attachments)
@@ -308,6 +365,8 @@ class Imagen4(llm.Toolbox):
 class _Call:
     """One call of the tool, checked and counted, ready to send."""
 
+    # The call's place in the toolbox's budget.
+    key: int
     prompt: str
     options: dict[str, Any]
     count: int

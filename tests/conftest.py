@@ -10,13 +10,22 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
 import sqlite_utils
 from click.testing import CliRunner
 
-from .fake_api import KEY, FakeAPI
+from . import openapi
+from .fake_api import KEY, SERVICE_PATHS, FakeAPI
+
+
+@pytest.fixture(autouse=True)
+def isolated_user_folder(tmp_path, monkeypatch):
+    """Every test has an llm user folder of its own, as llm's own tests do:
+    none can read or write a real one."""
+    monkeypatch.setenv("LLM_USER_PATH", str(tmp_path / "llm-user"))
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +33,24 @@ def fake_server():
     server = FakeAPI()
     yield server
     server.close()
+
+
+@pytest.fixture(autouse=True)
+def published_contract(request):
+    """In every test that uses the fake API: everything the plugin asked of
+    a service endpoint is within its published document, and every answer
+    the fake gave follows the document's schema."""
+    yield
+    if "fake_server" not in request.fixturenames:
+        return
+    fake = request.getfixturevalue("fake_server")
+    assert fake.state.service.violations == []
+    for received in fake.state.requests:
+        url = urllib.parse.urlsplit(received.path)
+        probe = "X-Contract-Probe" in received.headers
+        if received.host == "api" and url.path in SERVICE_PATHS and not probe:
+            query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
+            openapi.operation(url.path).read_query(query, openapi.REPEATABLE[url.path])
 
 
 @pytest.fixture(scope="session")

@@ -4,18 +4,20 @@ It checks every generation request against the model's published request
 schema (copied in ``tests/schemas``, read strictly: a field the schema does
 not list is a 400 "Body validation error!"), answers in the documented shape
 for the model with the documented headers (``x-inference-id``,
-``x-aimlapi-credits-used``, ``x-aimlapi-usd-spent``), keeps a log of requests
-that ``GET /v2/logs`` lists by client request id, lists its models at the
-keyless ``GET /v1/models``, and serves PNGs of the documented sizes from
-127.0.0.2. Tests plan answers and faults on either host and read back every
+``x-aimlapi-credits-used``, ``x-aimlapi-usd-spent``), keeps the log of requests,
+the model catalogue and the balance its service endpoints publish
+(tests/fake_service.py, as the vendor's OpenAPI documents give them), and
+serves PNGs of the documented sizes from 127.0.0.2. Tests plan answers and faults on either host and read back every
 request it received."""
 
 from __future__ import annotations
 
 import base64
 import copy
+import gzip
 import hashlib
 import json
+import re
 import struct
 import threading
 import time
@@ -31,7 +33,11 @@ import jsonschema
 
 from llm_imagen4 import images
 
+from . import fake_service, openapi
+from .fake_service import CREDITS_PER_USD, LogRow, Service
+
 SCHEMAS = Path(__file__).parent / "schemas"
+SERVICE_PATHS = ("/v2/logs", "/v1/models", "/v2/billing")
 SCHEMA_FILES = {
     "google/imagen4/preview": "google-imagen4-preview.2025-08.json",
     "google/imagen-4.0-generate-001": "imagen-4.0-generate-001.2026-01.json",
@@ -49,7 +55,7 @@ SIZES = {
     "3:4": (896, 1280),
 }
 KEY = "sk-test-4f1c0ffee"
-USD_PER_CREDIT = 0.04 / 120000
+CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def load_schema(api_model: str, preview_2026: bool = False) -> dict[str, Any]:
@@ -57,18 +63,6 @@ def load_schema(api_model: str, preview_2026: bool = False) -> dict[str, Any]:
     if preview_2026 and api_model == "google/imagen4/preview":
         name = PREVIEW_2026
     return json.loads((SCHEMAS / name).read_text())
-
-
-def nullable(schema: Any) -> Any:
-    """The response schemas are OpenAPI: ``nullable: true`` allows null."""
-    if isinstance(schema, list):
-        return [nullable(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    schema = {key: nullable(value) for key, value in schema.items()}
-    if schema.pop("nullable", False) and "type" in schema:
-        schema["type"] = [schema["type"], "null"]
-    return schema
 
 
 def strict(schema: dict[str, Any]) -> dict[str, Any]:
@@ -140,8 +134,8 @@ class State:
     # Faults planned for the downloads of every image made from now on.
     download_faults: list[dict[str, Any]] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)
-    # The API's own request log, as GET /v2/logs lists it.
-    log: list[dict[str, Any]] = field(default_factory=list)
+    # The log, the catalogue and the balance of the service endpoints.
+    service: Service = field(default_factory=Service)
     response_shape: str | None = None  # force "images", "data" or "both"
     credits_per_image: float = 120000
     # Where the answer reports its cost: "body", "tokens" or "headers".
@@ -211,7 +205,8 @@ class FakeAPI:
         connection, ``drip`` the body a byte every that many seconds, or
         ``generate`` (make the images, then answer with ``body`` merged
         into the normal answer, or ``shape`` to reshape it, ``no_cost``
-        without the cost headers)."""
+        without the cost headers, ``newer`` with that many requests of
+        other clients logged after it)."""
         self.state.api_faults.append(fault)
 
     def fail_downloads(self, times: int = 1, **fault: Any) -> None:
@@ -271,6 +266,7 @@ class FakeAPI:
                 )
 
             def do_POST(self) -> None:
+                arrived = fake_service.utc_now()
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 try:
@@ -288,8 +284,9 @@ class FakeAPI:
                 if host != "api" or self.path != "/v1/images/generations":
                     return self._error(404, "Cannot POST " + self.path)
                 request_id = self.headers.get("X-Client-Request-Id")
+                asked = body.get("model") if isinstance(body, dict) else None
                 if fault and not fault.get("generate"):
-                    fake._log(request_id, "failed", 0)
+                    fake._log(request_id, "failed", 0, asked, arrived)
                     return self._fault(fault)
                 state = fake.state
                 with fake.lock:
@@ -304,7 +301,7 @@ class FakeAPI:
                     with fake.lock:
                         state.in_flight -= 1
                 if self.headers.get("Authorization") != f"Bearer {KEY}":
-                    fake._log(request_id, "failed", 0)
+                    fake._log(request_id, "failed", 0, asked, arrived)
                     return self._error(401, "Invalid API key")
                 model = body.get("model") if isinstance(body, dict) else None
                 if model not in SCHEMA_FILES:
@@ -313,14 +310,17 @@ class FakeAPI:
                 try:
                     jsonschema.validate(body, strict(schema["request_schema"]))
                 except jsonschema.ValidationError as ex:
-                    fake._log(request_id, "failed", 0)
+                    fake._log(request_id, "failed", 0, asked, arrived)
                     where = ".".join(str(p) for p in ex.absolute_path) or "body"
                     if ex.validator == "additionalProperties":
                         where = ex.message
                     return self._error(
                         400, f"Body validation error! {where}: {ex.message}"
                     )
-                answer, headers = fake._answer(body, schema, request_id)
+                answer, headers = fake._answer(body, schema, request_id, arrived)
+                if fault and fault.get("newer"):
+                    # Other requests of the account, made while this one ran.
+                    fake.add_log_rows(fault["newer"], body["model"])
                 if fault and fault.get("no_cost"):
                     headers = {k: v for k, v in headers.items() if "aimlapi" not in k}
                 if fault:
@@ -369,27 +369,63 @@ class FakeAPI:
                     return self._send(status, data, fault.get("headers"), "text/html")
                 return self._json(status, body, fault.get("headers"))
 
+            def _service(self, url: urllib.parse.SplitResult) -> None:
+                service = fake.state.service
+                query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
+                with fake.lock:
+                    planned = service.faults.get(url.path)
+                    fault = planned.pop(0) if planned else None
+                if fault:
+                    return self._planned(fault)
+                keyless = url.path == "/v1/models"
+                if not keyless and self.headers.get("Authorization") != f"Bearer {KEY}":
+                    return self._error(401, "Invalid API key")
+                try:
+                    with fake.lock:
+                        if url.path == "/v2/logs":
+                            body = fake_service.logs(service, query)
+                        elif url.path == "/v2/billing":
+                            body = fake_service.billing(service, query)
+                        else:
+                            body = fake_service.models(
+                                service,
+                                query,
+                                [
+                                    m
+                                    for m in SCHEMA_FILES
+                                    if m not in fake.state.gone_models
+                                ],
+                                fake.state.credits_per_image / CREDITS_PER_USD,
+                            )
+                        data = fake_service.answer(url.path, body, service)
+                except fake_service.Refusal as ex:
+                    return self._error(ex.status, ex.message, ex.headers)
+                if keyless:
+                    tag = fake_service.etag(data)
+                    if self.headers.get("If-None-Match") == tag:
+                        return self._send(304, b"", {"ETag": tag})
+                    return self._send(200, data, {"ETag": tag}, "application/json")
+                self._send(200, data, ctype="application/json")
+
+            def _planned(self, fault: dict[str, Any]) -> None:
+                """A planned answer: ``status``, ``headers``, ``body`` (bytes,
+                or JSON), sent ``gzip``-encoded if asked."""
+                body = fault.get("body", b"")
+                if not isinstance(body, bytes):
+                    body = json.dumps(body).encode()
+                headers = dict(fault.get("headers") or {})
+                if fault.get("gzip"):
+                    body = gzip.compress(body, 9)
+                    headers["Content-Encoding"] = "gzip"
+                self._send(fault.get("status", 200), body, headers, "application/json")
+
             def do_GET(self) -> None:
                 received = Received(host, "GET", self.path, dict(self.headers))
                 with fake.lock:
                     fake.state.requests.append(received)
                 url = urllib.parse.urlsplit(self.path)
-                if host == "api" and url.path == "/v1/models":
-                    return self._json(200, fake._models())
-                if host == "api" and url.path == "/v2/logs":
-                    if self.headers.get("Authorization") != f"Bearer {KEY}":
-                        return self._error(401, "Invalid API key")
-                    wanted = urllib.parse.parse_qs(url.query).get("client_request_id")
-                    return self._json(
-                        200,
-                        {
-                            "data": [
-                                item
-                                for item in reversed(fake.state.log)
-                                if not wanted or item["client_request_id"] in wanted
-                            ]
-                        },
-                    )
+                if host == "api" and url.path in SERVICE_PATHS:
+                    return self._service(url)
                 name = url.path.rsplit("/", 1)[-1]
                 with fake.lock:
                     queue = fake.state.cdn_faults.get(name)
@@ -460,33 +496,55 @@ class FakeAPI:
 
         return Handler
 
-    def _log(self, request_id: str | None, status: str, credits: float) -> str:
-        inference_id = f"inf-{len(self.state.log) + 1}"
+    def plan_service(self, path: str, times: int = 1, **fault: Any) -> None:
+        """The next ``times`` requests to a service endpoint (``/v2/logs``,
+        ``/v1/models``, ``/v2/billing``) are answered with ``status``,
+        ``headers`` and ``body``, ``gzip``-encoded if asked."""
         with self.lock:
-            self.state.log.append(
-                {
-                    "created": time.time(),
-                    "status": status,
-                    "origin": "api",
-                    "client_request_id": request_id,
-                    "inference_id": inference_id,
-                    "cost": {"usd": credits * USD_PER_CREDIT, "credits": credits},
-                }
+            self.state.service.faults.setdefault(path, []).extend([fault] * times)
+
+    def add_log_rows(self, count: int, model: str, status: str = "succeeded") -> None:
+        """``count`` requests of other clients, made now."""
+        for _ in range(count):
+            self._log(None, status, 0 if status == "failed" else 1000, model)
+
+    @property
+    def log(self) -> list[dict[str, Any]]:
+        """The API's log as it would list it, oldest first, unlisted rows too."""
+        return [row.published() for row in self.state.service.log]
+
+    def _log(
+        self,
+        request_id: str | None,
+        status: str,
+        credits: float,
+        model: Any,
+        created: Any = None,
+    ) -> str:
+        with self.lock:
+            log = self.state.service.log
+            inference_id = f"inf-{len(log) + 1}"
+            self.state.service.add(
+                LogRow(
+                    created=created or fake_service.utc_now(),
+                    status=status,
+                    model=model if isinstance(model, str) else "unknown",
+                    credits=round(credits),
+                    client_request_id=request_id
+                    if request_id and CLIENT_REQUEST_ID.fullmatch(request_id)
+                    else None,
+                    inference_id=inference_id,
+                    request_id=f"req-{len(log) + 1}",
+                )
             )
         return inference_id
 
-    def _models(self) -> dict[str, Any]:
-        return {
-            "object": "list",
-            "data": [
-                {"id": model, "type": "image", "aliases": [model.split("/")[-1]]}
-                for model in SCHEMA_FILES
-                if model not in self.state.gone_models
-            ],
-        }
-
     def _answer(
-        self, body: dict[str, Any], schema: dict[str, Any], request_id: str | None
+        self,
+        body: dict[str, Any],
+        schema: dict[str, Any],
+        request_id: str | None,
+        arrived: Any,
     ) -> tuple[dict[str, Any], dict[str, str]]:
         state = self.state
         count = int(body.get("num_images", 1))
@@ -506,11 +564,13 @@ class FakeAPI:
                 state.cdn_faults[name] = deque(state.download_faults)
             made.append((name, data))
         credits = state.credits_per_image * count
-        inference_id = self._log(request_id, "succeeded", credits)
+        inference_id = self._log(
+            request_id, "succeeded", credits, body["model"], arrived
+        )
         headers = {
             "x-inference-id": inference_id,
             "x-aimlapi-credits-used": f"{credits:g}",
-            "x-aimlapi-usd-spent": f"{credits * USD_PER_CREDIT:.6f}",
+            "x-aimlapi-usd-spent": f"{credits / CREDITS_PER_USD:.6f}",
         }
         if request_id:
             headers["X-Client-Request-Id"] = request_id
@@ -552,7 +612,7 @@ class FakeAPI:
             # The documented shape for the newer models, as published.
             jsonschema.validate(
                 answer,
-                nullable(
+                openapi.nullable(
                     load_schema("google/imagen-4.0-generate-001")["response_schema"]
                 ),
             )

@@ -97,8 +97,8 @@ def test_the_cost_comes_from_the_body_or_else_the_headers(fake, llm_cli):
     assert costs == {
         "body": (84000, 0.028),
         # tokens_used is the cost; the dollars come from the header.
-        "tokens": (84000, 0.04),
-        "headers": (120000, 0.04),
+        "tokens": (84000, 0.06),
+        "headers": (120000, 0.06),
         "none": (None, None),
     }
 
@@ -230,7 +230,7 @@ def test_the_client_request_id_and_inference_id_are_recorded(fake, llm_cli):
     assert request.headers["X-Client-Request-Id"] == f"llm-imagen4:{turn_id}"
     shown = json.loads(llm_cli("imagen4", "show", turn_id, "--json").stdout)
     assert shown["client_request_id"] == f"llm-imagen4:{turn_id}"
-    assert shown["inference_id"] == fake.state.log[0]["inference_id"]
+    assert shown["inference_id"] == fake.log[0]["inference_id"]
 
 
 def test_status_of_a_logged_generation_asks_the_apis_log(fake, llm_cli):
@@ -238,7 +238,7 @@ def test_status_of_a_logged_generation_asks_the_apis_log(fake, llm_cli):
     [turn_id] = [r["id"] for r in history(llm_cli)]
     result = llm_cli("imagen4", "status", turn_id)
     assert result.stdout.strip() == (
-        f"{turn_id}: the API's log says it succeeded, costing 120000 credits / $0.0400"
+        f"{turn_id}: the API's log says it succeeded, costing 120000 credits / $0.0600"
     )
     assert len(fake.generations) == 1
     assert llm_cli("imagen4", "status", "nope").exit_code == 1
@@ -285,8 +285,6 @@ def test_the_preview_keeps_its_pages_limits(fake, llm_cli):
 
 
 def test_models_check_asks_the_keyless_model_list(fake, llm_cli, monkeypatch):
-    assert llm_cli("imagen4", "models").exit_code == 0
-    assert fake.state.requests == []  # nothing is fetched unless asked
     monkeypatch.delenv("AIMLAPI_KEY")
     fake.state.gone_models = {"google/imagen4/preview"}
     result = llm_cli("imagen4", "models", "--check")
@@ -295,4 +293,5 @@ def test_models_check_asks_the_keyless_model_list(fake, llm_cli, monkeypatch):
     assert "imagen4-fast: google/imagen-4.0-fast-generate-001  served" in result.stdout
     assert "1 of the models are no longer served by the API" in result.stderr
     [request] = fake.state.requests
-    assert request.path == "/v1/models" and "Authorization" not in request.headers
+    assert request.path.startswith("/v1/models?")
+    assert "Authorization" not in request.headers

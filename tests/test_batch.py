@@ -186,7 +186,12 @@ def test_dry_run_prints_the_exact_requests_and_sends_nothing(fake, llm_cli):
     assert "seed" not in bodies[0] and bodies[1]["seed"] == 9
     assert "2 requests would be sent" in result.stderr
     assert "1 rows already done, 0 rows with errors" in result.stderr
-    assert fake.state.requests == []
+    assert result.stderr.endswith(
+        "Estimated cost: $0.12 for 2 images at $0.06 an image\n"
+    )
+    # Nothing is sent: the one request is the keyless price list's.
+    [asked] = fake.state.requests
+    assert asked.method == "GET" and asked.path.startswith("/v1/models?")
 
 
 def test_max_credits_stops_starting_rows(fake, llm_cli):
@@ -208,19 +213,23 @@ def test_max_credits_stops_starting_rows(fake, llm_cli):
     assert len(fake.generations) == 2, result.stderr
     assert "2 generated" in result.stderr
     assert (
-        "4 not started (--max-credits would be exceeded); spent 200 credits"
+        "4 not started (--max-credits 250 would be exceeded: 1 image costs "
+        "$0.00005 (100 credits) at $0.00005 an image); spent 200 credits"
         in result.stderr
     )
 
 
-def test_max_usd_stops_a_model_that_reports_cost_only_in_headers(fake, llm_cli):
+def test_an_unpublished_price_is_learned_from_the_first_answers_headers(fake, llm_cli):
     fake.state.cost_in = "headers"
+    fake.state.service.pricing["google/imagen4/preview"] = None
     path = write(fake, "budget.txt", "\n".join(f"prompt {i}" for i in range(5)))
-    result = llm_cli("imagen4", "batch", path, "-j", "1", "--max-usd", "0.05")
+    result = llm_cli("imagen4", "batch", path, "-j", "4", "--max-usd", "0.1")
     assert result.exit_code == 0, result.output
+    # The first row runs alone; at its price a second would pass the cap.
     assert len(fake.generations) == 1
     assert (
-        "4 not started (--max-usd would be exceeded); spent 120000 credits / $0.0400"
+        "4 not started (--max-usd 0.1 would be exceeded: 1 image costs $0.06 "
+        "(120000 credits) at $0.06 an image); spent 120000 credits / $0.0600"
         in result.stderr
     )
 
@@ -243,7 +252,7 @@ def test_a_budget_is_a_cap_with_rows_in_parallel(fake, llm_cli):
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     done = [row for row in rows if row["status"] == "done"]
-    # The first row alone tells the price; then as many at once as fit.
+    # As many at once as fit at the published price.
     assert len(done) == len(fake.generations) == 4
     assert "spent 400 credits" in result.stderr
     assert [row["row"] for row in rows if row["status"] == "not started"] == [
@@ -253,7 +262,8 @@ def test_a_budget_is_a_cap_with_rows_in_parallel(fake, llm_cli):
         8,
     ]
     assert {row["reason"] for row in rows if row["status"] == "not started"} == {
-        "--max-credits would be exceeded"
+        "--max-credits 450 would be exceeded: 1 image costs $0.00005 (100 credits)"
+        " at $0.00005 an image"
     }
 
 
@@ -268,7 +278,10 @@ def test_a_budget_reckons_each_row_by_its_images(fake, llm_cli):
     assert result.exit_code == 0, result.output
     # One image costs 120000: four would take the spend to 600000.
     assert [g.body["prompt"] for g in fake.generations] == ["one"]
-    assert "2 not started (--max-credits would be exceeded)" in result.stderr
+    assert (
+        "2 not started (--max-credits 300000 would be exceeded: 4 images cost "
+        "$0.24 (480000 credits) at $0.06 an image)" in result.stderr
+    )
     assert "spent 120000 credits" in result.stderr
 
 
@@ -276,7 +289,7 @@ def test_a_budget_the_answers_cannot_keep_stops_the_batch(fake, llm_cli):
     fake.plan_api(generate=True, no_cost=True)
     path = write(fake, "budget.txt", "one\ntwo\n")
     result = llm_cli("imagen4", "batch", path, "-j", "1", "--max-credits", "1000000")
-    assert "(the API reported no cost, so the budget cannot be kept)" in result.stderr
+    assert "(the API reported no cost, so the cap cannot be kept)" in result.stderr
     assert len(fake.generations) == 1
 
 

@@ -115,11 +115,11 @@ def test_aliases_work_on_every_command(fake, llm_cli):
 def test_credits_are_llm_usage(fake, llm_cli, logs_db):
     result = llm_cli("-m", "imagen4-fast", "a koi", "--usage")
     assert result.exit_code == 0, result.output
-    assert 'Token usage: {"credits_used": 120000.0, "usd_spent": 0.04}' in result.stderr
+    assert 'Token usage: {"credits_used": 120000.0, "usd_spent": 0.06}' in result.stderr
     [turn] = logs_db().query("select token_details from turns")
     assert json.loads(turn["token_details"]) == {
         "credits_used": 120000.0,
-        "usd_spent": 0.04,
+        "usd_spent": 0.06,
     }
     assert "credits_used" in llm_cli("logs", "-u", "-n", "1").stdout
     # The preview reports its cost only in headers: that counts too.
@@ -166,7 +166,7 @@ def test_python_api_sync_and_async(fake):
     response = llm.get_model("imagen4-generate").prompt("a bee", seed=5)
     assert Path(response.text()).exists()
     assert response.response_json["seed"] == 5
-    assert response.usage().details == {"credits_used": 120000.0, "usd_spent": 0.04}
+    assert response.usage().details == {"credits_used": 120000.0, "usd_spent": 0.06}
 
     async def run():
         model = llm.get_async_model("imagen4-generate")

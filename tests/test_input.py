@@ -247,7 +247,7 @@ def test_a_success_without_images_says_what_the_api_charged(fake, llm_cli):
     assert result.exit_code == 1
     assert "The API answered without any image" in result.output
     assert (
-        "the API's log says it succeeded, costing 120000 credits / $0.0400"
+        "the API's log says it succeeded, costing 120000 credits / $0.0600"
         in result.output
     )
     assert "Nothing was sent again" in result.output

@@ -69,7 +69,7 @@ def test_png_provenance_round_trips_through_inspect(fake, generate, llm_cli):
         "negative_prompt": "blur",
     }
     assert claims["turn_id"] == row["id"]
-    assert claims["credits_used"] == 120000 and claims["usd_spent"] == 0.04
+    assert claims["credits_used"] == 120000 and claims["usd_spent"] == 0.06
     text = llm_cli("imagen4", "inspect", path).stdout
     assert "seed: 42" in text and f"again: llm imagen4 rerun {path}" in text
 
@@ -475,7 +475,7 @@ def test_show_prints_every_field_and_whether_files_exist(fake, generate, llm_cli
         "seed: 77",
         "option num_images: 2",
         "credits_used: 240000",
-        "usd_spent: 0.08",
+        "usd_spent: 0.12",
         f"client_request_id: llm-imagen4:{turn_id}",
         "inference_id: inf-",
         "image 1:",

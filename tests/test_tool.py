@@ -159,7 +159,7 @@ def test_cli_chain_makes_the_image_and_the_next_round_sees_it(fake, llm_cli, rou
     assert output["model"] == "imagen4" and output["seed"] == 7
     assert output["attached"] is True and output["images_left"] == 3
     # What it cost, as the API reported it.
-    assert output["credits_used"] == 120000 and output["usd_spent"] == 0.04
+    assert output["credits_used"] == 120000 and output["usd_spent"] == 0.06
     assert output["not_saved"] == []
     [path] = output["paths"]
     assert Path(path).is_absolute() and Path(path).is_file()
