@@ -26,8 +26,11 @@ def log_reads(fake) -> list[dict[str, list[str]]]:
 
 
 def lost_rows(logs_db) -> list[dict]:
+    db = logs_db()
+    if not db["imagen4_images"].exists():
+        return []
     return list(
-        logs_db().query(
+        db.query(
             "select turn_id, position, status, credits_used, usd_spent, prompt"
             " from imagen4_images where status = 'lost'"
         )
@@ -212,3 +215,22 @@ def test_a_process_stopped_before_sending_leaves_nothing_to_wait_for(
     )
     assert journal_ids(fake) == []
     assert fake.state.requests == []
+
+
+@pytest.mark.parametrize("where", ["logs.db", "-d", "-n"])
+def test_a_lost_but_charged_generation_is_logged_where_llm_would_log_it(
+    fake, llm_cli, logs_db, tmp_path, where
+):
+    other = tmp_path / "other.db"
+    flags = {"logs.db": [], "-d": ["-d", str(other)], "-n": ["-n"]}[where]
+    fake.plan_api(generate=True, sleep=1.0)
+    result = llm_cli("-m", "imagen4", "a lost fox", "-o", "timeout", "0.3", *flags)
+    assert result.exit_code == 1
+    assert "the API's log says it succeeded" in result.output
+    in_logs = [r["prompt"] for r in lost_rows(logs_db)]
+    assert in_logs == (["a lost fox"] if where == "logs.db" else [])
+    if where == "-d":
+        assert [r["prompt"] for r in lost_rows(lambda: logs_db(other))] == [
+            "a lost fox"
+        ]
+    assert journal_ids(fake) == []
