@@ -1,18 +1,16 @@
 """The AI/ML API client: one POST a generation, retried only while no image
-can have been paid for; every shape of answer the API is documented to give;
-the image host; and the GET of the service endpoints (the API's log, its
-model catalogue, the balance), each answer read within a cap.
+can have been paid for, and the GET of the service endpoints (the API's
+log, its model catalogue, the balance); every answer read within a cap,
+decompressed here a piece at a time.
 
 The key goes in the ``Authorization`` header to the base URL and nowhere
-else: the API client never follows a redirect, and the image client never
-has the key."""
+else: the API client never follows a redirect."""
 
 from __future__ import annotations
 
 import contextvars
 import email.utils
 import functools
-import json
 import math
 import os
 import random
@@ -22,14 +20,21 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx2
-import llm
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from . import specs
-from .terminal import notify, printable, scrub
+from .answers import Answer, error_message, parse_answer, parse_json
+from .errors import (
+    KEY_HELP,
+    ApiError,
+    Declined,
+    Oversize,
+    UnknownOutcome,
+    WaitTooLong,
+)
+from .terminal import notify, one_line, scrub
 
 DEFAULT_BASE_URL = "https://api.aimlapi.com"
 GENERATIONS_PATH = "/v1/images/generations"
@@ -39,50 +44,12 @@ BACKOFF_BASE = 1.0
 # the attempt, with a message that says when to try again.
 BACKOFF_CAP = 60.0
 CONNECT_TIMEOUT = 10.0
-# Each image's download, retries included.
-DOWNLOAD_DEADLINE = 120.0
-DOWNLOAD_ATTEMPTS = 3
-DOWNLOAD_BACKOFF = 0.2
-MAX_REDIRECTS = 5
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 # Four inline images of the largest size, base64, with room to spare.
 MAX_ANSWER_BYTES = 4 * MAX_IMAGE_BYTES
 # A page of the log, the model catalogue, the balance: a few kB each.
 MAX_SERVICE_BYTES = 4 * 1024 * 1024
 SERVICE_ATTEMPTS = 4
-CHUNK = 65536
-KEY_HELP = "set one with 'llm keys set aimlapi' or the AIMLAPI_KEY environment variable"
-OUT_OF_CREDITS = "err_insufficent_credits"  # sic, as the API spells it
-T = TypeVar("T")
-
-
-class ApiError(llm.ModelError):
-    """A failure the user should read: one line, never the key."""
-
-
-class Declined(ApiError):
-    """The API answered with an error: nothing was made, nothing charged."""
-
-
-class UnknownOutcome(ApiError):
-    """The request went out and no whole, readable answer came back: it may
-    have been made and charged, which only the API's log can say."""
-
-    def __init__(
-        self, message: str, client_request_id: str, inference_id: str | None = None
-    ):
-        super().__init__(message)
-        self.client_request_id = client_request_id
-        # Set when the answer's headers arrived: the log's row has it too.
-        self.inference_id = inference_id
-
-
-class DownloadError(ApiError):
-    """An image could not be fetched; another try may work."""
-
-
-class Refused(DownloadError):
-    """An image that will not be saved however often it is fetched."""
 
 
 def base_url() -> str:
@@ -113,222 +80,7 @@ def client_request_id(generation_id: str) -> str:
     return ("llm-imagen4:" + re.sub(r"[^A-Za-z0-9._:-]", "-", generation_id))[:128]
 
 
-def _one_line(text: str, limit: int = 300) -> str:
-    """The server's text as one printable line: it reaches terminals and
-    chat models through llm, past the plugin's own commands."""
-    text = printable(" ".join(text.split()))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-# -- answers ------------------------------------------------------------------
-
-
-def amount(value: Any) -> float | None:
-    """A cost as the API gives it: a finite number, 0 or more; else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) and number >= 0 else None
-
-
-class _Tolerant(BaseModel):
-    """A part of an answer: unknown fields ignored, and a field of the wrong
-    type read as absent rather than failing the whole answer."""
-
-    model_config = ConfigDict(extra="ignore")
-
-
-class ImageItem(_Tolerant):
-    url: Any = None
-    b64_json: Any = None
-    # The prompt the image was made from, after enhance_prompt rewrote it.
-    prompt: Any = None
-    revised_prompt: Any = None
-
-
-class Usage(_Tolerant):
-    credits_used: Any = None
-    tokens_used: Any = None
-    usd_spent: Any = None
-
-
-class ErrorObject(_Tolerant):
-    name: Any = None
-    message: Any = None
-    data: Any = None
-
-    def line(self) -> str:
-        message = self.message
-        if isinstance(message, list):
-            message = "; ".join(str(item) for item in message)
-        kind = self.data.get("kind") if isinstance(self.data, dict) else None
-        text = _one_line(str(message or self.name or "an error"))
-        if kind == OUT_OF_CREDITS:
-            return f"The AI/ML API account is out of credits ({text})"
-        return text + (f" ({kind})" if isinstance(kind, str) else "")
-
-
-class AnswerBody(_Tolerant):
-    images: list[Any] | None = None
-    data: list[Any] | None = None
-    seed: Any = None
-    meta: Any = None
-    error: Any = None
-
-    @field_validator("images", "data", mode="before")
-    @classmethod
-    def _list(cls, value: Any) -> Any:
-        return value if isinstance(value, list) else None
-
-
-@dataclass
-class ImageRef:
-    position: int
-    url: str | None = None
-    b64_json: str | None = None
-    enhanced_prompt: str | None = None
-    # Why the API's entry for this image cannot be used, if it cannot.
-    problem: str | None = None
-
-
-@dataclass
-class Answer:
-    images: list[ImageRef]
-    seed: int | None = None
-    credits_used: float | None = None
-    usd_spent: float | None = None
-    inference_id: str | None = None
-
-
-def _image(position: int, item: Any) -> ImageRef:
-    if not isinstance(item, dict):
-        return ImageRef(position, problem="the API's entry for it is not an object")
-    try:
-        parsed = ImageItem.model_validate(item)
-    except ValidationError:
-        return ImageRef(position, problem="the API's entry for it is not readable")
-    url = parsed.url if isinstance(parsed.url, str) and parsed.url else None
-    b64 = (
-        parsed.b64_json
-        if isinstance(parsed.b64_json, str) and parsed.b64_json
-        else None
-    )
-    enhanced = next(
-        (p for p in (parsed.prompt, parsed.revised_prompt) if isinstance(p, str) and p),
-        None,
-    )
-    problem = None
-    if url is None and b64 is None:
-        problem = (
-            "the API gave no usable URL"
-            if parsed.url is not None
-            else "the API answered with no image"
-        )
-    return ImageRef(position, url, b64, enhanced, problem)
-
-
-def parse_answer(payload: Any, headers: httpx2.Headers | dict[str, str]) -> Answer:
-    """Read any documented answer: ``images[]`` with a top-level ``seed``, or
-    ``data[]`` with ``url``/``b64_json`` (and the rewritten ``prompt``), or
-    both with one empty; the cost from ``meta.usage`` (``credits_used``,
-    ``tokens_used``, ``usd_spent``) or else the ``x-aimlapi-*`` headers. An
-    ``error`` object, even in a 2xx answer, is an ApiError."""
-    headers = httpx2.Headers(headers)
-    if not isinstance(payload, dict):
-        raise ApiError("The API answered with something that is not a JSON object")
-    body = AnswerBody.model_validate(payload)
-    error = _error_object(payload)
-    if error is not None:
-        raise Declined(f"The AI/ML API refused the request: {error.line()}")
-    items = body.data or body.images or []
-    if not items:
-        raise ApiError("The API answered without any image (was the prompt filtered?)")
-    usage = Usage()
-    if isinstance(body.meta, dict) and isinstance(body.meta.get("usage"), dict):
-        usage = Usage.model_validate(body.meta["usage"])
-    credits = amount(usage.credits_used)
-    if credits is None:
-        credits = amount(usage.tokens_used)
-    if credits is None:
-        credits = amount(headers.get("x-aimlapi-credits-used"))
-    usd = amount(usage.usd_spent)
-    if usd is None:
-        usd = amount(headers.get("x-aimlapi-usd-spent"))
-    seed = body.seed
-    valid_seed = (
-        isinstance(seed, int)
-        and not isinstance(seed, bool)
-        and 0 <= seed <= specs.SEED_MAX
-    )
-    return Answer(
-        images=[_image(position, item) for position, item in enumerate(items)],
-        seed=seed if valid_seed else None,
-        credits_used=credits,
-        usd_spent=usd,
-        inference_id=headers.get("x-inference-id"),
-    )
-
-
-def parse_json(content: bytes) -> Any:
-    """The JSON value of a body, or None. A number JSON cannot hold (NaN,
-    infinity) makes it not JSON."""
-    try:
-        return json.loads(
-            content.decode("utf-8", "replace"), parse_constant=_no_constant
-        )
-    except (ValueError, RecursionError):
-        return None
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(name)
-
-
-def _error_object(payload: dict[str, Any]) -> ErrorObject | None:
-    """The error an answer carries: an ``error`` object (or text), or the
-    answer itself being one (``name``, ``message``, ``data.kind``)."""
-    error = payload.get("error")
-    if isinstance(error, dict):
-        return ErrorObject.model_validate(error)
-    if error is not None:
-        return ErrorObject(message=error)
-    data = payload.get("data")
-    if isinstance(data, dict) and "kind" in data:
-        return ErrorObject.model_validate(payload)
-    return None
-
-
-def error_message(response: httpx2.Response, body: bytes) -> str:
-    """One line from an error answer: status, the server's message (a list
-    of messages joined, with the error's kind), its requestId."""
-    message, request_id = "", None
-    payload = parse_json(body)
-    if isinstance(payload, dict):
-        error = _error_object(payload)
-        if error is None:
-            error = ErrorObject(message=payload.get("message"))
-        message = error.line() if error.message or error.name or error.data else ""
-        request_id = payload.get("requestId")
-    else:
-        message = body.decode("utf-8", "replace")
-    line = f"AI/ML API error {response.status_code}"
-    if message := _one_line(message):
-        line += f": {message}"
-    if isinstance(request_id, str):
-        line += f" (requestId {_one_line(request_id, 80)})"
-    if response.status_code == 401:
-        line += f" - check your key: {KEY_HELP}"
-    return line
-
-
 # -- reading answers ----------------------------------------------------------
-
-
-class Oversize(ApiError):
-    """An answer larger than any answer of its kind can be."""
 
 
 def decoded(response: httpx2.Response, cap: int) -> Iterator[bytes]:
@@ -339,7 +91,7 @@ def decoded(response: httpx2.Response, cap: int) -> Iterator[bytes]:
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("identity", "", "gzip", "x-gzip", "deflate"):
         raise ApiError(
-            f"an answer in an encoding not asked for ({_one_line(encoding, 40)})"
+            f"an answer in an encoding not asked for ({one_line(encoding, 40)})"
         )
     inflate = None
     if encoding in ("gzip", "x-gzip"):
@@ -381,10 +133,6 @@ class _Announcing(httpx2.SyncByteStream):
 
 
 # -- waiting ------------------------------------------------------------------
-
-
-class WaitTooLong(ApiError):
-    pass
 
 
 def retry_delay(
@@ -529,14 +277,12 @@ class ApiClient:
                 )
             except (httpx2.ConnectError, httpx2.ConnectTimeout) as ex:
                 # Nothing reached the server: safe to send again.
-                reason = self._error(
-                    f"could not connect to {url}: {_one_line(str(ex))}"
-                )
+                reason = self._error(f"could not connect to {url}: {one_line(str(ex))}")
                 if last:
                     raise ApiError(reason[0].upper() + reason[1:]) from None
                 self._wait(attempt, retry_delay(attempt, {}), reason, deadline)
                 continue
-            except (httpx2.TimeoutException, _Deadline):
+            except (httpx2.TimeoutException, Deadline):
                 raise UnknownOutcome(
                     f"No whole answer from the API within {self.timeout:g} s "
                     "after the request was sent",
@@ -553,7 +299,7 @@ class ApiClient:
                 raise UnknownOutcome(
                     self._error(
                         "The connection to the API failed after the request was "
-                        f"sent ({_one_line(str(ex)) or type(ex).__name__})"
+                        f"sent ({one_line(str(ex)) or type(ex).__name__})"
                     ),
                     request_id,
                     seen.get("inference_id"),
@@ -616,7 +362,7 @@ class ApiClient:
             for chunk in decoded(response, MAX_ANSWER_BYTES):
                 content += chunk
                 if time.monotonic() > deadline:
-                    raise _Deadline
+                    raise Deadline
             return response.status_code, response.headers, bytes(content)
         finally:
             response.close()
@@ -650,7 +396,7 @@ class ApiClient:
                     response.close()
             except (httpx2.HTTPError, ApiError) as ex:
                 raise ApiError(
-                    self._error(f"{path} could not be read: {_one_line(str(ex))}")
+                    self._error(f"{path} could not be read: {one_line(str(ex))}")
                 ) from None
             answer = httpx2.Response(
                 response.status_code, headers=response.headers, content=content
@@ -699,118 +445,5 @@ class ApiClient:
         self.sleep(delay)
 
 
-class _Deadline(Exception):
+class Deadline(Exception):
     """The answer did not arrive whole by the deadline."""
-
-
-def describe_cost(credits: float | None, usd: float | None) -> str:
-    parts = []
-    if credits is not None:
-        parts.append(f"{credits:g} credits")
-    if usd is not None:
-        parts.append(f"${usd:.4f}")
-    return " / ".join(parts)
-
-
-# -- the image host ---------------------------------------------------------------
-
-
-def check_image_url(url: str) -> None:
-    """Images come over https; plain http only when the API itself is plain
-    http (a local server)."""
-    allowed = (
-        ("https://",) if base_url().startswith("https://") else ("https://", "http://")
-    )
-    if not url.startswith(allowed):
-        raise Refused(f"Refusing to fetch an image from {_one_line(url, 100)}")
-
-
-def _check_scheme(request: httpx2.Request) -> None:
-    check_image_url(str(request.url))
-
-
-@functools.cache
-def image_client() -> httpx2.Client:
-    """Every request, redirects included, is checked by check_image_url."""
-    return httpx2.Client(
-        follow_redirects=True,
-        max_redirects=MAX_REDIRECTS,
-        event_hooks={"request": [_check_scheme]},
-        headers={"Accept-Encoding": "gzip, deflate"},
-    )
-
-
-def fetch_image(
-    url: str,
-    save: Callable[[Iterator[bytes]], T],
-    *,
-    deadline: float = DOWNLOAD_DEADLINE,
-    sleep: Callable[[float], None] = time.sleep,
-) -> T:
-    """Stream one image to ``save``, trying again a few times when the
-    download fails in a way another try may mend, all within ``deadline``
-    seconds. ``save`` raises DownloadError for bytes worth another try (a
-    cut-off image), Refused for bytes that never will be."""
-    check_image_url(url)
-    client = image_client()
-    end = time.monotonic() + deadline
-    error: DownloadError = DownloadError(
-        f"the download took longer than {deadline:g} s"
-    )
-    wait = 0.0
-    for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
-        if attempt > 1:
-            sleep(min(wait, max(0.0, end - time.monotonic())))
-        remaining = end - time.monotonic()
-        if remaining <= 0:
-            break
-        retry, wait = True, DOWNLOAD_BACKOFF * attempt
-        try:
-            with client.stream(
-                "GET",
-                url,
-                timeout=httpx2.Timeout(
-                    remaining, connect=min(CONNECT_TIMEOUT, remaining)
-                ),
-            ) as response:
-                if response.is_success:
-                    return save(_until(decoded(response, MAX_IMAGE_BYTES), end))
-                error = DownloadError(f"the image host answered {response.status_code}")
-                retry = response.status_code in RETRY_STATUSES
-                asked = retry_delay(attempt, response.headers, rng=lambda: 0.0)
-                if (
-                    "retry-after" in response.headers
-                    or "retry-after-ms" in response.headers
-                ):
-                    wait = asked
-        except Refused:
-            raise
-        except Oversize:
-            raise Refused(
-                f"the image is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MB"
-            ) from None
-        except httpx2.TooManyRedirects:
-            raise DownloadError("the image host redirected in a loop") from None
-        except httpx2.InvalidURL:
-            raise Refused(f"not a valid URL: {_one_line(url, 100)}") from None
-        except DownloadError as ex:
-            error = ex
-        except ApiError as ex:
-            error = DownloadError(f"the download failed: {ex}")
-        except _Deadline:
-            error = DownloadError(f"the download took longer than {deadline:g} s")
-            break
-        except httpx2.HTTPError as ex:
-            error = DownloadError(
-                f"the download failed: {_one_line(str(ex)) or type(ex).__name__}"
-            )
-        if not retry:
-            break
-    raise error
-
-
-def _until(chunks: Iterator[bytes], end: float) -> Iterator[bytes]:
-    for chunk in chunks:
-        if time.monotonic() > end:
-            raise _Deadline
-        yield chunk

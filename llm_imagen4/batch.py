@@ -18,7 +18,17 @@ from typing import Any
 import click
 import llm
 
-from . import api, catalogue, engine, history, journal, ledger, recovery, specs
+from . import (
+    api,
+    catalogue,
+    engine,
+    errors,
+    history,
+    journal,
+    ledger,
+    recovery,
+    specs,
+)
 from .budget import WAIT, Budget
 from .terminal import command, dumps, notify, printable
 
@@ -399,7 +409,7 @@ def _send(
             in_flight[job.row.number] = response.id
             response.text()
             record = engine.record_of(response)
-        except api.Declined:
+        except errors.Declined:
             declined = True
             raise
         except recovery.LostAnswer as ex:

@@ -25,7 +25,7 @@ from typing import Any
 import llm
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from . import api, specs
+from . import answers, api, errors, specs
 
 MODELS_PATH = "/v1/models"
 CREDITS_PER_USD = 2_000_000  # published: $1 is 2,000,000 credits
@@ -117,11 +117,11 @@ def _ask(kept: _Kept | None) -> _Kept:
     if response.status_code == 304 and kept is not None:
         return kept.model_copy(update={"checked_utc": now})
     if not response.is_success:
-        raise api.ApiError(api.error_message(response, response.content))
-    payload = api.parse_json(response.content)
+        raise errors.ApiError(answers.error_message(response, response.content))
+    payload = answers.parse_json(response.content)
     data = payload.get("data") if isinstance(payload, dict) else None
     if not isinstance(data, list):
-        raise api.ApiError("The API's model list is not a list of models")
+        raise errors.ApiError("The API's model list is not a list of models")
     return _Kept(
         base_url=api.base_url(),
         etag=response.headers.get("etag"),
@@ -142,7 +142,7 @@ def listings(*, fresh: bool = False) -> dict[str, Listing]:
     if kept is None or fresh or _age(kept) >= REFRESH:
         try:
             kept = _ask(kept)
-        except api.ApiError:
+        except errors.ApiError:
             if kept is None or fresh:
                 raise
         else:
@@ -179,7 +179,10 @@ def per_image(pricing: Any) -> tuple[float | None, str | None]:
     ]
     if len(images) != 1:
         return None, "it is not given per image"
-    price, per = api.amount(images[0].get("price")), api.amount(images[0].get("per"))
+    price, per = (
+        answers.amount(images[0].get("price")),
+        answers.amount(images[0].get("per")),
+    )
     if not price or not per:
         return None, "it is not in a form the plugin reads"
     return price / per, None
@@ -190,6 +193,6 @@ def prices() -> dict[str, float | None]:
     it is not known (nor when the catalogue cannot be read)."""
     try:
         listed = listings()
-    except api.ApiError:
+    except errors.ApiError:
         return {spec.model_id: None for spec in specs.SPECS}
     return {spec.model_id: listed[spec.api_id].usd_per_image for spec in specs.SPECS}

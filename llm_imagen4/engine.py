@@ -27,7 +27,18 @@ from typing import Any, TypeVar
 
 import llm
 
-from . import api, files, images, journal, provenance, recovery, specs
+from . import (
+    answers,
+    api,
+    errors,
+    files,
+    imagehost,
+    images,
+    journal,
+    provenance,
+    recovery,
+    specs,
+)
 from .record import GenerationRecord, ImageRecord, folder_text
 from .terminal import command, notify
 
@@ -314,7 +325,7 @@ def run(
     try:
         with sigterm_as_interrupt():
             answer = client.generate(chosen.request, request_id, going)
-    except api.UnknownOutcome as ex:
+    except errors.UnknownOutcome as ex:
         entry.inference_id = ex.inference_id
         settled = recovery.settle_sent(claim, entry, client)
         raise recovery.LostAnswer(
@@ -372,7 +383,7 @@ def _journal_prepared(entry: journal.Entry) -> journal.Claim | None:
 
 
 def _journal_answer(
-    claim: journal.Claim | None, entry: journal.Entry, answer: api.Answer
+    claim: journal.Claim | None, entry: journal.Entry, answer: answers.Answer
 ) -> journal.Claim | None:
     """Keep the answer before any image is fetched: the URLs, and the bytes
     of images that came inline. When the journal cannot be written, print
@@ -404,7 +415,7 @@ def _journal_answer(
         return None
 
 
-def _decode(ref: api.ImageRef) -> bytes:
+def _decode(ref: answers.ImageRef) -> bytes:
     try:
         return base64.b64decode(ref.b64_json or "", validate=True)
     except (binascii.Error, ValueError):
@@ -416,7 +427,7 @@ def _record(
     chosen: Plan,
     generation_id: str,
     request_id: str,
-    answer: api.Answer | None,
+    answer: answers.Answer | None,
 ) -> GenerationRecord:
     """The generation's record: before the request goes out (``answer``
     None, no images yet), and once the API has answered."""
@@ -482,7 +493,7 @@ def _settle(image: ImageRecord, outcome: files.SavedFile | BaseException) -> Non
         image.width, image.height = outcome.width, outcome.height
         image.content_type, image.c2pa = outcome.content_type, outcome.c2pa
         return
-    image.status = "refused" if isinstance(outcome, api.Refused) else "failed"
+    image.status = "refused" if isinstance(outcome, errors.Refused) else "failed"
     if isinstance(outcome, OSError):
         image.error = f"could not write the file: {outcome.strerror or outcome}"
     elif isinstance(outcome, llm.ModelError):
@@ -507,16 +518,16 @@ def _saver(
                 chunks, image.position, finish, api.MAX_IMAGE_BYTES, naming
             )
         except files.TooLarge as ex:
-            raise api.Refused(str(ex)) from None
+            raise errors.Refused(str(ex)) from None
         except images.NotAnImage as ex:
-            raise api.DownloadError(str(ex)) from None
+            raise errors.DownloadError(str(ex)) from None
 
     return save
 
 
 def _read_blocks(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as f:
-        while block := f.read(api.CHUNK):
+        while block := f.read(65536):
             yield block
 
 
@@ -524,7 +535,7 @@ def save_images(
     claim: journal.Claim | None,
     entry: journal.Entry,
     destination: files.Destination,
-    answer: api.Answer | None = None,
+    answer: answers.Answer | None = None,
     cancel: threading.Event | None = None,
 ) -> None:
     """Save every image of ``entry`` not saved yet: those that came inline,
@@ -570,9 +581,9 @@ def save_images(
                 elif claim and claim.stashed(image.position).exists():
                     outcome = save(_read_blocks(claim.stashed(image.position)))
                 elif not isinstance(image.url, str) or not image.url:
-                    raise api.DownloadError("the API gave no URL to fetch it from")
+                    raise errors.DownloadError("the API gave no URL to fetch it from")
                 else:
-                    outcome = api.fetch_image(image.url, save)
+                    outcome = imagehost.fetch_image(image.url, save)
         except Exception as ex:  # noqa: BLE001 - every failure is the image's
             outcome = ex
         with lock:

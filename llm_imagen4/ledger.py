@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from . import api
+from . import answers, api, errors
 
 LOGS_PATH = "/v2/logs"
 BILLING_PATH = "/v2/billing"
@@ -97,8 +97,8 @@ def _listed(row: _Row) -> Listed:
     cost = row.cost if isinstance(row.cost, dict) else {}
     return Listed(
         status="succeeded" if row.status == "succeeded" else "failed",
-        credits=api.amount(cost.get("credits")),
-        usd=api.amount(cost.get("usd")),
+        credits=answers.amount(cost.get("credits")),
+        usd=answers.amount(cost.get("usd")),
         inference_id=row.inference_id if isinstance(row.inference_id, str) else None,
     )
 
@@ -130,7 +130,7 @@ def find(client: api.ApiClient, sent: Sent) -> Listed | None:
         if not (isinstance(pagination, dict) and pagination.get("has_more") is True):
             break
     else:
-        raise api.ApiError(
+        raise errors.ApiError(
             f"the API's log lists more than {MOST_PAGES * PAGE} requests of "
             f"{sent.api_model} around then; read it at the API's dashboard"
         )
@@ -146,7 +146,7 @@ def balance(client: api.ApiClient) -> float:
     amount = payload.get("current_balance") if isinstance(payload, dict) else None
     currency = payload.get("currency", "USD") if isinstance(payload, dict) else None
     if isinstance(amount, bool) or not isinstance(amount, (int, float)):
-        raise api.ApiError("The API's billing answer has no balance")
+        raise errors.ApiError("The API's billing answer has no balance")
     if currency != "USD":
-        raise api.ApiError("The API's billing answer is not in dollars")
+        raise errors.ApiError("The API's billing answer is not in dollars")
     return float(amount)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import llm
 
-from . import api, journal, ledger
+from . import api, errors, journal, ledger
 from .record import GenerationRecord, ImageRecord
 from .terminal import command
 
@@ -127,7 +127,7 @@ def settle_sent(
         )
     try:
         listed = ledger.find(client, sent)
-    except api.ApiError as ex:
+    except errors.ApiError as ex:
         _keep(claim)
         return Settled(
             f"the API's log could not be asked ({ex}); ask later with: {later}", True

@@ -42,6 +42,13 @@ def printable(text: Any, *, newlines: bool = False) -> str:
     return str(text).translate(_ESCAPES_KEEPING_NEWLINES if newlines else _ESCAPES)
 
 
+def one_line(text: str, limit: int = 300) -> str:
+    """A server's text as one printable line, cut at ``limit``: it reaches
+    terminals and chat models through llm, past the plugin's own commands."""
+    text = printable(" ".join(text.split()))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def command(*words: str) -> str:
     """A command line the user can paste: every word shell-quoted, and shown
     only if it holds nothing a terminal would act on."""

@@ -311,9 +311,9 @@ class Imagen4(llm.Toolbox):
         not count against max_images or max_usd; a lost answer counts at what
         the API's log says it cost; anything else may have been charged, and
         counts."""
-        from . import api, recovery
+        from . import errors, recovery
 
-        if isinstance(ex, api.Declined):
+        if isinstance(ex, errors.Declined):
             self._budget.refused(call.key)
             with self._lock:
                 self._made -= call.count

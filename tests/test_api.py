@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from llm_imagen4 import api
+from llm_imagen4 import answers, api
 
 from .conftest import history
 
@@ -191,7 +191,7 @@ def test_an_error_body_whose_message_is_a_list(fake, llm_cli):
 
 
 def test_parse_answer_reads_the_headers_and_ignores_a_bad_seed():
-    answer = api.parse_answer(
+    answer = answers.parse_answer(
         {"images": [{"url": "https://cdn/x.png"}], "seed": True},
         {
             "x-inference-id": "inf-7",
@@ -207,7 +207,7 @@ def test_parse_answer_reads_the_headers_and_ignores_a_bad_seed():
     assert answer.seed is None
     for bad in ("inf", "nan", "-1", "a lot"):
         assert (
-            api.parse_answer(
+            answers.parse_answer(
                 {"data": [{"url": "u"}]}, {"x-aimlapi-credits-used": bad}
             ).credits_used
             is None

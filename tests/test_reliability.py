@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from llm_imagen4 import api
+from llm_imagen4 import api, errors, imagehost
 
 from .conftest import history, journal_ids, poll, start_llm
 from .fake_api import KEY, png
@@ -117,7 +117,7 @@ def test_connection_refused_is_retried_then_reported(fake, monkeypatch):
     monkeypatch.setenv("AIMLAPI_BASE_URL", f"http://127.0.0.1:{port}")
     waits = []
     client = api.ApiClient(KEY, sleep=waits.append, notify=lambda line: None)
-    with pytest.raises(api.ApiError, match="Could not connect to"):
+    with pytest.raises(errors.ApiError, match="Could not connect to"):
         client.generate({"model": "google/imagen4/preview", "prompt": "a"}, "id-1")
     assert len(waits) == 3
 
@@ -163,8 +163,8 @@ def test_a_slow_drip_download_ends_at_its_deadline(fake, llm_cli):
     assert llm_cli("imagen4", "a").exit_code == 1
     [url] = [r["images"][0]["url"] for r in history(llm_cli)]
     fake.replan_downloads(1, drip=0.2)
-    with pytest.raises(api.DownloadError, match="took longer than 0.5 s"):
-        api.fetch_image(url, lambda chunks: b"".join(chunks), deadline=0.5)
+    with pytest.raises(errors.DownloadError, match="took longer than 0.5 s"):
+        imagehost.fetch_image(url, lambda chunks: b"".join(chunks), deadline=0.5)
     fake.release.set()
 
 
@@ -430,11 +430,11 @@ def test_a_redirect_to_another_host_never_carries_the_key(fake, llm_cli):
 
 def test_image_urls_must_be_https_when_the_api_is(monkeypatch):
     monkeypatch.setenv("AIMLAPI_BASE_URL", "https://api.example.test")
-    with pytest.raises(api.Refused, match="Refusing to fetch an image from http:"):
-        api.check_image_url("http://cdn.example.test/a.png")
-    api.check_image_url("https://cdn.example.test/a.png")
-    with pytest.raises(api.Refused):
-        api.check_image_url("file:///etc/passwd")
+    with pytest.raises(errors.Refused, match="Refusing to fetch an image from http:"):
+        imagehost.check_image_url("http://cdn.example.test/a.png")
+    imagehost.check_image_url("https://cdn.example.test/a.png")
+    with pytest.raises(errors.Refused):
+        imagehost.check_image_url("file:///etc/passwd")
 
 
 def test_the_key_is_not_in_debug_logs_or_errors(fake, llm_cli, caplog):
