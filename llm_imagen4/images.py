@@ -10,6 +10,8 @@ a cap."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import io
 import os
 import re
 import stat
@@ -29,10 +31,18 @@ TEXT_CAP = 1024 * 1024
 # chunk), far fewer than the empty chunks a crafted file of a few GiB holds.
 CHUNK_CAP = 100_000
 COPY_BLOCK = 1024 * 1024
+# The most pixels a side of an image this module takes as one: far more than
+# any Imagen size, and past what readers such as Pillow agree to open.
+MAX_SIDE = 16384
 
 
 class NotAnImage(ValueError):
     """Bytes that are not a PNG, JPEG or WebP image, or not a whole one."""
+
+
+class Impossible(ValueError):
+    """An image whose header gives a size no image has: it will never be
+    right, however often it is fetched."""
 
 
 @dataclass(frozen=True)
@@ -49,28 +59,12 @@ def sniff(head: bytes) -> ImageType:
         width, height = struct.unpack(">II", head[16:24])
         return ImageType("image/png", ".png", width, height)
     if head.startswith(b"\xff\xd8\xff"):
-        return ImageType("image/jpeg", ".jpg", *_jpeg_size(head))
+        return ImageType(
+            "image/jpeg", ".jpg", *(_jpeg_size(io.BytesIO(head)) or (0, 0))
+        )
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return ImageType("image/webp", ".webp", *_webp_size(head))
     raise NotAnImage("The bytes are not a PNG, JPEG or WebP image")
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int]:
-    i = 2
-    while i + 9 < len(data):
-        if data[i] != 0xFF:
-            i += 1
-            continue
-        marker = data[i + 1]
-        if marker in (0xD8, 0x01, 0xFF) or 0xD0 <= marker <= 0xD7:
-            i += 1 if marker == 0xFF else 2
-            continue
-        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
-            return width, height
-        i += 2 + length
-    return 0, 0
 
 
 def _webp_size(data: bytes) -> tuple[int, int]:
@@ -87,6 +81,24 @@ def _webp_size(data: bytes) -> tuple[int, int]:
         bits = int.from_bytes(data[21:25], "little")
         return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
     return 0, 0
+
+
+def measured(path: Path, kind: ImageType) -> ImageType:
+    """``kind`` of the whole image at ``path``, once its size is one an image
+    can have: a JPEG's from its frame header wherever it is (past the first
+    64 KiB that ``sniff`` reads, too). Impossible otherwise."""
+    if kind.content_type == "image/jpeg":
+        with open(path, "rb") as f:
+            size = _jpeg_size(f)
+        if size is None:
+            raise Impossible("the JPEG has no frame header, so no size")
+        kind = dataclasses.replace(kind, width=size[0], height=size[1])
+    if not (0 < kind.width <= MAX_SIDE and 0 < kind.height <= MAX_SIDE):
+        raise Impossible(
+            f"its header says {kind.width}x{kind.height} pixels, a size no image"
+            f" has (1 to {MAX_SIDE} a side)"
+        )
+    return kind
 
 
 def open_regular(path: Path) -> int:
@@ -337,8 +349,10 @@ def embed_png(src: Path, dst: Path, texts: list[tuple[str, str]], xmp: str) -> N
 
 
 def _jpeg_segments(f) -> Iterator[tuple[int, int, int]]:
-    """(marker, offset, length) of each segment before the image data."""
-    size = os.fstat(f.fileno()).st_size
+    """(marker, offset, length) of each segment before the image data, past
+    fill bytes and markers that stand alone. ``f`` is any seekable binary
+    file."""
+    size = f.seek(0, os.SEEK_END)
     offset = 2
     for _ in range(CHUNK_CAP):
         if offset + 4 > size:
@@ -347,12 +361,29 @@ def _jpeg_segments(f) -> Iterator[tuple[int, int, int]]:
         head = f.read(4)
         if head[0] != 0xFF or head[1] in (0xDA, 0xD9):
             return
+        if head[1] == 0xFF:  # a fill byte before the marker
+            offset += 1
+            continue
+        if head[1] == 0x01 or 0xD0 <= head[1] <= 0xD7:
+            offset += 2
+            continue
         (length,) = struct.unpack(">H", head[2:4])
         if length < 2 or offset + 2 + length > size:
             return
         yield head[1], offset, length
         offset += 2 + length
     raise NotAnImage(f"a JPEG of more than {CHUNK_CAP} segments")
+
+
+def _jpeg_size(f) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header, None when the segments
+    before its image data have none."""
+    for marker, offset, length in _jpeg_segments(f):
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and length >= 7:
+            f.seek(offset + 5)
+            height, width = struct.unpack(">HH", f.read(4))
+            return width, height
+    return None
 
 
 def embed_jpeg(src: Path, dst: Path, xmp: str) -> None:
