@@ -111,6 +111,53 @@ def jpeg(width: int, height: int) -> bytes:
     )
 
 
+# The JUMBF types of a C2PA manifest store, a manifest and a claim: four
+# letters, then the suffix ISO gives such UUIDs.
+C2PA_STORE_UUID = b"c2pa" + bytes.fromhex("00110010800000aa00389b71")
+C2PA_MANIFEST_UUID = b"c2ma" + bytes.fromhex("00110010800000aa00389b71")
+C2PA_CLAIM_UUID = b"c2cl" + bytes.fromhex("00110010800000aa00389b71")
+
+
+def jumbf_box(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", 8 + len(payload)) + kind + payload
+
+
+def jumbf_superbox(uuid: bytes, label: str, *children: bytes) -> bytes:
+    """A JUMBF superbox: its description box (the type, requestable, a
+    label), then its children."""
+    description = jumbf_box(b"jumd", uuid + b"\x03" + label.encode() + b"\0")
+    return jumbf_box(b"jumb", description + b"".join(children))
+
+
+def c2pa_store(padding: int = 0) -> bytes:
+    """A C2PA manifest store as JUMBF, as a signer embeds it: the store's
+    superbox around one manifest, around its claim (``padding`` bytes of
+    it, for a store that spans JPEG segments)."""
+    claim = jumbf_superbox(
+        C2PA_CLAIM_UUID, "c2pa.claim", jumbf_box(b"cbor", b"\xa0" + bytes(padding))
+    )
+    manifest = jumbf_superbox(C2PA_MANIFEST_UUID, "urn:c2pa:fake-signer", claim)
+    return jumbf_superbox(C2PA_STORE_UUID, "c2pa", manifest)
+
+
+def jpeg_app11(box: bytes, instance: int = 1, size: int = 65000) -> bytes:
+    """``box`` in JPEG APP11 segments, as JPEG XT carries JUMBF: each holds
+    "JP", the box instance, its sequence number, and after the first, the
+    box's header again."""
+    header, rest = box[:8], box[8:]
+    pieces = [box[: size + 8]] + [
+        header + rest[i : i + size] for i in range(size, len(rest), size)
+    ]
+    return b"".join(
+        b"\xff\xeb"
+        + struct.pack(">H", 2 + 8 + len(piece))
+        + b"JP"
+        + struct.pack(">HI", instance, number)
+        + piece
+        for number, piece in enumerate(pieces, 1)
+    )
+
+
 def _quiet_when_the_client_left(request: Any, address: Any) -> None:
     """A client that hung up mid-answer is what many tests do on purpose."""
     import sys

@@ -14,7 +14,7 @@ import pytest
 from llm_imagen4 import images
 
 from .conftest import history, journal_ids
-from .fake_api import jpeg, png
+from .fake_api import c2pa_store, jpeg, jpeg_app11, png
 
 TRAINED = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 EXIFTOOL = shutil.which("exiftool")
@@ -213,7 +213,7 @@ def test_a_jpeg_or_webps_own_xmp_gets_our_fields_in_its_one_packet(
 
 
 def test_a_c2pa_signed_image_is_left_as_received(fake, generate, llm_cli):
-    fake.state.png_extra = images.png_chunk(b"caBX", b"jumb c2pa manifest")
+    fake.state.png_extra = images.png_chunk(b"caBX", c2pa_store())
     [path] = generate("signed by google", "--seed", "8")
     [sent] = fake.state.files.values()
     assert Path(path).read_bytes() == sent
@@ -293,30 +293,39 @@ def test_a_sidecar_from_another_image_is_flagged(fake, generate, llm_cli):
     ]
 
 
-def _signed_jpeg() -> bytes:
-    """A JPEG with C2PA Content Credentials: a JUMBF box in APP11."""
-    box = b"JP\x00\x00\x00\x00\x00\x01\x00\x00\x00\x20jumbc2pa manifest"
+def _signed_jpeg(padding: int = 0) -> bytes:
+    """A JPEG with C2PA Content Credentials: a JUMBF manifest store in APP11
+    segments (two of them, with ``padding`` of 100 KB)."""
     plain = jpeg(1024, 1024)
-    return plain[:2] + b"\xff\xeb" + struct.pack(">H", len(box) + 2) + box + plain[2:]
+    return plain[:20] + jpeg_app11(c2pa_store(padding)) + plain[20:]
 
 
 def _signed_webp() -> bytes:
     """A WebP with a C2PA chunk after its image data."""
     bitstream = b"\x2f" + (7 | (7 << 14)).to_bytes(4, "little") + b"\0" * 6
-    manifest = b"jumb c2pa manifest"
+    manifest = c2pa_store()
     chunks = b"VP8L" + struct.pack("<I", len(bitstream)) + bitstream + b"\0"
     chunks += b"C2PA" + struct.pack("<I", len(manifest)) + manifest
+    chunks += b"\0" * (len(manifest) & 1)
     return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WEBP" + chunks
 
 
-@pytest.mark.parametrize("signed", [_signed_jpeg, _signed_webp])
-def test_a_c2pa_signed_jpeg_or_webp_is_left_as_received(fake, generate, signed):
+@pytest.mark.parametrize(
+    "signed",
+    [_signed_jpeg, lambda: _signed_jpeg(100_000), _signed_webp],
+    ids=["jpeg", "jpeg in two segments", "webp"],
+)
+def test_a_c2pa_signed_jpeg_or_webp_is_left_as_received(
+    fake, generate, llm_cli, signed
+):
     body = signed()
     fake.fail_downloads(body=body)
     [path] = generate("signed by google")
     assert Path(path).read_bytes() == body
     sidecar = json.loads(Path(path + ".json").read_text())
     assert sidecar["sha256"] == hashlib.sha256(body).hexdigest()
+    [made] = json.loads(llm_cli("imagen4", "inspect", path, "--json").stdout)
+    assert made["c2pa"] is True and made["source"] == "sidecar"
 
 
 def test_the_enhanced_prompt_round_trips(fake, generate, llm_cli):
