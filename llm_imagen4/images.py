@@ -1,7 +1,9 @@
 """Image files: recognising PNG, JPEG and WebP from their bytes, telling
-whether one arrived whole, reading and writing PNG text chunks, and putting
-XMP into each format. One implementation, used by the plugin, the tests' fake
-server and the benchmarks.
+whether one arrived whole and with a size an image can have, reading and
+writing PNG text chunks, building XMP and putting it into each format, and
+telling a C2PA manifest store from a chunk that only bears its name. One
+implementation, used by the plugin, the tests' fake server and the
+benchmarks.
 
 Everything here reads files it did not make, so every length is checked
 against the file before it is used, and nothing is read or decompressed past
@@ -10,14 +12,13 @@ a cap."""
 from __future__ import annotations
 
 import bisect
-import contextlib
 import dataclasses
 import io
 import itertools
 import os
-import re
 import stat
 import struct
+import xml.etree.ElementTree as ET
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -161,6 +162,15 @@ def png_chunks(f) -> Iterator[Chunk]:
     raise NotAnImage(f"a PNG of more than {CHUNK_CAP} chunks")
 
 
+TEXT_KINDS = (b"tEXt", b"zTXt", b"iTXt")
+
+
+def _keyword(f, chunk: Chunk) -> bytes:
+    """The keyword of a text chunk, read alone: at most 79 bytes."""
+    f.seek(chunk.offset + 8)
+    return f.read(min(chunk.length, 80)).partition(b"\0")[0]
+
+
 def text_chunk(keyword: str, text: str) -> bytes:
     """tEXt where the text is Latin-1, which every reader takes; otherwise
     uncompressed iTXt, which holds UTF-8."""
@@ -226,10 +236,9 @@ def png_texts(path: Path, keywords: tuple[str, ...]) -> dict[str, str]:
         for chunk in png_chunks(f):
             if not wanted:
                 break
-            if chunk.kind not in (b"tEXt", b"zTXt", b"iTXt"):
+            if chunk.kind not in TEXT_KINDS:
                 continue
-            f.seek(chunk.offset + 8)
-            keyword = f.read(min(chunk.length, 80)).partition(b"\0")[0]
+            keyword = _keyword(f, chunk)
             if keyword not in wanted:
                 continue
             if chunk.length > TEXT_CAP:
@@ -258,28 +267,68 @@ def is_complete(path: Path, content_type: str) -> bool:
 
 # -- XMP ----------------------------------------------------------------------
 
+XMP_META_NS = "adobe:ns:meta/"
+RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+JPEG_XMP_EXTENSION_HEADER = b"http://ns.adobe.com/xmp/extension/\x00"
+XMP_PACKET_ID = "W5M0MpCehiHzreSzNTczkc9d"
 
-def xmp_packet(description: str) -> str:
-    """A whole XMP packet holding one ``rdf:Description``."""
+
+def _xml_holds(char: str) -> bool:
+    """Whether an XML 1.0 parser reads ``char`` back as it was written: a
+    carriage return it reads as a line feed."""
+    code = ord(char)
     return (
-        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
-        '<x:xmpmeta xmlns:x="adobe:ns:meta/">'
-        '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-        f"{description}</rdf:RDF></x:xmpmeta>"
-        '<?xpacket end="w"?>'
+        code in (0x09, 0x0A)
+        or 0x20 <= code <= 0xD7FF
+        or 0xE000 <= code <= 0xFFFD
+        or 0x10000 <= code <= 0x10FFFF
     )
 
 
-def merge_xmp(packet: str, description: str) -> str | None:
-    """``packet`` with ``description`` added to its RDF, so that the file keeps
-    one XMP packet; None when the packet has no RDF to add to."""
-    match = re.search(r"</(\w+:)?RDF\s*>", packet)
-    if match is None:
+def xml_text(text: str) -> str:
+    """``text`` as XML can hold it: each character an XML parser would not
+    read back as it was (most C0 controls, a carriage return, U+FFFE, a
+    lone surrogate) written as its escape, ``\\x1b``."""
+    return "".join(
+        char if _xml_holds(char) else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )
+
+
+def xmp_packet(prefix: str, namespace: str, properties: dict[str, str]) -> str:
+    """A whole XMP packet of one ``rdf:Description``: ``properties`` (name
+    to text) in ``namespace``, written with ``prefix``. Built as XML by
+    ElementTree, which escapes every text, and parsed back to be sure that
+    an XML parser finds these fields and nothing else. The prefixes are
+    declared on the elements, so no global namespace map is changed."""
+    meta = ET.Element("x:xmpmeta", {"xmlns:x": XMP_META_NS})
+    rdf = ET.SubElement(meta, "rdf:RDF", {"xmlns:rdf": RDF_NS})
+    description = ET.SubElement(
+        rdf, "rdf:Description", {"rdf:about": "", f"xmlns:{prefix}": namespace}
+    )
+    for name, text in properties.items():
+        ET.SubElement(description, f"{prefix}:{name}").text = xml_text(text)
+    begin = ET.ProcessingInstruction("xpacket", f'begin="\ufeff" id="{XMP_PACKET_ID}"')
+    end = ET.ProcessingInstruction("xpacket", 'end="w"')
+    packet = "".join(
+        ET.tostring(node, encoding="unicode") for node in (begin, meta, end)
+    )
+    expected = {
+        f"{{{namespace}}}{name}": xml_text(text) for name, text in properties.items()
+    }
+    if _xmp_fields(packet) != expected:
+        raise ValueError("the XMP packet does not read back as it was built")
+    return packet
+
+
+def _xmp_fields(packet: str) -> dict[str, str] | None:
+    """The fields of a packet's one ``rdf:Description``, as a parser reads
+    them; None when it has not exactly one."""
+    root = ET.fromstring(packet)
+    descriptions = root.findall(f"{{{RDF_NS}}}RDF/{{{RDF_NS}}}Description")
+    if root.tag != f"{{{XMP_META_NS}}}xmpmeta" or len(descriptions) != 1:
         return None
-    return packet[: match.start()] + description + packet[match.start() :]
-
-
-# -- writing provenance into a copy -----------------------------------------
+    return {child.tag: child.text or "" for child in descriptions[0]}
 
 
 # -- C2PA ---------------------------------------------------------------------
@@ -452,6 +501,9 @@ def has_c2pa(path: Path, content_type: str) -> bool:
         return any(_is_c2pa_store(run) for run in runs)
 
 
+# -- writing provenance into a copy -----------------------------------------
+
+
 def copy_range(src, dst, start: int, end: int) -> None:
     src.seek(start)
     remaining = end - start
@@ -463,44 +515,44 @@ def copy_range(src, dst, start: int, end: int) -> None:
         remaining -= len(block)
 
 
+def _copy_edited(
+    f, out, size: int, drop: list[tuple[int, int]], at: int, insert: bytes
+) -> None:
+    """Copy ``f`` to ``out`` without the byte ranges in ``drop`` (whole
+    chunks or segments), with ``insert`` written at offset ``at``."""
+    position = 0
+    for start, end in sorted([*drop, (at, at)]):
+        copy_range(f, out, position, start)
+        if start == end:
+            out.write(insert)
+        position = end
+    copy_range(f, out, position, size)
+
+
 def embed_png(src: Path, dst: Path, texts: list[tuple[str, str]], xmp: str) -> None:
-    """Copy a PNG with text chunks and XMP added before its first IDAT, where
-    every reader finds them without decoding the image. Every other byte is
-    copied as it is, those after IEND too; an XMP packet already there gets
-    ``xmp`` (an ``rdf:Description``) merged in rather than a second packet."""
+    """Copy a PNG with ``texts`` and the XMP packet ``xmp`` in text chunks
+    before its first IDAT, where every reader finds them without decoding
+    the image. Every text chunk the image arrived with under one of those
+    keywords, in any case (as exiftool reads them), is dropped, read no
+    further than its keyword: what the file says of how it was made is the
+    plugin's alone. Every other byte is copied as it is, those after IEND
+    too."""
+    replaced = {keyword.encode("latin-1").lower() for keyword, _ in texts}
+    replaced.add(XMP_KEYWORD.encode("latin-1").lower())
     size = src.stat().st_size
     with open(src, "rb") as f, open(dst, "wb") as out:
         chunks = list(png_chunks(f))
         first_idat = next((c for c in chunks if c.kind == b"IDAT"), None)
         if first_idat is None:
             raise NotAnImage("The PNG has no image data")
-        existing = None
-        for chunk in chunks:
-            if chunk.kind == b"iTXt" and chunk.length <= TEXT_CAP:
-                f.seek(chunk.offset + 8)
-                data = f.read(chunk.length)
-                if data.startswith(XMP_KEYWORD.encode() + b"\0"):
-                    # Readers take the first XMP packet: only it is read.
-                    with contextlib.suppress(ValueError):
-                        _, packet = decode_text_chunk(b"iTXt", data)
-                        merged = merge_xmp(packet, xmp)
-                        if merged is not None:
-                            existing = (chunk, merged)
-                    break
+        drop = [
+            (chunk.offset, chunk.end)
+            for chunk in chunks
+            if chunk.kind in TEXT_KINDS and _keyword(f, chunk).lower() in replaced
+        ]
         added = b"".join(text_chunk(keyword, text) for keyword, text in texts)
-        if existing is None:
-            added += itxt_chunk(XMP_KEYWORD, xmp_packet(xmp))
-        position = 0
-        for chunk in chunks:
-            if existing and chunk is existing[0]:
-                copy_range(f, out, position, chunk.offset)
-                out.write(itxt_chunk(XMP_KEYWORD, existing[1]))
-                position = chunk.end
-            if chunk is first_idat:
-                copy_range(f, out, position, chunk.offset)
-                out.write(added)
-                position = chunk.offset
-        copy_range(f, out, position, size)
+        added += itxt_chunk(XMP_KEYWORD, xmp)
+        _copy_edited(f, out, size, drop, first_idat.offset, added)
 
 
 def _jpeg_segments(f) -> Iterator[tuple[int, int, int]]:
@@ -542,35 +594,27 @@ def _jpeg_size(f) -> tuple[int, int] | None:
 
 
 def embed_jpeg(src: Path, dst: Path, xmp: str) -> None:
-    """Copy a JPEG with ``xmp`` in its XMP segment: merged into the one
-    there, or in a new APP1 segment after the leading APP0/APP1 ones."""
+    """Copy a JPEG with the XMP packet ``xmp`` in an APP1 segment after its
+    leading APP0 and APP1 ones (JFIF, Exif). Every XMP segment it arrived
+    with, extended XMP too, is dropped."""
+    payload = JPEG_XMP_HEADER + xmp.encode("utf-8")
+    if len(payload) + 2 > 0xFFFF:
+        raise ValueError("the XMP packet is too large for a JPEG segment")
     size = src.stat().st_size
     with open(src, "rb") as f, open(dst, "wb") as out:
-        segments = list(_jpeg_segments(f))
-        insert_at, replace = 2, None
-        for marker, offset, length in segments:
-            if marker not in (0xE0, 0xE1):
-                break
-            f.seek(offset + 4)
-            data = f.read(length - 2)
-            if marker == 0xE1 and data.startswith(JPEG_XMP_HEADER):
-                merged = merge_xmp(
-                    data[len(JPEG_XMP_HEADER) :].decode("utf-8", "replace"), xmp
-                )
-                if merged is not None:
-                    replace = (offset, offset + 2 + length, merged)
-                    break
-            insert_at = offset + 2 + length
-        if replace:
-            start, end, packet = replace
-        else:
-            start, end, packet = insert_at, insert_at, xmp_packet(xmp)
-        payload = JPEG_XMP_HEADER + packet.encode("utf-8")
-        if len(payload) + 2 > 0xFFFF:
-            raise ValueError("the XMP packet is too large for a JPEG segment")
-        copy_range(f, out, 0, start)
-        out.write(b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload)
-        copy_range(f, out, end, size)
+        drop, insert_at, leading = [], 2, True
+        for marker, offset, length in _jpeg_segments(f):
+            end = offset + 2 + length
+            if marker == 0xE1:
+                f.seek(offset + 4)
+                start = f.read(len(JPEG_XMP_EXTENSION_HEADER))
+                if start.startswith((JPEG_XMP_HEADER, JPEG_XMP_EXTENSION_HEADER)):
+                    drop.append((offset, end))
+            leading = leading and marker in (0xE0, 0xE1)
+            if leading:
+                insert_at = end
+        segment = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+        _copy_edited(f, out, size, drop, insert_at, segment)
 
 
 def _webp_chunks(f) -> Iterator[tuple[bytes, int, int]]:
@@ -596,23 +640,21 @@ def _riff_chunk(kind: bytes, data: bytes) -> bytes:
 
 
 def embed_webp(src: Path, dst: Path, xmp: str) -> None:
-    """Copy a WebP with ``xmp`` in its XMP chunk: merged into the one there,
-    or added, turning a simple WebP into the extended format that holds it."""
+    """Copy a WebP with the XMP packet ``xmp`` in an XMP chunk at its end,
+    turning a simple WebP into the extended format that holds one. Every
+    XMP chunk it arrived with is dropped."""
     with open(src, "rb") as f:
         chunks = list(_webp_chunks(f))
         parts: list[bytes] = []
         vp8x = None
-        packet = None
         for kind, offset, length in chunks:
+            if kind == b"XMP ":
+                continue
             f.seek(offset + 8)
             data = f.read(length)
             if kind == b"VP8X":
                 vp8x = bytearray(data)
                 continue
-            if kind == b"XMP " and packet is None:
-                packet = merge_xmp(data.decode("utf-8", "replace"), xmp)
-                if packet is not None:
-                    continue
             parts.append(_riff_chunk(kind, data))
         if vp8x is None:
             width, height = _webp_size(_head(src))
@@ -629,7 +671,7 @@ def embed_webp(src: Path, dst: Path, xmp: str) -> None:
     body = (
         _riff_chunk(b"VP8X", bytes(vp8x))
         + b"".join(parts)
-        + _riff_chunk(b"XMP ", (packet or xmp_packet(xmp)).encode("utf-8"))
+        + _riff_chunk(b"XMP ", xmp.encode("utf-8"))
     )
     dst.write_bytes(b"RIFF" + struct.pack("<I", len(body) + 4) + b"WEBP" + body)
 

@@ -20,7 +20,6 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ PARAMETERS_KEYWORD = "parameters"
 DIGITAL_SOURCE_TYPE = (
     "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 )
+IPTC_NAMESPACE = "http://iptc.org/std/Iptc4xmpExt/2008-02-29/"
 SIDECAR_CAP = images.TEXT_CAP
 # The largest file whose bytes are checked against its sidecar's sha256: an
 # Imagen image is a few MB.
@@ -111,31 +111,18 @@ def parameters(record: dict[str, Any], width: int, height: int) -> str:
     return "\n".join(lines)
 
 
-def xmp_description(record: dict[str, Any]) -> str:
-    """An ``rdf:Description`` with the IPTC fields for AI-generated images:
-    the digital source type, the AI system and its version, the prompt."""
-    prompt = record.get("enhanced_prompt") or record["prompt"]
-    return (
-        '<rdf:Description rdf:about=""'
-        ' xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/">'
-        f"<Iptc4xmpExt:DigitalSourceType>{DIGITAL_SOURCE_TYPE}"
-        "</Iptc4xmpExt:DigitalSourceType>"
-        f"<Iptc4xmpExt:AISystemUsed>Google Imagen 4 ({escape(record['model'])})"
-        "</Iptc4xmpExt:AISystemUsed>"
-        f"<Iptc4xmpExt:AISystemVersionUsed>{escape(record['api_model'])}"
-        "</Iptc4xmpExt:AISystemVersionUsed>"
-        f"<Iptc4xmpExt:AIPromptInformation>{escape(_xml_text(prompt))}"
-        "</Iptc4xmpExt:AIPromptInformation>"
-        "</rdf:Description>"
-    )
-
-
-def _xml_text(text: str) -> str:
-    """``text`` without the characters XML 1.0 cannot hold."""
-    return "".join(
-        char
-        for char in text
-        if char in "\t\n\r" or (0x20 <= ord(char) <= 0xD7FF) or 0xE000 <= ord(char)
+def xmp(record: dict[str, Any]) -> str:
+    """The XMP packet with the IPTC fields for AI-generated images: the
+    digital source type, the AI system and its version, the prompt."""
+    return images.xmp_packet(
+        "Iptc4xmpExt",
+        IPTC_NAMESPACE,
+        {
+            "DigitalSourceType": DIGITAL_SOURCE_TYPE,
+            "AISystemUsed": f"Google Imagen 4 ({record['model']})",
+            "AISystemVersionUsed": record["api_model"],
+            "AIPromptInformation": record.get("enhanced_prompt") or record["prompt"],
+        },
     )
 
 
@@ -162,18 +149,18 @@ def finisher(
         if images.has_c2pa(tmp, kind.content_type):
             return Finished(tmp, sidecar, c2pa=True)
         out = tmp.with_name(tmp.name + ".meta" + os.path.splitext(tmp.name)[1])
-        xmp = xmp_description(record)
+        packet = xmp(record)
         if kind.content_type == "image/png":
             texts = [
                 (PARAMETERS_KEYWORD, parameters(record, kind.width, kind.height)),
                 (JSON_KEYWORD, json.dumps(record, ensure_ascii=False, sort_keys=True)),
             ]
-            images.embed_png(tmp, out, texts, xmp)
+            images.embed_png(tmp, out, texts, packet)
             return Finished(out)
         if kind.content_type == "image/jpeg":
-            images.embed_jpeg(tmp, out, xmp)
+            images.embed_jpeg(tmp, out, packet)
         else:
-            images.embed_webp(tmp, out, xmp)
+            images.embed_webp(tmp, out, packet)
         return Finished(out, sidecar)
 
     return finish

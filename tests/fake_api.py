@@ -97,7 +97,8 @@ def png(width: int, height: int, salt: bytes = b"", extra: bytes = b"") -> bytes
 
 
 def jpeg(width: int, height: int) -> bytes:
-    """The smallest JPEG a reader of sizes needs: SOI, JFIF, SOF0, EOI."""
+    """The smallest JPEG a reader of sizes and metadata needs: SOI, JFIF,
+    SOF0, a scan header and a few bytes of scan, EOI."""
     return (
         b"\xff\xd8\xff\xe0"
         + struct.pack(">H", 16)
@@ -107,6 +108,10 @@ def jpeg(width: int, height: int) -> bytes:
         + struct.pack(">HBHH", 17, 8, height, width)
         + b"\x03"
         + b"\x00" * 9
+        + b"\xff\xda"
+        + struct.pack(">H", 8)
+        + b"\x01\x01\x00\x00\x3f\x00"
+        + b"\x00" * 4
         + b"\xff\xd9"
     )
 
