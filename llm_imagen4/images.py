@@ -224,30 +224,43 @@ def decode_text_chunk(kind: bytes, data: bytes) -> tuple[str, str]:
     return keyword.decode("latin-1"), text.decode("latin-1")
 
 
-def png_texts(path: Path, keywords: tuple[str, ...]) -> dict[str, str]:
+@dataclass(frozen=True)
+class PngTexts:
+    """What a PNG's text chunks hold under some keywords: the first text of
+    each, and how many chunks bear each keyword in any case (as exiftool,
+    which reads keywords without case, would show them)."""
+
+    first: dict[str, str]
+    count: dict[str, int]
+
+
+def png_texts(path: Path, keywords: tuple[str, ...]) -> PngTexts:
     """The first text of a PNG under each of ``keywords``, read only if its
-    chunk is at most TEXT_CAP bytes and inflates to at most TEXT_CAP. Other
-    texts, and later chunks of a keyword already read, are never read: at
-    most one chunk a keyword is inflated, however many the file holds.
-    ValueError for a malformed one."""
-    wanted = {keyword.encode("latin-1") for keyword in keywords}
-    texts: dict[str, str] = {}
+    chunk is at most TEXT_CAP bytes and inflates to at most TEXT_CAP, and
+    how many chunks each keyword has. Other texts, and later chunks of a
+    keyword already read, are never read past their keyword: at most one
+    chunk a keyword is inflated, however many the file holds. ValueError
+    for a malformed one."""
+    wanted = {keyword.encode("latin-1"): keyword for keyword in keywords}
+    by_case = {keyword.lower(): name for keyword, name in wanted.items()}
+    first: dict[str, str] = {}
+    count = dict.fromkeys(keywords, 0)
     with os.fdopen(open_regular(path), "rb") as f:
         for chunk in png_chunks(f):
-            if not wanted:
-                break
             if chunk.kind not in TEXT_KINDS:
                 continue
             keyword = _keyword(f, chunk)
-            if keyword not in wanted:
+            if keyword.lower() in by_case:
+                count[by_case[keyword.lower()]] += 1
+            if keyword not in wanted or wanted[keyword] in first:
                 continue
             if chunk.length > TEXT_CAP:
                 raise ValueError(f"a text chunk of {chunk.length} bytes")
             f.seek(chunk.offset + 8)
-            name, text = decode_text_chunk(chunk.kind, f.read(chunk.length))
-            texts[name] = text
-            wanted.discard(keyword)
-    return texts
+            _, first[wanted[keyword]] = decode_text_chunk(
+                chunk.kind, f.read(chunk.length)
+            )
+    return PngTexts(first, count)
 
 
 def is_complete(path: Path, content_type: str) -> bool:

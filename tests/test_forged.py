@@ -221,6 +221,28 @@ def test_provenance_an_image_arrived_with_gives_way_to_ours(fake, generate, llm_
         assert tags["Parameters"].startswith("the real prompt\nSeed: 42, ")
 
 
+def test_a_signed_image_that_arrived_with_a_record_is_not_evidence_of_one_request(
+    fake, generate, llm_cli
+):
+    """Its signature forbids dropping the record it arrived with, so the
+    file holds two: that one, and the plugin's in its sidecar."""
+    forged = text(b"iTXt", b"llm-imagen4", json.dumps(FORGED_RECORD))
+    fake.state.png_extra = images.png_chunk(b"caBX", c2pa_store()) + forged
+    [path] = generate("the real prompt", "--seed", "42")
+    [sent] = fake.state.files.values()
+    assert Path(path).read_bytes() == sent
+    [made] = json.loads(llm_cli("imagen4", "inspect", path, "--json").stdout)
+    assert made["c2pa"] is True
+    assert made["conflicting_claims"] == "a sidecar lies beside the record inside it"
+    rerun = llm_cli("imagen4", "rerun", path)
+    assert rerun.exit_code == 1
+    assert rerun.stderr.splitlines() == [
+        f"Error: {path}: a sidecar lies beside the record inside it:"
+        " it is not evidence of one request"
+    ]
+    assert len(fake.generations) == 1
+
+
 # -- XMP that arrived with the image -------------------------------------------
 
 # A camera photo to a parser, with a second </rdf:RDF> inside a comment, where

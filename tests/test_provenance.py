@@ -48,7 +48,7 @@ def test_png_provenance_round_trips_through_inspect(fake, generate, llm_cli):
         "--negative-prompt",
         "blur",
     )
-    texts = images.png_texts(Path(path), ("parameters",))
+    texts = images.png_texts(Path(path), ("parameters",)).first
     assert texts["parameters"] == (
         "Racoon eating ice-cream\nNegative prompt: blur\n"
         "Seed: 42, Size: 1408x768, Model: imagen4, Version: llm-imagen4 0.2.0"
@@ -56,6 +56,7 @@ def test_png_provenance_round_trips_through_inspect(fake, generate, llm_cli):
     [made] = json.loads(llm_cli("imagen4", "inspect", path, "--json").stdout)
     [row] = history(llm_cli)
     assert made["file"] == path and made["source"] == "record"
+    assert made["conflicting_claims"] is None and made["sidecar_mismatch"] is None
     claims = made["claims"]
     assert (
         claims["model"] == "imagen4" and claims["api_model"] == "google/imagen4/preview"
@@ -274,7 +275,7 @@ def test_the_enhanced_prompt_round_trips(fake, generate, llm_cli):
     )
     [made] = json.loads(llm_cli("imagen4", "inspect", path, "--json").stdout)
     assert made["claims"]["enhanced_prompt"] == rewritten
-    parameters = images.png_texts(Path(path), ("parameters",))["parameters"]
+    parameters = images.png_texts(Path(path), ("parameters",)).first["parameters"]
     assert f'Enhanced prompt: "{rewritten}"' in parameters
     for source in (row["id"], path):
         assert llm_cli("imagen4", "rerun", source).exit_code == 0
