@@ -1,9 +1,9 @@
 """An image host that lies. Each test has the fake's image host serve a file
 made to mislead and shows what the plugin keeps of it: provenance it arrived
 with gives way to the plugin's own, and its XMP to XMP built as XML and read
-back with an XML parser; a
-chunk named for C2PA that holds no manifest store is no signature; and a
-header that gives a size no image has is refused, never saved."""
+back with an XML parser; a chunk named for C2PA that holds no manifest store
+is no signature; and a header that gives a size no image has is refused,
+never saved."""
 
 from __future__ import annotations
 
@@ -35,10 +35,21 @@ from .fake_api import (
 
 TRAINED = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 EXIFTOOL = shutil.which("exiftool")
-needs_exiftool = pytest.mark.skipif(
-    not EXIFTOOL and not os.environ.get("CI"),
-    reason="needs Debian's libimage-exiftool-perl (.ci/run installs it)",
-)
+
+
+def exiftool(path: str, *tags: str) -> dict | None:
+    """What exiftool reads of ``tags``, with its warnings; None where it is
+    not installed (CI installs it, and there it must run)."""
+    if not EXIFTOOL and not os.environ.get("CI"):
+        return None
+    out = subprocess.run(
+        [EXIFTOOL or "exiftool", "-j", "-warning", *(f"-{tag}" for tag in tags), path],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    [found] = json.loads(out.stdout)
+    return found
 
 
 def sized(data: bytes, width: int, height: int) -> bytes:
@@ -61,6 +72,25 @@ def webp_canvas(width: int, height: int) -> bytes:
     chunks = b"VP8X" + struct.pack("<I", len(vp8x)) + vp8x
     chunks += b"VP8L" + struct.pack("<I", len(bitstream)) + bitstream + b"\0"
     return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WEBP" + chunks
+
+
+def webp_with(*extra: tuple[bytes, bytes]) -> bytes:
+    """A simple WebP with ``extra`` (FourCC, data) chunks after its image."""
+    bitstream = b"\x2f" + (7 | (7 << 14)).to_bytes(4, "little") + b"\0" * 6
+    chunks = b"VP8L" + struct.pack("<I", len(bitstream)) + bitstream + b"\0"
+    for kind, data in extra:
+        chunks += kind + struct.pack("<I", len(data)) + data + b"\0" * (len(data) & 1)
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WEBP" + chunks
+
+
+def jpeg_with(segments: bytes) -> bytes:
+    """A JPEG with ``segments`` after its JFIF segment."""
+    plain = jpeg(1024, 1024)
+    return plain[:20] + segments + plain[20:]
+
+
+def first_segment(segments: bytes) -> bytes:
+    return segments[: 2 + struct.unpack(">H", segments[2:4])[0]]
 
 
 def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
@@ -210,14 +240,8 @@ def test_provenance_an_image_arrived_with_gives_way_to_ours(fake, generate, llm_
     made_it, rerun = fake.generations
     assert rerun.body == made_it.body
     assert rerun.body["prompt"] == "the real prompt" and rerun.body["seed"] == 42
-    if EXIFTOOL:
-        out = subprocess.run(
-            [EXIFTOOL, "-j", "-Parameters", path],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        [tags] = json.loads(out.stdout)
+    tags = exiftool(path, "Parameters")
+    if tags is not None:
         assert tags["Parameters"].startswith("the real prompt\nSeed: 42, ")
 
 
@@ -271,7 +295,7 @@ def _png_with_camera_xmp(fake) -> None:
 def _jpeg_with_camera_xmp(fake) -> None:
     extended = b"http://ns.adobe.com/xmp/extension/\0" + bytes(40) + CAMERA
     fake.fail_downloads(
-        body=_jpeg_with(
+        body=jpeg_with(
             segment(0xE1, XMP_HEADER + CAMERA)
             + segment(0xE1, extended)
             + segment(0xE1, XMP_HEADER + CAMERA)
@@ -280,7 +304,7 @@ def _jpeg_with_camera_xmp(fake) -> None:
 
 
 def _webp_with_camera_xmp(fake) -> None:
-    fake.fail_downloads(body=_webp_with((b"XMP ", CAMERA), (b"XMP ", CAMERA)))
+    fake.fail_downloads(body=webp_with((b"XMP ", CAMERA), (b"XMP ", CAMERA)))
 
 
 @pytest.mark.parametrize(
@@ -294,14 +318,8 @@ def test_xmp_an_image_arrived_with_gives_way_to_ours(fake, generate, serve):
     data = Path(path).read_bytes()
     assert xmp_fields(data) == ours("not a photograph")
     assert b"digitalCapture" not in data and b"</rdf:RDF> -->" not in data
-    if EXIFTOOL:
-        out = subprocess.run(
-            [EXIFTOOL, "-j", "-warning", "-DigitalSourceType", path],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        [tags] = json.loads(out.stdout)
+    tags = exiftool(path, "DigitalSourceType")
+    if tags is not None:
         assert tags["DigitalSourceType"] == TRAINED and "Warning" not in tags
 
 
@@ -459,45 +477,24 @@ def test_a_png_cabx_chunk_that_holds_no_manifest_store_is_no_signature(
     assert "C2PA" not in text
 
 
-def _webp_with(*extra: tuple[bytes, bytes]) -> bytes:
-    """A simple WebP with ``extra`` (FourCC, data) chunks after its image."""
-    bitstream = b"\x2f" + (7 | (7 << 14)).to_bytes(4, "little") + b"\0" * 6
-    chunks = b"VP8L" + struct.pack("<I", len(bitstream)) + bitstream + b"\0"
-    for kind, data in extra:
-        chunks += kind + struct.pack("<I", len(data)) + data + b"\0" * (len(data) & 1)
-    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WEBP" + chunks
-
-
-def _jpeg_with(segments: bytes) -> bytes:
-    plain = jpeg(1024, 1024)
-    return plain[:20] + segments + plain[20:]
-
-
-def _first_segment(segments: bytes) -> bytes:
-    return segments[: 2 + struct.unpack(">H", segments[2:4])[0]]
-
-
 SPLIT_STORE = jpeg_app11(c2pa_store(100_000))
 
 
+WORDS_IN_APP11 = segment(0xEB, b"JP\0\x01\0\0\0\x01\0\0\0\x1ajumbc2pa manifest")
 JUNK_ELSEWHERE = {
-    "a JPEG APP11 box of words": (
-        _jpeg_with(segment(0xEB, b"JP\0\x01\0\0\0\x01\0\0\0\x1ajumbc2pa manifest")),
-        segment(0xEB, b"JP\0\x01\0\0\0\x01\0\0\0\x1ajumbc2pa manifest"),
-    ),
+    "a JPEG APP11 box of words": (jpeg_with(WORDS_IN_APP11), WORDS_IN_APP11),
     "a JPEG store missing its second segment": (
-        _jpeg_with(_first_segment(SPLIT_STORE)),
-        _first_segment(SPLIT_STORE),
+        jpeg_with(first_segment(SPLIT_STORE)),
+        first_segment(SPLIT_STORE),
     ),
     "a JPEG store with its segments in the wrong order": (
-        _jpeg_with(
-            SPLIT_STORE[len(_first_segment(SPLIT_STORE)) :]
-            + _first_segment(SPLIT_STORE)
+        jpeg_with(
+            SPLIT_STORE[len(first_segment(SPLIT_STORE)) :] + first_segment(SPLIT_STORE)
         ),
-        _first_segment(SPLIT_STORE),
+        first_segment(SPLIT_STORE),
     ),
     "a WebP C2PA chunk of words": (
-        _webp_with((b"C2PA", b"jumb c2pa manifest")),
+        webp_with((b"C2PA", b"jumb c2pa manifest")),
         b"C2PA" + struct.pack("<I", 18) + b"jumb c2pa manifest",
     ),
 }
