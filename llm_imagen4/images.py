@@ -462,8 +462,9 @@ def _jpeg_jumbf_runs(f) -> Iterator[_Run]:
     holds "JP", the box's instance number, its sequence number from 1, and,
     after the first, the box's header again. A box whose segments do not
     follow on is left out."""
+    # By instance: the last sequence number, the box's header, its pieces.
     runs: dict[bytes, tuple[int, bytes, list[tuple[int, int]]]] = {}
-    done = []
+    done: list[tuple[int, bytes, list[tuple[int, int]]]] = []
     for marker, offset, length in _jpeg_segments(f):
         if marker != 0xEB or length < 2 + 16:
             continue
