@@ -20,6 +20,7 @@ from .terminal import command, dumps, notify, printable
 
 Fail = Callable[[Exception], click.ClickException]
 ANOTHERS = "the record may be another image's"
+NOT_ONE = "it is not evidence of one request"
 
 
 def _given(options: dict[str, Any]) -> dict[str, Any]:
@@ -130,6 +131,8 @@ def rerun(
             found = provenance.read(path)
             if found is None:
                 raise llm.ModelError(f"{source} has no provenance from llm-imagen4")
+            if found.conflicting_claims:
+                raise llm.ModelError(f"{path}: {found.conflicting_claims}: {NOT_ONE}")
             if found.sidecar_mismatch:
                 notify(f"{path}: {found.sidecar_mismatch}: {ANOTHERS}")
             record = found.record
@@ -292,6 +295,8 @@ def inspect(files: tuple[Path, ...], json_: bool, fail: Fail) -> None:
             notify(f"{path}: no provenance from llm-imagen4")
             problems += 1
             continue
+        if found.conflicting_claims:
+            notify(f"{path}: {found.conflicting_claims}: {NOT_ONE}")
         if found.sidecar_mismatch:
             notify(f"{path}: {found.sidecar_mismatch}: {ANOTHERS}")
         shown.append(
@@ -300,6 +305,7 @@ def inspect(files: tuple[Path, ...], json_: bool, fail: Fail) -> None:
                 "source": found.source,
                 "c2pa": found.c2pa,
                 "sidecar_mismatch": found.sidecar_mismatch,
+                "conflicting_claims": found.conflicting_claims,
                 "claims": found.record.model_dump(),
             }
         )
@@ -314,12 +320,8 @@ def inspect(files: tuple[Path, ...], json_: bool, fail: Fail) -> None:
                     "  left as received: it carries C2PA Content Credentials,"
                     " which a change would break"
                 )
-            if item["source"] != "record":
-                where = (
-                    f"{item['file']}.json"
-                    if item["source"] == "sidecar"
-                    else "its parameters text"
-                )
+            if item["source"] == "sidecar":
+                where = f"{item['file']}.json"
                 click.echo(f"  record read from: {printable(where)}")
             click.echo(f"  model: {printable(claims['model'])}")
             click.echo(f"  prompt: {printable(claims['prompt'])}")
@@ -342,7 +344,10 @@ def inspect(files: tuple[Path, ...], json_: bool, fail: Fail) -> None:
                     click.echo(f"  {name.replace('_', ' ')}: {printable(claims[name])}")
             if claims.get("path") is not None:
                 click.echo(f"  the record claims a path: {printable(claims['path'])}")
-            if item["sidecar_mismatch"]:
+            if item["conflicting_claims"]:
+                conflict = printable(item["conflicting_claims"])
+                click.echo(f"  more than one claim: {conflict}")
+            elif item["sidecar_mismatch"]:
                 mismatch = printable(item["sidecar_mismatch"])
                 click.echo(f"  not this file's record: {mismatch}")
             else:

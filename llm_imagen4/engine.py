@@ -517,7 +517,7 @@ def _saver(
             return destination.save(
                 chunks, image.position, finish, api.MAX_IMAGE_BYTES, naming
             )
-        except files.TooLarge as ex:
+        except (files.TooLarge, images.Impossible) as ex:
             raise errors.Refused(str(ex)) from None
         except images.NotAnImage as ex:
             raise errors.DownloadError(str(ex)) from None

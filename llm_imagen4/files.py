@@ -1,8 +1,8 @@
 """Saving images: where they go, what they are called, and how they are
 written. Each image is streamed to a temporary file in its folder, checked to
-be a whole image, given its provenance, and only then linked into the first
-free name, so no file is ever overwritten or left half-written under a real
-name. Files get the mode any new file gets (0666 less the umask)."""
+be a whole image of a size an image can have, given its provenance, and only
+then linked into the first free name, so no file is ever overwritten or left
+half-written under a real name. Files get the mode any new file gets (0666 less the umask)."""
 
 from __future__ import annotations
 
@@ -287,6 +287,7 @@ class Destination:
             kind = images.sniff(head)
             if not images.is_complete(tmp, kind.content_type):
                 raise images.NotAnImage("the image arrived cut off")
+            kind = images.measured(tmp, kind)
             finished = finish(tmp, kind)
             if finished.path != tmp:
                 temporaries.append(finished.path)

@@ -1,7 +1,9 @@
 """Image files: recognising PNG, JPEG and WebP from their bytes, telling
-whether one arrived whole, reading and writing PNG text chunks, and putting
-XMP into each format. One implementation, used by the plugin, the tests' fake
-server and the benchmarks.
+whether one arrived whole and with a size an image can have, reading and
+writing PNG text chunks, building XMP and putting it into each format, and
+telling a C2PA manifest store from a chunk that only bears its name. One
+implementation, used by the plugin, the tests' fake server and the
+benchmarks.
 
 Everything here reads files it did not make, so every length is checked
 against the file before it is used, and nothing is read or decompressed past
@@ -9,13 +11,16 @@ a cap."""
 
 from __future__ import annotations
 
-import contextlib
+import bisect
+import dataclasses
+import io
+import itertools
 import os
-import re
 import stat
 import struct
+import xml.etree.ElementTree as ET
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,10 +34,18 @@ TEXT_CAP = 1024 * 1024
 # chunk), far fewer than the empty chunks a crafted file of a few GiB holds.
 CHUNK_CAP = 100_000
 COPY_BLOCK = 1024 * 1024
+# The most pixels a side of an image this module takes as one: far more than
+# any Imagen size, and past what readers such as Pillow agree to open.
+MAX_SIDE = 16384
 
 
 class NotAnImage(ValueError):
     """Bytes that are not a PNG, JPEG or WebP image, or not a whole one."""
+
+
+class Impossible(ValueError):
+    """An image whose header gives a size no image has: it will never be
+    right, however often it is fetched."""
 
 
 @dataclass(frozen=True)
@@ -49,28 +62,12 @@ def sniff(head: bytes) -> ImageType:
         width, height = struct.unpack(">II", head[16:24])
         return ImageType("image/png", ".png", width, height)
     if head.startswith(b"\xff\xd8\xff"):
-        return ImageType("image/jpeg", ".jpg", *_jpeg_size(head))
+        return ImageType(
+            "image/jpeg", ".jpg", *(_jpeg_size(io.BytesIO(head)) or (0, 0))
+        )
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return ImageType("image/webp", ".webp", *_webp_size(head))
     raise NotAnImage("The bytes are not a PNG, JPEG or WebP image")
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int]:
-    i = 2
-    while i + 9 < len(data):
-        if data[i] != 0xFF:
-            i += 1
-            continue
-        marker = data[i + 1]
-        if marker in (0xD8, 0x01, 0xFF) or 0xD0 <= marker <= 0xD7:
-            i += 1 if marker == 0xFF else 2
-            continue
-        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
-            return width, height
-        i += 2 + length
-    return 0, 0
 
 
 def _webp_size(data: bytes) -> tuple[int, int]:
@@ -87,6 +84,24 @@ def _webp_size(data: bytes) -> tuple[int, int]:
         bits = int.from_bytes(data[21:25], "little")
         return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
     return 0, 0
+
+
+def measured(path: Path, kind: ImageType) -> ImageType:
+    """``kind`` of the whole image at ``path``, once its size is one an image
+    can have: a JPEG's from its frame header wherever it is (past the first
+    64 KiB that ``sniff`` reads, too). Impossible otherwise."""
+    if kind.content_type == "image/jpeg":
+        with open(path, "rb") as f:
+            size = _jpeg_size(f)
+        if size is None:
+            raise Impossible("the JPEG has no frame header, so no size")
+        kind = dataclasses.replace(kind, width=size[0], height=size[1])
+    if not (0 < kind.width <= MAX_SIDE and 0 < kind.height <= MAX_SIDE):
+        raise Impossible(
+            f"its header says {kind.width}x{kind.height} pixels, a size no image"
+            f" has (1 to {MAX_SIDE} a side)"
+        )
+    return kind
 
 
 def open_regular(path: Path) -> int:
@@ -147,6 +162,15 @@ def png_chunks(f) -> Iterator[Chunk]:
     raise NotAnImage(f"a PNG of more than {CHUNK_CAP} chunks")
 
 
+TEXT_KINDS = (b"tEXt", b"zTXt", b"iTXt")
+
+
+def _keyword(f, chunk: Chunk) -> bytes:
+    """The keyword of a text chunk, read alone: at most 79 bytes."""
+    f.seek(chunk.offset + 8)
+    return f.read(min(chunk.length, 80)).partition(b"\0")[0]
+
+
 def text_chunk(keyword: str, text: str) -> bytes:
     """tEXt where the text is Latin-1, which every reader takes; otherwise
     uncompressed iTXt, which holds UTF-8."""
@@ -200,31 +224,43 @@ def decode_text_chunk(kind: bytes, data: bytes) -> tuple[str, str]:
     return keyword.decode("latin-1"), text.decode("latin-1")
 
 
-def png_texts(path: Path, keywords: tuple[str, ...]) -> dict[str, str]:
+@dataclass(frozen=True)
+class PngTexts:
+    """What a PNG's text chunks hold under some keywords: the first text of
+    each, and how many chunks bear each keyword in any case (as exiftool,
+    which reads keywords without case, would show them)."""
+
+    first: dict[str, str]
+    count: dict[str, int]
+
+
+def png_texts(path: Path, keywords: tuple[str, ...]) -> PngTexts:
     """The first text of a PNG under each of ``keywords``, read only if its
-    chunk is at most TEXT_CAP bytes and inflates to at most TEXT_CAP. Other
-    texts, and later chunks of a keyword already read, are never read: at
-    most one chunk a keyword is inflated, however many the file holds.
-    ValueError for a malformed one."""
-    wanted = {keyword.encode("latin-1") for keyword in keywords}
-    texts: dict[str, str] = {}
+    chunk is at most TEXT_CAP bytes and inflates to at most TEXT_CAP, and
+    how many chunks each keyword has. Other texts, and later chunks of a
+    keyword already read, are never read past their keyword: at most one
+    chunk a keyword is inflated, however many the file holds. ValueError
+    for a malformed one."""
+    wanted = {keyword.encode("latin-1"): keyword for keyword in keywords}
+    by_case = {keyword.lower(): name for keyword, name in wanted.items()}
+    first: dict[str, str] = {}
+    count = dict.fromkeys(keywords, 0)
     with os.fdopen(open_regular(path), "rb") as f:
         for chunk in png_chunks(f):
-            if not wanted:
-                break
-            if chunk.kind not in (b"tEXt", b"zTXt", b"iTXt"):
+            if chunk.kind not in TEXT_KINDS:
                 continue
-            f.seek(chunk.offset + 8)
-            keyword = f.read(min(chunk.length, 80)).partition(b"\0")[0]
-            if keyword not in wanted:
+            keyword = _keyword(f, chunk)
+            if keyword.lower() in by_case:
+                count[by_case[keyword.lower()]] += 1
+            if keyword not in wanted or wanted[keyword] in first:
                 continue
             if chunk.length > TEXT_CAP:
                 raise ValueError(f"a text chunk of {chunk.length} bytes")
             f.seek(chunk.offset + 8)
-            name, text = decode_text_chunk(chunk.kind, f.read(chunk.length))
-            texts[name] = text
-            wanted.discard(keyword)
-    return texts
+            _, first[wanted[keyword]] = decode_text_chunk(
+                chunk.kind, f.read(chunk.length)
+            )
+    return PngTexts(first, count)
 
 
 def is_complete(path: Path, content_type: str) -> bool:
@@ -244,45 +280,242 @@ def is_complete(path: Path, content_type: str) -> bool:
 
 # -- XMP ----------------------------------------------------------------------
 
+XMP_META_NS = "adobe:ns:meta/"
+RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+JPEG_XMP_EXTENSION_HEADER = b"http://ns.adobe.com/xmp/extension/\x00"
+XMP_PACKET_ID = "W5M0MpCehiHzreSzNTczkc9d"
 
-def xmp_packet(description: str) -> str:
-    """A whole XMP packet holding one ``rdf:Description``."""
+
+def _xml_holds(char: str) -> bool:
+    """Whether an XML 1.0 parser reads ``char`` back as it was written: a
+    carriage return it reads as a line feed."""
+    code = ord(char)
     return (
-        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
-        '<x:xmpmeta xmlns:x="adobe:ns:meta/">'
-        '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-        f"{description}</rdf:RDF></x:xmpmeta>"
-        '<?xpacket end="w"?>'
+        code in (0x09, 0x0A)
+        or 0x20 <= code <= 0xD7FF
+        or 0xE000 <= code <= 0xFFFD
+        or 0x10000 <= code <= 0x10FFFF
     )
 
 
-def merge_xmp(packet: str, description: str) -> str | None:
-    """``packet`` with ``description`` added to its RDF, so that the file keeps
-    one XMP packet; None when the packet has no RDF to add to."""
-    match = re.search(r"</(\w+:)?RDF\s*>", packet)
-    if match is None:
+def xml_text(text: str) -> str:
+    """``text`` as XML can hold it: each character an XML parser would not
+    read back as it was (most C0 controls, a carriage return, U+FFFE, a
+    lone surrogate) written as its escape, ``\\x1b``."""
+    return "".join(
+        char if _xml_holds(char) else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )
+
+
+def xmp_packet(prefix: str, namespace: str, properties: dict[str, str]) -> str:
+    """A whole XMP packet of one ``rdf:Description``: ``properties`` (name
+    to text) in ``namespace``, written with ``prefix``. Built as XML by
+    ElementTree, which escapes every text, and parsed back to be sure that
+    an XML parser finds these fields and nothing else. The prefixes are
+    declared on the elements, so no global namespace map is changed."""
+    meta = ET.Element("x:xmpmeta", {"xmlns:x": XMP_META_NS})
+    rdf = ET.SubElement(meta, "rdf:RDF", {"xmlns:rdf": RDF_NS})
+    description = ET.SubElement(
+        rdf, "rdf:Description", {"rdf:about": "", f"xmlns:{prefix}": namespace}
+    )
+    for name, text in properties.items():
+        ET.SubElement(description, f"{prefix}:{name}").text = xml_text(text)
+    begin = ET.ProcessingInstruction("xpacket", f'begin="\ufeff" id="{XMP_PACKET_ID}"')
+    end = ET.ProcessingInstruction("xpacket", 'end="w"')
+    packet = "".join(
+        ET.tostring(node, encoding="unicode") for node in (begin, meta, end)
+    )
+    expected = {
+        f"{{{namespace}}}{name}": xml_text(text) for name, text in properties.items()
+    }
+    if _xmp_fields(packet) != expected:
+        raise ValueError("the XMP packet does not read back as it was built")
+    return packet
+
+
+def _xmp_fields(packet: str) -> dict[str, str] | None:
+    """The fields of a packet's one ``rdf:Description``, as a parser reads
+    them; None when it has not exactly one."""
+    root = ET.fromstring(packet)
+    descriptions = root.findall(f"{{{RDF_NS}}}RDF/{{{RDF_NS}}}Description")
+    if root.tag != f"{{{XMP_META_NS}}}xmpmeta" or len(descriptions) != 1:
         return None
-    return packet[: match.start()] + description + packet[match.start() :]
+    return {child.tag: child.text or "" for child in descriptions[0]}
 
 
-# -- writing provenance into a copy -----------------------------------------
+# -- C2PA ---------------------------------------------------------------------
+
+# The JUMBF type of a C2PA manifest store: "c2pa", then the suffix ISO gives
+# such UUIDs.
+C2PA_STORE_UUID = b"c2pa" + bytes.fromhex("00110010800000aa00389b71")
+C2PA_STORE_LABEL = b"c2pa"
+# The description box's toggles: what follows its type UUID.
+_HAS_LABEL, _HAS_ID, _HAS_HASH, _HAS_PRIVATE = 0x02, 0x04, 0x08, 0x10
+
+
+class _Run:
+    """Bytes of a file read as one run, though they lie in pieces: the
+    data of a PNG or WebP chunk (one piece), or a box a JPEG carries
+    across APP11 segments."""
+
+    def __init__(self, f, pieces: list[tuple[int, int]]) -> None:
+        self.f = f
+        self.pieces = pieces  # (offset in the file, length)
+        self.starts = list(itertools.accumulate((n for _, n in pieces), initial=0))
+        self.size = self.starts[-1]
+
+    def read(self, start: int, n: int) -> bytes:
+        """At most ``n`` bytes from ``start``: fewer at the end of the run."""
+        out = b""
+        i = bisect.bisect_right(self.starts, start) - 1
+        while n > len(out) and 0 <= i < len(self.pieces):
+            offset, length = self.pieces[i]
+            skip = start + len(out) - self.starts[i]
+            self.f.seek(offset + skip)
+            out += self.f.read(min(length - skip, n - len(out)))
+            i += 1
+        return out
+
+
+@dataclass(frozen=True)
+class _Box:
+    kind: bytes
+    start: int  # of its header
+    body: int  # where its payload starts
+    end: int
+
+
+def _box(run: _Run, start: int, limit: int) -> _Box | None:
+    """The JUMBF box at ``start``, if its length keeps it within ``limit``
+    (its container's end). A length of 0 is the rest of the container."""
+    header = run.read(start, 16)
+    if len(header) < 8:
+        return None
+    (length,), kind, body = struct.unpack(">I", header[:4]), header[4:8], start + 8
+    if length == 1:
+        if len(header) < 16:
+            return None
+        (length,) = struct.unpack(">Q", header[8:16])
+        body += 8
+    elif length == 0:
+        length = limit - start
+    end = start + length
+    if end < body or end > limit:
+        return None
+    return _Box(kind, start, body, end)
+
+
+def _description(run: _Run, box: _Box) -> tuple[bytes, bytes | None] | None:
+    """(type UUID, label) of a superbox from its description box, the first
+    of its children; None when there is none, or its fields run past it."""
+    first = _box(run, box.body, box.end)
+    if first is None or first.kind != b"jumd":
+        return None
+    data = run.read(first.body, min(first.end - first.body, TEXT_CAP))
+    if len(data) < 17:
+        return None
+    uuid, toggles, position, label = data[:16], data[16], 17, None
+    if toggles & _HAS_LABEL:
+        end = data.find(b"\0", position)
+        if end < 0:
+            return None
+        label, position = data[position:end], end + 1
+    position += 4 * bool(toggles & _HAS_ID) + 32 * bool(toggles & _HAS_HASH)
+    if first.body + position > first.end:
+        return None
+    if toggles & _HAS_PRIVATE and _box(run, first.body + position, first.end) is None:
+        return None
+    return uuid, label
+
+
+def _is_c2pa_store(run: _Run) -> bool:
+    """Whether ``run`` is one JUMBF superbox holding a C2PA manifest store:
+    its description box gives the store's type and the label ``c2pa``, and
+    every box inside it, superboxes in superboxes too, fits its container
+    exactly, each superbox opening with a description box."""
+    store = _box(run, 0, run.size)
+    if store is None or store.end != run.size or store.kind != b"jumb":
+        return False
+    superboxes, walked = [store], 0
+    while superboxes:
+        superbox = superboxes.pop()
+        description = _description(run, superbox)
+        if description is None or (
+            superbox is store and description != (C2PA_STORE_UUID, C2PA_STORE_LABEL)
+        ):
+            return False
+        position = superbox.body
+        while position < superbox.end:
+            walked += 1
+            child = _box(run, position, superbox.end)
+            if child is None or walked > CHUNK_CAP:
+                return False
+            if child.kind == b"jumb":
+                superboxes.append(child)
+            position = child.end
+    return True
+
+
+def _jpeg_jumbf_runs(f) -> Iterator[_Run]:
+    """Each JUMBF box of a JPEG, across its APP11 segments: each segment
+    holds "JP", the box's instance number, its sequence number from 1, and,
+    after the first, the box's header again. A box whose segments do not
+    follow on is left out."""
+    # By instance: the last sequence number, the box's header, its pieces.
+    runs: dict[bytes, tuple[int, bytes, list[tuple[int, int]]]] = {}
+    done: list[tuple[int, bytes, list[tuple[int, int]]]] = []
+    for marker, offset, length in _jpeg_segments(f):
+        if marker != 0xEB or length < 2 + 16:
+            continue
+        f.seek(offset + 4)
+        head = f.read(24)
+        if head[:2] != b"JP":
+            continue
+        instance, (number,) = head[2:4], struct.unpack(">I", head[4:8])
+        if number == 1:
+            if instance in runs:
+                done.append(runs.pop(instance))
+            header = head[8:24] if head[8:12] == b"\0\0\0\x01" else head[8:16]
+            runs[instance] = (1, header, [(offset + 12, length - 10)])
+            continue
+        if instance not in runs:
+            continue
+        last, header, pieces = runs[instance]
+        skip = 10 + len(header)
+        if number != last + 1 or head[8 : 8 + len(header)] != header or length < skip:
+            del runs[instance]
+            continue
+        pieces.append((offset + 2 + skip, length - skip))
+        runs[instance] = (number, header, pieces)
+    for _, _, pieces in [*done, *runs.values()]:
+        yield _Run(f, pieces)
 
 
 def has_c2pa(path: Path, content_type: str) -> bool:
     """Whether the file carries C2PA Content Credentials, whose signature
-    covers its bytes: a PNG caBX chunk, a JPEG APP11 JUMBF box, a WebP
-    C2PA chunk."""
+    covers its bytes: a C2PA manifest store, as JUMBF, in a PNG caBX chunk,
+    in JPEG APP11 segments, or in a WebP C2PA chunk. A chunk of that name
+    that holds no manifest store is no signature."""
     with os.fdopen(open_regular(path), "rb") as f:
         if content_type == "image/png":
-            return any(chunk.kind == b"caBX" for chunk in png_chunks(f))
-        if content_type == "image/jpeg":
-            for marker, offset, length in _jpeg_segments(f):
-                if marker == 0xEB:
-                    f.seek(offset + 4)
-                    if b"jumb" in f.read(length - 2):
-                        return True
-            return False
-        return any(kind == b"C2PA" for kind, _offset, _length in _webp_chunks(f))
+            runs: Iterable[_Run] = (
+                _Run(f, [(chunk.offset + 8, chunk.length)])
+                for chunk in png_chunks(f)
+                if chunk.kind == b"caBX"
+            )
+        elif content_type == "image/jpeg":
+            runs = _jpeg_jumbf_runs(f)
+        else:
+            runs = (
+                _Run(f, [(offset + 8, length)])
+                for kind, offset, length in _webp_chunks(f)
+                if kind == b"C2PA"
+            )
+        return any(_is_c2pa_store(run) for run in runs)
+
+
+# -- writing provenance into a copy -----------------------------------------
 
 
 def copy_range(src, dst, start: int, end: int) -> None:
@@ -296,49 +529,51 @@ def copy_range(src, dst, start: int, end: int) -> None:
         remaining -= len(block)
 
 
+def _copy_edited(
+    f, out, size: int, drop: list[tuple[int, int]], at: int, insert: bytes
+) -> None:
+    """Copy ``f`` to ``out`` without the byte ranges in ``drop`` (whole
+    chunks or segments), with ``insert`` written at offset ``at``."""
+    position = 0
+    for start, end in sorted([*drop, (at, at)]):
+        copy_range(f, out, position, start)
+        if start == end:
+            out.write(insert)
+        position = end
+    copy_range(f, out, position, size)
+
+
 def embed_png(src: Path, dst: Path, texts: list[tuple[str, str]], xmp: str) -> None:
-    """Copy a PNG with text chunks and XMP added before its first IDAT, where
-    every reader finds them without decoding the image. Every other byte is
-    copied as it is, those after IEND too; an XMP packet already there gets
-    ``xmp`` (an ``rdf:Description``) merged in rather than a second packet."""
+    """Copy a PNG with ``texts`` and the XMP packet ``xmp`` in text chunks
+    before its first IDAT, where every reader finds them without decoding
+    the image. Every text chunk the image arrived with under one of those
+    keywords, in any case (as exiftool reads them), is dropped, read no
+    further than its keyword: what the file says of how it was made is the
+    plugin's alone. Every other byte is copied as it is, those after IEND
+    too."""
+    replaced = {keyword.encode("latin-1").lower() for keyword, _ in texts}
+    replaced.add(XMP_KEYWORD.encode("latin-1").lower())
     size = src.stat().st_size
     with open(src, "rb") as f, open(dst, "wb") as out:
         chunks = list(png_chunks(f))
         first_idat = next((c for c in chunks if c.kind == b"IDAT"), None)
         if first_idat is None:
             raise NotAnImage("The PNG has no image data")
-        existing = None
-        for chunk in chunks:
-            if chunk.kind == b"iTXt" and chunk.length <= TEXT_CAP:
-                f.seek(chunk.offset + 8)
-                data = f.read(chunk.length)
-                if data.startswith(XMP_KEYWORD.encode() + b"\0"):
-                    # Readers take the first XMP packet: only it is read.
-                    with contextlib.suppress(ValueError):
-                        _, packet = decode_text_chunk(b"iTXt", data)
-                        merged = merge_xmp(packet, xmp)
-                        if merged is not None:
-                            existing = (chunk, merged)
-                    break
+        drop = [
+            (chunk.offset, chunk.end)
+            for chunk in chunks
+            if chunk.kind in TEXT_KINDS and _keyword(f, chunk).lower() in replaced
+        ]
         added = b"".join(text_chunk(keyword, text) for keyword, text in texts)
-        if existing is None:
-            added += itxt_chunk(XMP_KEYWORD, xmp_packet(xmp))
-        position = 0
-        for chunk in chunks:
-            if existing and chunk is existing[0]:
-                copy_range(f, out, position, chunk.offset)
-                out.write(itxt_chunk(XMP_KEYWORD, existing[1]))
-                position = chunk.end
-            if chunk is first_idat:
-                copy_range(f, out, position, chunk.offset)
-                out.write(added)
-                position = chunk.offset
-        copy_range(f, out, position, size)
+        added += itxt_chunk(XMP_KEYWORD, xmp)
+        _copy_edited(f, out, size, drop, first_idat.offset, added)
 
 
 def _jpeg_segments(f) -> Iterator[tuple[int, int, int]]:
-    """(marker, offset, length) of each segment before the image data."""
-    size = os.fstat(f.fileno()).st_size
+    """(marker, offset, length) of each segment before the image data, past
+    fill bytes and markers that stand alone. ``f`` is any seekable binary
+    file."""
+    size = f.seek(0, os.SEEK_END)
     offset = 2
     for _ in range(CHUNK_CAP):
         if offset + 4 > size:
@@ -347,6 +582,12 @@ def _jpeg_segments(f) -> Iterator[tuple[int, int, int]]:
         head = f.read(4)
         if head[0] != 0xFF or head[1] in (0xDA, 0xD9):
             return
+        if head[1] == 0xFF:  # a fill byte before the marker
+            offset += 1
+            continue
+        if head[1] == 0x01 or 0xD0 <= head[1] <= 0xD7:
+            offset += 2
+            continue
         (length,) = struct.unpack(">H", head[2:4])
         if length < 2 or offset + 2 + length > size:
             return
@@ -355,36 +596,39 @@ def _jpeg_segments(f) -> Iterator[tuple[int, int, int]]:
     raise NotAnImage(f"a JPEG of more than {CHUNK_CAP} segments")
 
 
+def _jpeg_size(f) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header, None when the segments
+    before its image data have none."""
+    for marker, offset, length in _jpeg_segments(f):
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and length >= 7:
+            f.seek(offset + 5)
+            height, width = struct.unpack(">HH", f.read(4))
+            return width, height
+    return None
+
+
 def embed_jpeg(src: Path, dst: Path, xmp: str) -> None:
-    """Copy a JPEG with ``xmp`` in its XMP segment: merged into the one
-    there, or in a new APP1 segment after the leading APP0/APP1 ones."""
+    """Copy a JPEG with the XMP packet ``xmp`` in an APP1 segment after its
+    leading APP0 and APP1 ones (JFIF, Exif). Every XMP segment it arrived
+    with, extended XMP too, is dropped."""
+    payload = JPEG_XMP_HEADER + xmp.encode("utf-8")
+    if len(payload) + 2 > 0xFFFF:
+        raise ValueError("the XMP packet is too large for a JPEG segment")
     size = src.stat().st_size
     with open(src, "rb") as f, open(dst, "wb") as out:
-        segments = list(_jpeg_segments(f))
-        insert_at, replace = 2, None
-        for marker, offset, length in segments:
-            if marker not in (0xE0, 0xE1):
-                break
-            f.seek(offset + 4)
-            data = f.read(length - 2)
-            if marker == 0xE1 and data.startswith(JPEG_XMP_HEADER):
-                merged = merge_xmp(
-                    data[len(JPEG_XMP_HEADER) :].decode("utf-8", "replace"), xmp
-                )
-                if merged is not None:
-                    replace = (offset, offset + 2 + length, merged)
-                    break
-            insert_at = offset + 2 + length
-        if replace:
-            start, end, packet = replace
-        else:
-            start, end, packet = insert_at, insert_at, xmp_packet(xmp)
-        payload = JPEG_XMP_HEADER + packet.encode("utf-8")
-        if len(payload) + 2 > 0xFFFF:
-            raise ValueError("the XMP packet is too large for a JPEG segment")
-        copy_range(f, out, 0, start)
-        out.write(b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload)
-        copy_range(f, out, end, size)
+        drop, insert_at, leading = [], 2, True
+        for marker, offset, length in _jpeg_segments(f):
+            end = offset + 2 + length
+            if marker == 0xE1:
+                f.seek(offset + 4)
+                start = f.read(len(JPEG_XMP_EXTENSION_HEADER))
+                if start.startswith((JPEG_XMP_HEADER, JPEG_XMP_EXTENSION_HEADER)):
+                    drop.append((offset, end))
+            leading = leading and marker in (0xE0, 0xE1)
+            if leading:
+                insert_at = end
+        segment = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+        _copy_edited(f, out, size, drop, insert_at, segment)
 
 
 def _webp_chunks(f) -> Iterator[tuple[bytes, int, int]]:
@@ -410,23 +654,21 @@ def _riff_chunk(kind: bytes, data: bytes) -> bytes:
 
 
 def embed_webp(src: Path, dst: Path, xmp: str) -> None:
-    """Copy a WebP with ``xmp`` in its XMP chunk: merged into the one there,
-    or added, turning a simple WebP into the extended format that holds it."""
+    """Copy a WebP with the XMP packet ``xmp`` in an XMP chunk at its end,
+    turning a simple WebP into the extended format that holds one. Every
+    XMP chunk it arrived with is dropped."""
     with open(src, "rb") as f:
         chunks = list(_webp_chunks(f))
         parts: list[bytes] = []
         vp8x = None
-        packet = None
         for kind, offset, length in chunks:
+            if kind == b"XMP ":
+                continue
             f.seek(offset + 8)
             data = f.read(length)
             if kind == b"VP8X":
                 vp8x = bytearray(data)
                 continue
-            if kind == b"XMP " and packet is None:
-                packet = merge_xmp(data.decode("utf-8", "replace"), xmp)
-                if packet is not None:
-                    continue
             parts.append(_riff_chunk(kind, data))
         if vp8x is None:
             width, height = _webp_size(_head(src))
@@ -443,7 +685,7 @@ def embed_webp(src: Path, dst: Path, xmp: str) -> None:
     body = (
         _riff_chunk(b"VP8X", bytes(vp8x))
         + b"".join(parts)
-        + _riff_chunk(b"XMP ", (packet or xmp_packet(xmp)).encode("utf-8"))
+        + _riff_chunk(b"XMP ", xmp.encode("utf-8"))
     )
     dst.write_bytes(b"RIFF" + struct.pack("<I", len(body) + 4) + b"WEBP" + body)
 

@@ -9,8 +9,10 @@ sha256. A file signed with C2PA Content Credentials is left byte for byte as
 received, and its record goes to the sidecar.
 
 Reading treats a file as evidence, not instructions: only the plugin's own
-record (or ``parameters`` as a fallback) is read, within caps, and a
-malformed one is a one-line error."""
+record is read, within caps, and a malformed one is a one-line error. A file
+that holds more than one claim of how it was made (two records, a
+``parameters`` text that disagrees with the record, a sidecar beside the
+record inside it) is said to, as it is not evidence of one request."""
 
 from __future__ import annotations
 
@@ -18,9 +20,9 @@ import functools
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ PARAMETERS_KEYWORD = "parameters"
 DIGITAL_SOURCE_TYPE = (
     "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 )
+IPTC_NAMESPACE = "http://iptc.org/std/Iptc4xmpExt/2008-02-29/"
 SIDECAR_CAP = images.TEXT_CAP
 # The largest file whose bytes are checked against its sidecar's sha256: an
 # Imagen image is a few MB.
@@ -111,31 +114,18 @@ def parameters(record: dict[str, Any], width: int, height: int) -> str:
     return "\n".join(lines)
 
 
-def xmp_description(record: dict[str, Any]) -> str:
-    """An ``rdf:Description`` with the IPTC fields for AI-generated images:
-    the digital source type, the AI system and its version, the prompt."""
-    prompt = record.get("enhanced_prompt") or record["prompt"]
-    return (
-        '<rdf:Description rdf:about=""'
-        ' xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/">'
-        f"<Iptc4xmpExt:DigitalSourceType>{DIGITAL_SOURCE_TYPE}"
-        "</Iptc4xmpExt:DigitalSourceType>"
-        f"<Iptc4xmpExt:AISystemUsed>Google Imagen 4 ({escape(record['model'])})"
-        "</Iptc4xmpExt:AISystemUsed>"
-        f"<Iptc4xmpExt:AISystemVersionUsed>{escape(record['api_model'])}"
-        "</Iptc4xmpExt:AISystemVersionUsed>"
-        f"<Iptc4xmpExt:AIPromptInformation>{escape(_xml_text(prompt))}"
-        "</Iptc4xmpExt:AIPromptInformation>"
-        "</rdf:Description>"
-    )
-
-
-def _xml_text(text: str) -> str:
-    """``text`` without the characters XML 1.0 cannot hold."""
-    return "".join(
-        char
-        for char in text
-        if char in "\t\n\r" or (0x20 <= ord(char) <= 0xD7FF) or 0xE000 <= ord(char)
+def xmp(record: dict[str, Any]) -> str:
+    """The XMP packet with the IPTC fields for AI-generated images: the
+    digital source type, the AI system and its version, the prompt."""
+    return images.xmp_packet(
+        "Iptc4xmpExt",
+        IPTC_NAMESPACE,
+        {
+            "DigitalSourceType": DIGITAL_SOURCE_TYPE,
+            "AISystemUsed": f"Google Imagen 4 ({record['model']})",
+            "AISystemVersionUsed": record["api_model"],
+            "AIPromptInformation": record.get("enhanced_prompt") or record["prompt"],
+        },
     )
 
 
@@ -162,18 +152,18 @@ def finisher(
         if images.has_c2pa(tmp, kind.content_type):
             return Finished(tmp, sidecar, c2pa=True)
         out = tmp.with_name(tmp.name + ".meta" + os.path.splitext(tmp.name)[1])
-        xmp = xmp_description(record)
+        packet = xmp(record)
         if kind.content_type == "image/png":
             texts = [
                 (PARAMETERS_KEYWORD, parameters(record, kind.width, kind.height)),
                 (JSON_KEYWORD, json.dumps(record, ensure_ascii=False, sort_keys=True)),
             ]
-            images.embed_png(tmp, out, texts, xmp)
+            images.embed_png(tmp, out, texts, packet)
             return Finished(out)
         if kind.content_type == "image/jpeg":
-            images.embed_jpeg(tmp, out, xmp)
+            images.embed_jpeg(tmp, out, packet)
         else:
-            images.embed_webp(tmp, out, xmp)
+            images.embed_webp(tmp, out, packet)
         return Finished(out, sidecar)
 
     return finish
@@ -228,26 +218,56 @@ def parse_record(text: str) -> dict[str, Any]:
     return value
 
 
-def _from_parameters(text: str) -> dict[str, Any]:
-    """A record from an AUTOMATIC1111 ``parameters`` text alone: the prompt,
-    the negative prompt and the seed, when the settings line has them."""
-    lines = text.split("\n")
-    settings: dict[str, str] = {}
-    if len(lines) > 1:
-        for item in lines[-1].split(", "):
-            key, sep, value = item.partition(": ")
-            if sep:
-                settings[key.strip()] = value.strip()
-        lines = lines[:-1]
-    prompt, _, negative = "\n".join(lines).partition("\nNegative prompt: ")
-    seed = settings.get("Seed", "")
-    return {
-        "generator": settings.get("Version", "").split(" ")[0] or "parameters",
-        "model": settings.get("Model", ""),
-        "prompt": prompt,
-        "negative_prompt": negative or None,
-        "seed": int(seed) if seed.isdigit() else None,
-    }
+# One setting of a ``parameters`` settings line, as AUTOMATIC1111's readers
+# split it: a quoted value may hold commas. A name starts the line or
+# follows ", " and is bounded, so that a hostile line of a megabyte is read
+# in linear time.
+_SETTING = re.compile(r'(?:^|(?<=, ))(\w[\w \-/]{0,63}): ("(?:\\.|[^\\"])*"|[^,]*)')
+
+
+def _parameters_disagree(text: str, record: FileRecord) -> str | None:
+    """What a ``parameters`` text gives otherwise than the record beside it
+    ("another prompt", "another seed"): the lines before its settings line
+    must be the record's prompt and negative prompt, and the settings line
+    must hold the record's seed, once."""
+    prompt, _, settings = text.rpartition("\n")
+    if record.negative_prompt:
+        expected = f"{record.prompt}\nNegative prompt: {record.negative_prompt}"
+    else:
+        expected = record.prompt
+    seeds = [value for key, value in _SETTING.findall(settings) if key == "Seed"]
+    other = [
+        name
+        for name, agrees in (
+            ("prompt", prompt == expected),
+            ("seed", seeds == ([] if record.seed is None else [str(record.seed)])),
+        )
+        if not agrees
+    ]
+    return f"another {' and '.join(other)}" if other else None
+
+
+def _conflicting_claims(
+    path: Path, texts: images.PngTexts | None, source: str, record: FileRecord
+) -> str | None:
+    """Why a file holds more than one claim of how it was made, or None:
+    more than one record or ``parameters`` text, a ``parameters`` text that
+    disagrees with the record, a sidecar beside the record inside it."""
+    claims = []
+    if texts is not None:
+        for keyword, what in (
+            (JSON_KEYWORD, "llm-imagen4 records"),
+            (PARAMETERS_KEYWORD, "parameters texts"),
+        ):
+            if texts.count[keyword] > 1:
+                claims.append(f"it holds {texts.count[keyword]} {what}")
+        if PARAMETERS_KEYWORD in texts.first:
+            other = _parameters_disagree(texts.first[PARAMETERS_KEYWORD], record)
+            if other:
+                claims.append(f"its parameters text gives {other} than its record")
+    if source == "record" and sidecar(path).exists():
+        claims.append("a sidecar lies beside the record inside it")
+    return "; ".join(claims) or None
 
 
 def sidecar(path: Path) -> Path:
@@ -257,8 +277,7 @@ def sidecar(path: Path) -> Path:
 @dataclass(frozen=True)
 class FileProvenance:
     record: FileRecord
-    # Where the record was found: the PNG's own "record", its "sidecar",
-    # or its "parameters" text.
+    # Where the record was found: the PNG's own "record", or its "sidecar".
     source: str
     # The file carries C2PA Content Credentials, and was left as received.
     c2pa: bool
@@ -266,6 +285,9 @@ class FileProvenance:
     # or its sha256 is not this file's. None when it is this file's, or the
     # record is the file's own.
     sidecar_mismatch: str | None = None
+    # Why the file holds more than one claim of how it was made, so that it
+    # is not evidence of one request. None when it holds one.
+    conflicting_claims: str | None = None
 
 
 def _sidecar_mismatch(path: Path, raw: dict[str, Any]) -> str | None:
@@ -297,26 +319,23 @@ def read(path: Path) -> FileProvenance | None:
         raise ProvenanceError(f"{shown}: {ex.strerror or ex}") from None
     with os.fdopen(fd, "rb") as f:
         head = f.read(65536)
-    is_png = head.startswith(images.PNG_SIGNATURE)
+    texts = None
     try:
-        texts = (
-            images.png_texts(path, (JSON_KEYWORD, PARAMETERS_KEYWORD)) if is_png else {}
-        )
-        if JSON_KEYWORD in texts:
-            raw, source = parse_record(texts[JSON_KEYWORD]), "record"
+        if head.startswith(images.PNG_SIGNATURE):
+            texts = images.png_texts(path, (JSON_KEYWORD, PARAMETERS_KEYWORD))
+        if texts is not None and JSON_KEYWORD in texts.first:
+            raw, source = parse_record(texts.first[JSON_KEYWORD]), "record"
         elif sidecar(path).exists():
             with os.fdopen(images.open_regular(sidecar(path)), "rb") as f:
                 data = f.read(SIDECAR_CAP + 1)
             if len(data) > SIDECAR_CAP:
                 raise ValueError("its sidecar is too large")
             raw, source = parse_record(data.decode("utf-8")), "sidecar"
-        elif PARAMETERS_KEYWORD in texts:
-            raw, source = _from_parameters(texts[PARAMETERS_KEYWORD]), "parameters"
         else:
             return None
     except (OSError, ValueError, UnicodeDecodeError) as ex:
         raise ProvenanceError(f"{shown}: unreadable provenance ({ex})") from None
-    if raw.get("generator") != GENERATOR and source != "parameters":
+    if raw.get("generator") != GENERATOR:
         return None
     try:
         record = FileRecord.model_validate(raw)
@@ -333,7 +352,8 @@ def read(path: Path) -> FileProvenance | None:
         mismatch = _sidecar_mismatch(path, raw) if source == "sidecar" else None
     except OSError as ex:
         raise ProvenanceError(f"{shown}: {ex.strerror or ex}") from None
-    return FileProvenance(record, source, c2pa, mismatch)
+    conflict = _conflicting_claims(path, texts, source, record)
+    return FileProvenance(record, source, c2pa, mismatch, conflict)
 
 
 def _refused(shown: str, where: str, why: str) -> ProvenanceError:

@@ -91,7 +91,8 @@ def png(width: int, height: int, salt: bytes = b"", extra: bytes = b"") -> bytes
 
 
 def jpeg(width: int, height: int) -> bytes:
-    """The smallest JPEG a reader of sizes needs: SOI, JFIF, SOF0, EOI."""
+    """The smallest JPEG a reader of sizes and metadata needs: SOI, JFIF,
+    SOF0, a scan header and a few bytes of scan, EOI."""
     return (
         b"\xff\xd8\xff\xe0"
         + struct.pack(">H", 16)
@@ -101,7 +102,58 @@ def jpeg(width: int, height: int) -> bytes:
         + struct.pack(">HBHH", 17, 8, height, width)
         + b"\x03"
         + b"\x00" * 9
+        + b"\xff\xda"
+        + struct.pack(">H", 8)
+        + b"\x01\x01\x00\x00\x3f\x00"
+        + b"\x00" * 4
         + b"\xff\xd9"
+    )
+
+
+# The JUMBF types of a C2PA manifest store, a manifest and a claim: four
+# letters, then the suffix ISO gives such UUIDs.
+C2PA_STORE_UUID = b"c2pa" + bytes.fromhex("00110010800000aa00389b71")
+C2PA_MANIFEST_UUID = b"c2ma" + bytes.fromhex("00110010800000aa00389b71")
+C2PA_CLAIM_UUID = b"c2cl" + bytes.fromhex("00110010800000aa00389b71")
+
+
+def jumbf_box(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", 8 + len(payload)) + kind + payload
+
+
+def jumbf_superbox(uuid: bytes, label: str, *children: bytes) -> bytes:
+    """A JUMBF superbox: its description box (the type, requestable, a
+    label), then its children."""
+    description = jumbf_box(b"jumd", uuid + b"\x03" + label.encode() + b"\0")
+    return jumbf_box(b"jumb", description + b"".join(children))
+
+
+def c2pa_store(padding: int = 0) -> bytes:
+    """A C2PA manifest store as JUMBF, as a signer embeds it: the store's
+    superbox around one manifest, around its claim (``padding`` bytes of
+    it, for a store that spans JPEG segments)."""
+    claim = jumbf_superbox(
+        C2PA_CLAIM_UUID, "c2pa.claim", jumbf_box(b"cbor", b"\xa0" + bytes(padding))
+    )
+    manifest = jumbf_superbox(C2PA_MANIFEST_UUID, "urn:c2pa:fake-signer", claim)
+    return jumbf_superbox(C2PA_STORE_UUID, "c2pa", manifest)
+
+
+def jpeg_app11(box: bytes, instance: int = 1, size: int = 65000) -> bytes:
+    """``box`` in JPEG APP11 segments, as JPEG XT carries JUMBF: each holds
+    "JP", the box instance, its sequence number, and after the first, the
+    box's header again."""
+    header, rest = box[:8], box[8:]
+    pieces = [box[: size + 8]] + [
+        header + rest[i : i + size] for i in range(size, len(rest), size)
+    ]
+    return b"".join(
+        b"\xff\xeb"
+        + struct.pack(">H", 2 + 8 + len(piece))
+        + b"JP"
+        + struct.pack(">HI", instance, number)
+        + piece
+        for number, piece in enumerate(pieces, 1)
     )
 
 

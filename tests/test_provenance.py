@@ -14,7 +14,7 @@ import pytest
 from llm_imagen4 import images
 
 from .conftest import history, journal_ids
-from .fake_api import jpeg, png
+from .fake_api import c2pa_store, jpeg, jpeg_app11, png
 
 TRAINED = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 EXIFTOOL = shutil.which("exiftool")
@@ -48,7 +48,7 @@ def test_png_provenance_round_trips_through_inspect(fake, generate, llm_cli):
         "--negative-prompt",
         "blur",
     )
-    texts = images.png_texts(Path(path), ("parameters",))
+    texts = images.png_texts(Path(path), ("parameters",)).first
     assert texts["parameters"] == (
         "Racoon eating ice-cream\nNegative prompt: blur\n"
         "Seed: 42, Size: 1408x768, Model: imagen4, Version: llm-imagen4 0.2.0"
@@ -56,6 +56,7 @@ def test_png_provenance_round_trips_through_inspect(fake, generate, llm_cli):
     [made] = json.loads(llm_cli("imagen4", "inspect", path, "--json").stdout)
     [row] = history(llm_cli)
     assert made["file"] == path and made["source"] == "record"
+    assert made["conflicting_claims"] is None and made["sidecar_mismatch"] is None
     claims = made["claims"]
     assert (
         claims["model"] == "imagen4" and claims["api_model"] == "google/imagen4/preview"
@@ -145,75 +146,8 @@ def test_what_a1111_readers_recover(fake, generate):
     assert ParserManager().parse(plain) is None
 
 
-def test_the_apis_own_xmp_gets_our_fields_in_its_one_packet(fake, generate):
-    from PIL import Image
-
-    theirs = images.xmp_packet(
-        '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/">'
-        "<dc:source>Google</dc:source></rdf:Description>"
-    )
-    fake.state.png_extra = images.itxt_chunk(images.XMP_KEYWORD, theirs)
-    [path] = generate("with their xmp")
-    saved, _ = chunks(Path(path).read_bytes())
-    packets = [d for k, d in saved if d.startswith(b"XML:com.adobe.xmp\0")]
-    assert len(packets) == 1
-    with Image.open(path) as image:
-        descriptions = image.getxmp()["xmpmeta"]["RDF"]["Description"]
-    assert {"source", "DigitalSourceType"} <= {k for d in descriptions for k in d}
-
-
-def test_only_the_first_xmp_chunk_of_an_image_is_read(fake, generate):
-    """Readers take the first packet; later ones (as many as a hostile image
-    host likes) are copied, never inflated."""
-    first = images.itxt_chunk(images.XMP_KEYWORD, "<x:xmpmeta>no RDF</x:xmpmeta>")
-    later = images.itxt_chunk(images.XMP_KEYWORD, images.xmp_packet(""))
-    fake.state.png_extra = first + later * 1000
-    [path] = generate("many packets")
-    saved = Path(path).read_bytes()
-    assert saved.count(later) == 1000 and saved.count(first) == 1
-
-
-THEIR_XMP = images.xmp_packet(
-    '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/">'
-    "<dc:source>Google</dc:source></rdf:Description>"
-).encode()
-
-
-def _jpeg_with_xmp() -> bytes:
-    payload = images.JPEG_XMP_HEADER + THEIR_XMP
-    plain = jpeg(1024, 1024)
-    app1 = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
-    return plain[:20] + app1 + plain[20:]
-
-
-def _webp_with_xmp() -> bytes:
-    bitstream = b"\x2f" + (7 | (7 << 14)).to_bytes(4, "little") + b"\0" * 6
-    vp8x = b"\x04\0\0\0" + (7).to_bytes(3, "little") * 2
-    chunks = b"VP8X" + struct.pack("<I", len(vp8x)) + vp8x
-    chunks += b"VP8L" + struct.pack("<I", len(bitstream)) + bitstream + b"\0"
-    chunks += b"XMP " + struct.pack("<I", len(THEIR_XMP)) + THEIR_XMP
-    chunks += b"\0" * (len(THEIR_XMP) & 1)
-    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WEBP" + chunks
-
-
-@pytest.mark.parametrize(
-    "body,marker",
-    [(_jpeg_with_xmp, images.JPEG_XMP_HEADER), (_webp_with_xmp, b"XMP ")],
-    ids=["jpeg", "webp"],
-)
-def test_a_jpeg_or_webps_own_xmp_gets_our_fields_in_its_one_packet(
-    fake, generate, body, marker
-):
-    fake.fail_downloads(body=body())
-    [path] = generate("with their xmp")
-    data = Path(path).read_bytes()
-    assert data.count(marker) == 1
-    assert b"<dc:source>Google</dc:source>" in data and TRAINED.encode() in data
-    assert data.count(b"<x:xmpmeta") == 1
-
-
 def test_a_c2pa_signed_image_is_left_as_received(fake, generate, llm_cli):
-    fake.state.png_extra = images.png_chunk(b"caBX", b"jumb c2pa manifest")
+    fake.state.png_extra = images.png_chunk(b"caBX", c2pa_store())
     [path] = generate("signed by google", "--seed", "8")
     [sent] = fake.state.files.values()
     assert Path(path).read_bytes() == sent
@@ -293,30 +227,39 @@ def test_a_sidecar_from_another_image_is_flagged(fake, generate, llm_cli):
     ]
 
 
-def _signed_jpeg() -> bytes:
-    """A JPEG with C2PA Content Credentials: a JUMBF box in APP11."""
-    box = b"JP\x00\x00\x00\x00\x00\x01\x00\x00\x00\x20jumbc2pa manifest"
+def _signed_jpeg(padding: int = 0) -> bytes:
+    """A JPEG with C2PA Content Credentials: a JUMBF manifest store in APP11
+    segments (two of them, with ``padding`` of 100 KB)."""
     plain = jpeg(1024, 1024)
-    return plain[:2] + b"\xff\xeb" + struct.pack(">H", len(box) + 2) + box + plain[2:]
+    return plain[:20] + jpeg_app11(c2pa_store(padding)) + plain[20:]
 
 
 def _signed_webp() -> bytes:
     """A WebP with a C2PA chunk after its image data."""
     bitstream = b"\x2f" + (7 | (7 << 14)).to_bytes(4, "little") + b"\0" * 6
-    manifest = b"jumb c2pa manifest"
+    manifest = c2pa_store()
     chunks = b"VP8L" + struct.pack("<I", len(bitstream)) + bitstream + b"\0"
     chunks += b"C2PA" + struct.pack("<I", len(manifest)) + manifest
+    chunks += b"\0" * (len(manifest) & 1)
     return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WEBP" + chunks
 
 
-@pytest.mark.parametrize("signed", [_signed_jpeg, _signed_webp])
-def test_a_c2pa_signed_jpeg_or_webp_is_left_as_received(fake, generate, signed):
+@pytest.mark.parametrize(
+    "signed",
+    [_signed_jpeg, lambda: _signed_jpeg(100_000), _signed_webp],
+    ids=["jpeg", "jpeg in two segments", "webp"],
+)
+def test_a_c2pa_signed_jpeg_or_webp_is_left_as_received(
+    fake, generate, llm_cli, signed
+):
     body = signed()
     fake.fail_downloads(body=body)
     [path] = generate("signed by google")
     assert Path(path).read_bytes() == body
     sidecar = json.loads(Path(path + ".json").read_text())
     assert sidecar["sha256"] == hashlib.sha256(body).hexdigest()
+    [made] = json.loads(llm_cli("imagen4", "inspect", path, "--json").stdout)
+    assert made["c2pa"] is True and made["source"] == "sidecar"
 
 
 def test_the_enhanced_prompt_round_trips(fake, generate, llm_cli):
@@ -332,7 +275,7 @@ def test_the_enhanced_prompt_round_trips(fake, generate, llm_cli):
     )
     [made] = json.loads(llm_cli("imagen4", "inspect", path, "--json").stdout)
     assert made["claims"]["enhanced_prompt"] == rewritten
-    parameters = images.png_texts(Path(path), ("parameters",))["parameters"]
+    parameters = images.png_texts(Path(path), ("parameters",)).first["parameters"]
     assert f'Enhanced prompt: "{rewritten}"' in parameters
     for source in (row["id"], path):
         assert llm_cli("imagen4", "rerun", source).exit_code == 0

@@ -1,7 +1,7 @@
 """Images and answers from elsewhere are untrusted input. Each test makes its
 hostile file, key or answer itself and shows what the plugin does with it:
-a file's record is a request and nothing more, reading is bounded, what is
-printed is escaped and quoted, a bad key is refused unseen, and a taken
+a file's record is a request and nothing more, a file of more than one claim
+is evidence of none, reading is bounded, what is printed is escaped and quoted, a bad key is refused unseen, and a taken
 sidecar name never orphans an image.
 
 ``history -q _`` and ``-q %`` matching literally is
@@ -66,7 +66,8 @@ def files_under(folder: Path) -> set[Path]:
 
 
 def saved_record(path: Path) -> dict:
-    return json.loads(images.png_texts(path, (provenance.JSON_KEYWORD,))["llm-imagen4"])
+    texts = images.png_texts(path, (provenance.JSON_KEYWORD,))
+    return json.loads(texts.first["llm-imagen4"])
 
 
 # -- rerun FILE takes a request from the file, nothing else ---------------------
@@ -209,6 +210,162 @@ def test_a_record_is_checked_as_strictly_as_typed_options(
     assert files_under(fake.work) == before
 
 
+# -- more than one claim ---------------------------------------------------------
+
+TEAPOT_PARAMETERS = (
+    "a harmless teapot\nSeed: 7, Size: 8x8, Model: imagen4, Version: llm-imagen4 0.2.0"
+)
+NOT_ONE = "it is not evidence of one request"
+
+
+def claims_png(path: Path, *texts: tuple[str, str | dict]) -> Path:
+    """A small PNG with a text chunk for each (keyword, text)."""
+    chunks = b"".join(
+        images.text_chunk(keyword, json.dumps(text) if isinstance(text, dict) else text)
+        for keyword, text in texts
+    )
+    path.write_bytes(png(8, 8, extra=chunks))
+    return path
+
+
+def _with_sidecar(path: Path) -> Path:
+    claims_png(path, ("llm-imagen4", record()), ("parameters", TEAPOT_PARAMETERS))
+    provenance.sidecar(path).write_text(
+        json.dumps(record(prompt="a sidecar's teapot", file=path.name))
+    )
+    return path
+
+
+CLAIMS = {
+    "two records": (
+        lambda p: claims_png(
+            p,
+            ("llm-imagen4", record()),
+            ("parameters", TEAPOT_PARAMETERS),
+            ("llm-imagen4", record(prompt="FORGED PROMPT", seed=9)),
+        ),
+        "it holds 2 llm-imagen4 records",
+    ),
+    "the same record twice, the second in another case": (
+        lambda p: claims_png(
+            p,
+            ("llm-imagen4", record()),
+            ("parameters", TEAPOT_PARAMETERS),
+            ("LLM-Imagen4", record()),
+        ),
+        "it holds 2 llm-imagen4 records",
+    ),
+    "parameters with another prompt": (
+        lambda p: claims_png(
+            p,
+            ("llm-imagen4", record()),
+            ("parameters", TEAPOT_PARAMETERS.replace("harmless", "FORGED")),
+        ),
+        "its parameters text gives another prompt than its record",
+    ),
+    "parameters with another seed": (
+        lambda p: claims_png(
+            p,
+            ("llm-imagen4", record()),
+            ("parameters", TEAPOT_PARAMETERS.replace("Seed: 7", "Seed: 8")),
+        ),
+        "its parameters text gives another seed than its record",
+    ),
+    "parameters with a second seed": (
+        lambda p: claims_png(
+            p,
+            ("llm-imagen4", record()),
+            ("parameters", TEAPOT_PARAMETERS + ", Seed: 8"),
+        ),
+        "its parameters text gives another seed than its record",
+    ),
+    "a settings line of a megabyte of letters": (
+        lambda p: claims_png(
+            p,
+            ("llm-imagen4", record()),
+            ("parameters", "a harmless teapot\n" + "a" * (images.TEXT_CAP - 100)),
+        ),
+        "its parameters text gives another seed than its record",
+    ),
+    "two parameters texts": (
+        lambda p: claims_png(
+            p,
+            ("llm-imagen4", record()),
+            ("parameters", TEAPOT_PARAMETERS),
+            ("Parameters", "FORGED PROMPT\nSeed: 7"),
+        ),
+        "it holds 2 parameters texts",
+    ),
+    "a sidecar beside the record": (
+        _with_sidecar,
+        "a sidecar lies beside the record inside it",
+    ),
+}
+
+
+@pytest.mark.parametrize("make,claim", list(CLAIMS.values()), ids=list(CLAIMS))
+def test_a_file_of_more_than_one_claim_is_not_evidence_of_one_request(
+    fake, llm_cli, make, claim
+):
+    path = make(fake.work / "claims.png")
+    before = files_under(fake.work)
+    shown = llm_cli("imagen4", "inspect", str(path))
+    assert shown.exit_code == 0, shown.output
+    assert shown.stderr.splitlines() == [f"{path}: {claim}: {NOT_ONE}"]
+    lines = shown.stdout.splitlines()
+    assert f"  more than one claim: {claim}" in lines
+    assert not [line for line in lines if line.startswith("  again:")]
+    [made] = json.loads(llm_cli("imagen4", "inspect", str(path), "--json").stdout)
+    assert made["conflicting_claims"] == claim
+    rerun = llm_cli("imagen4", "rerun", str(path))
+    assert rerun.exit_code == 1 and rerun.stdout == ""
+    assert "Traceback" not in rerun.output
+    assert rerun.stderr.splitlines() == [f"Error: {path}: {claim}: {NOT_ONE}"]
+    assert fake.state.requests == []
+    assert files_under(fake.work) == before
+
+
+def test_one_record_and_the_parameters_that_agree_are_one_claim(
+    fake, llm_cli, generate
+):
+    described = record(
+        prompt="a teapot, steaming:\nwith a lid",
+        negative_prompt="cracks,\nchips",
+        enhanced_prompt='A porcelain teapot, "Seed: 3", steaming',
+    )
+    parameters = (
+        "a teapot, steaming:\nwith a lid\nNegative prompt: cracks,\nchips\nSeed: 7,"
+        ' Size: 8x8, Model: imagen4, Enhanced prompt: "A porcelain teapot, \\"Seed:'
+        ' 3\\", steaming", Version: llm-imagen4 0.2.0'
+    )
+    agreeing = claims_png(
+        fake.work / "agreeing.png",
+        ("llm-imagen4", described),
+        ("parameters", parameters),
+    )
+    alone = claims_png(fake.work / "alone.png", ("llm-imagen4", record()))
+    [made] = generate("made here", "--seed", "5", "--negative-prompt", "fog")
+    for path in (str(agreeing), str(alone), made):
+        [found] = json.loads(llm_cli("imagen4", "inspect", path, "--json").stdout)
+        assert found["conflicting_claims"] is None, path
+    assert llm_cli("imagen4", "rerun", str(agreeing)).exit_code == 0
+    assert fake.generations[-1].body["prompt"] == "a teapot, steaming:\nwith a lid"
+
+
+def test_a_parameters_text_alone_is_not_the_plugins_provenance(fake, llm_cli):
+    path = claims_png(
+        fake.work / "a1111.png",
+        ("parameters", "FORGED PROMPT\nSeed: 7, Model: imagen4-ultra"),
+    )
+    for command in ("inspect", "rerun"):
+        result = llm_cli("imagen4", command, str(path))
+        assert result.exit_code == 1
+        assert f"{path} has no provenance from llm-imagen4" in result.stderr or (
+            f"{path}: no provenance from llm-imagen4" in result.stderr
+        )
+    assert fake.state.requests == []
+
+
 # -- a decompression bomb ------------------------------------------------------
 
 GIB = 1 << 30
@@ -300,7 +457,8 @@ def test_only_the_first_chunk_of_a_keyword_is_inflated(fake, llm_cli):
     [made] = json.loads(result.stdout)
     assert made["claims"]["prompt"] == "a harmless teapot"
     texts = images.png_texts(path, (provenance.PARAMETERS_KEYWORD,))
-    assert texts == {"parameters": "a teapot\nSeed: 7"}
+    assert texts.first == {"parameters": "a teapot\nSeed: 7"}
+    assert texts.count == {"parameters": 20_001}
 
 
 def sparse(path: Path, head: bytes, size: int = 4 * GIB) -> Path:
