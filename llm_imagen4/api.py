@@ -8,7 +8,6 @@ else: the API client never follows a redirect."""
 
 from __future__ import annotations
 
-import contextvars
 import email.utils
 import functools
 import math
@@ -24,7 +23,7 @@ from typing import Any
 
 import httpx2
 
-from . import specs
+from . import route, specs
 from .answers import Answer, error_message, parse_answer, parse_json
 from .errors import (
     KEY_HELP,
@@ -209,15 +208,6 @@ class Pacer:
             self.limit = min(self.most, self.limit + 1)
 
 
-# The pacer of the batch this request belongs to, if any.
-PACER: contextvars.ContextVar[Pacer | None] = contextvars.ContextVar(
-    "imagen4_pacer", default=None
-)
-
-
-# -- the API --------------------------------------------------------------------
-
-
 @functools.cache
 def api_client() -> httpx2.Client:
     """One client a process: a new one costs some 20 ms of loading
@@ -259,7 +249,7 @@ class ApiClient:
         each attempt goes out."""
         url = base_url() + GENERATIONS_PATH
         deadline = time.monotonic() + self.timeout
-        pacer = PACER.get()
+        pacer = route.current().pacer
         for attempt in range(1, self.attempts + 1):
             last = attempt == self.attempts
             if pacer:

@@ -21,13 +21,17 @@ import llm
 from . import (
     api,
     catalogue,
+    concurrency,
     engine,
     errors,
+    finishing,
     history,
     journal,
     ledger,
     recovery,
+    route,
     specs,
+    turns,
 )
 from .budget import WAIT, Budget
 from .terminal import command, dumps, notify, printable
@@ -55,6 +59,9 @@ class Row:
     model_name: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    # An earlier request of the row that was never answered, and what is
+    # known of it: the row is sent again, as only that brings its images.
+    earlier: dict[str, str] | None = None
 
 
 def detect_format(name: str, first_line: str) -> str:
@@ -221,7 +228,7 @@ def run(
         engine.api_key(key)
     except llm.ModelError as ex:
         raise fail(ex) from None
-    log_to = engine.logs_to(database, no_log)
+    log_to = turns.target(database, no_log)
     tally = Tally()
 
     def report(row: Row, status: str, **fields: Any) -> None:
@@ -233,6 +240,7 @@ def run(
                         "prompt": row.prompt,
                         "status": status,
                         **fields,
+                        **({"earlier": row.earlier} if row.earlier else {}),
                     }
                 )
             )
@@ -259,13 +267,13 @@ def run(
                 continue
             except llm.ModelError as ex:
                 # An option from the row is named as the row names it.
-                from_row = isinstance(ex, engine.OptionError) and ex.name in row.options
+                from_row = isinstance(ex, specs.OptionError) and ex.name in row.options
                 row.error = printable(str(ex)) if from_row else fail(ex).message
         tally.failed += 1
         report(row, "failed", error=row.error)
     if not dry_run:
         try:
-            engine.open_log(log_to)
+            turns.open_for_logging(log_to)
         except llm.ModelError as ex:
             raise fail(ex) from None
     db = history.open_db(log_to) if log_to and not redo else None
@@ -280,11 +288,11 @@ def run(
                 )
                 tally.recovered += 1
                 continue
-            with engine.sigterm_as_interrupt():
+            with concurrency.sigterm_as_interrupt():
                 outcome = _recover(entry_id, job, report)
-            if outcome != "gone":
+            unfinished = {k: v for k, v in unfinished.items() if v != entry_id}
+            if outcome in ("recovered", "failed"):
                 # Paid for already: never generated again, saved or not.
-                unfinished = {k: v for k, v in unfinished.items() if v != entry_id}
                 if outcome == "recovered":
                     tally.recovered += 1
                 else:
@@ -326,6 +334,12 @@ def run(
         report(job.row, "not started", reason=stopped_for)
     if not_started:
         summary += f", {not_started} not started ({stopped_for})"
+    again = [job.row.earlier["id"] for job in todo[:started] if job.row.earlier]
+    if again:
+        summary += (
+            f"; {_rows(len(again))} bought again, whose earlier request may "
+            "have been charged: " + ", ".join(again)
+        )
     spent = ledger.describe_cost(budget.credits or None, budget.usd or None)
     if spent:
         summary += f"; spent {spent}"
@@ -350,11 +364,14 @@ def _unfinished_by_request() -> dict[str, str]:
 def _recover(entry_id: str, job: Job, report: Callable[..., None]) -> str:
     """Finish a row's unfinished generation from the journal: "recovered",
     "failed" (its images still not all saved, or another process saving
-    them now: reported, for ``download`` to finish), or "gone" (finished by
-    another process meanwhile)."""
+    them now: reported, for ``download`` to finish), "gone" (finished by
+    another process meanwhile), or "again": never answered, settled by what
+    the API's log says, and the row is sent again; where that earlier
+    request may have been charged, the row's report says so."""
     hint = command("llm", "imagen4", "download", entry_id)
-    claim = journal.claim(entry_id)
-    if claim is None:
+    try:
+        tracked = recovery.Tracked.take(entry_id)
+    except recovery.Busy:
         report(
             job.row,
             "failed",
@@ -362,12 +379,16 @@ def _recover(entry_id: str, job: Job, report: Callable[..., None]) -> str:
             error=f"another process is saving its images now; then {hint}",
         )
         return "failed"
-    entry = claim.load()
-    if entry is None or entry.record is None:
-        claim.release(remove_lock=entry is None)
+    if tracked is None:
         return "gone"
-    result = engine.finish(claim, entry)
-    paths = [str(path) for path in entry.record.saved_paths()]
+    result = finishing.finish(tracked)
+    if result.unanswered:
+        if result.listed is None or result.listed.charged:
+            job.row.earlier = {"id": entry_id, "what": result.note or ""}
+        return "again"
+    record = tracked.entry.record
+    assert record is not None
+    paths = [str(path) for path in record.saved_paths()]
     if result.failed or result.lost:
         report(
             job.row,
@@ -398,16 +419,21 @@ def _send(
     in_flight: dict[int, str] = {}
     started = 0
 
+    on = route.Route.logged_to(log_to, pacer=pacer)
+
     def task(job: Job) -> Any:
-        api.PACER.set(pacer)
-        token = engine.LOG_TO.set(log_to)
         record, listed, declined = None, None, False
         try:
-            response = job.model.prompt(
-                job.row.prompt, key=key, stream=False, **job.options
+            response = engine.generate(
+                job.model,
+                job.row.prompt,
+                job.options,
+                key,
+                on,
+                started=lambda response: in_flight.update(
+                    {job.row.number: response.id}
+                ),
             )
-            in_flight[job.row.number] = response.id
-            response.text()
             record = engine.record_of(response)
         except errors.Declined:
             declined = True
@@ -416,7 +442,6 @@ def _send(
             listed = ex.listed
             raise
         finally:
-            engine.LOG_TO.reset(token)
             # Counted here, before the next row may start.
             if declined:
                 budget.refused(job.row.number)
@@ -444,7 +469,7 @@ def _send(
         else None
     )
     try:
-        for job, outcome in engine.in_threads(
+        for job, outcome in concurrency.in_threads(
             todo, task, limit=lambda: pacer.limit, should_start=should_start
         ):
             in_flight.pop(job.row.number, None)
@@ -455,7 +480,7 @@ def _send(
                 tally.failed += 1
                 report(job.row, "failed", error=str(outcome) or type(outcome).__name__)
                 continue
-            engine.log(outcome, log_to)
+            turns.log(outcome, log_to)
             record = engine.record_of(outcome)
             paths = [str(path) for path in record.saved_paths()]
             if record.unsaved():
@@ -469,7 +494,13 @@ def _send(
                 )
             else:
                 tally.generated += 1
-                report(job.row, "done", id=outcome.id, paths=paths, seed=record.seed)
+                report(
+                    job.row,
+                    "done",
+                    id=outcome.id,
+                    paths=paths,
+                    seed=record.seed,
+                )
             if not json_:
                 for path in paths:
                     click.echo(printable(path))
@@ -486,3 +517,7 @@ def _send(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return started, "stopped" if interrupts.stopping else (budget.broken or "")
+
+
+def _rows(count: int) -> str:
+    return f"{count} {'row' if count == 1 else 'rows'}"

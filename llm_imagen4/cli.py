@@ -100,7 +100,7 @@ def _model_option(default: str | None) -> Callable:
 
 def _fail(ex: Exception) -> click.ClickException:
     """One line for an expected failure, options spelled as flags."""
-    from .engine import OptionError
+    from .specs import OptionError
 
     if isinstance(ex, OptionError) and ex.name in OPTION_FIELDS:
         message = str(ex).replace(ex.name, flag(ex.name), 1)

@@ -15,7 +15,7 @@ from typing import Any
 import click
 import llm
 
-from . import engine, history, journal, specs
+from . import engine, history, journal, route, specs, turns
 from .terminal import command, dumps, notify, printable
 
 Fail = Callable[[Exception], click.ClickException]
@@ -41,14 +41,16 @@ class Run:
 
 def _run(model: llm.Model, prompt: str, options: dict[str, Any], run: Run) -> None:
     """Check everything, generate, log, print the paths."""
-    log_to = engine.logs_to(run.database, run.no_log)
+    log_to = turns.target(run.database, run.no_log)
     try:
         run_options, _ = engine.check(model, prompt, options, run.key)
-        engine.open_log(log_to)
-        response = engine.generate(model, prompt, run_options, run.key, log_to)
+        turns.open_for_logging(log_to)
+        response = engine.generate(
+            model, prompt, run_options, run.key, route.Route.logged_to(log_to)
+        )
     except llm.ModelError as ex:
         raise run.fail(ex) from None
-    engine.log(response, log_to)
+    turns.log(response, log_to)
     record = engine.record_of(response)
     paths = [str(path) for path in record.saved_paths()]
     if run.json_:
@@ -362,6 +364,8 @@ def inspect(files: tuple[Path, ...], json_: bool, fail: Fail) -> None:
 def download(
     generation_id: str | None, output: Path | None, database: Path | None, fail: Fail
 ) -> None:
+    from . import finishing, recovery
+
     if generation_id is None:
         journal.sweep()
     ids = [generation_id] if generation_id else journal.ids()
@@ -370,42 +374,42 @@ def download(
         return
     failed = left = 0
     log_to = database.absolute() if database else None
+    destination = output.absolute() if output else None
+    if destination:
+        try:
+            destination.mkdir(parents=True, exist_ok=True)
+        except OSError as ex:
+            raise click.ClickException(
+                f"Cannot create {output}: {ex.strerror}"
+            ) from None
     log_checked = False
     for one in ids:
-        claim = journal.claim(one)
-        if claim is None:
-            notify(f"{one}: another process is saving it now")
+        try:
+            tracked = recovery.Tracked.take(one)
+            restoring = tracked is None and generation_id is not None
+            if restoring:
+                entry = finishing.from_history(one, database)
+                if entry is None:
+                    notify(f"Every saved image of {one} is on disk")
+                    return
+                tracked = recovery.Tracked.restore(entry)
+        except recovery.Busy as ex:
+            notify(str(ex))
             failed += generation_id is not None
             continue
-        entry = claim.load()
-        restoring = entry is None
-        if entry is None:
-            if generation_id is None:
-                # Finished by another process meanwhile.
-                claim.release(remove_lock=True)
-                continue
-            entry = _entry_from_history(one, database, fail, claim)
-            if entry is None:
-                return
-        destination = output.absolute() if output else None
-        if destination:
-            try:
-                destination.mkdir(parents=True, exist_ok=True)
-            except OSError as ex:
-                claim.release()
-                raise click.ClickException(
-                    f"Cannot create {output}: {ex.strerror}"
-                ) from None
-        if log_to and entry.log_to and not log_checked:
+        except llm.ModelError as ex:
+            raise fail(ex) from None
+        if tracked is None:
+            continue  # finished by another process meanwhile
+        if log_to and tracked.entry.log_to and not log_checked:
             # Before fetching anything, as a generation does.
             try:
-                engine.open_log(log_to)
+                turns.open_for_logging(log_to)
             except llm.ModelError as ex:
-                claim.release()
+                tracked.keep()
                 raise fail(ex) from None
             log_checked = True
-        with engine.sigterm_as_interrupt():
-            result = engine.finish(claim, entry, destination, log_to, restoring)
+        result = finishing.finish(tracked, destination, log_to, restoring)
         for path in result.saved:
             click.echo(printable(path))
         for image in result.failed:
@@ -429,48 +433,15 @@ def download(
         raise click.ClickException("; ".join(problems))
 
 
-def _entry_from_history(
-    generation_id: str, database: Path | None, fail: Fail, claim: journal.Claim
-) -> journal.Entry | None:
-    """A logged generation whose files are gone, as a journal entry to
-    finish; None (and a note) when all its files are there."""
-    try:
-        db = _open(database, fail)
-    except click.ClickException:
-        claim.release(remove_lock=True)
-        raise
-    logged = history.turn(db, generation_id) if db else None
-    if logged is None:
-        claim.release(remove_lock=True)
-        raise click.ClickException(
-            f"No unfinished or logged generation with id {printable(generation_id)}"
-        )
-    record, model = logged.record, logged.model
-    if all(
-        image.status == "refused"
-        or (image.status == "saved" and (path := record.path(image)) and path.is_file())
-        for image in record.images
-    ):
-        claim.release(remove_lock=True)
-        notify(f"Every saved image of {generation_id} is on disk")
-        return None
-    return journal.Entry(
-        id=generation_id,
-        model=model,
-        record=record,
-        client_request_id=record.client_request_id,
-        log_to=str(history.db_path(db)),
-        created_utc=journal.now_utc(),
-    )
-
-
 def status(
     generation_id: str, key: str | None, database: Path | None, fail: Fail
 ) -> None:
     if database is not None and not database.is_file():
         raise click.ClickException(f"No logs database at {printable(database)}")
+    from . import finishing
+
     try:
-        click.echo(printable(engine.status(generation_id, key, database)))
+        click.echo(printable(finishing.status(generation_id, key, database)))
     except llm.ModelError as ex:
         raise fail(ex) from None
 

@@ -73,8 +73,13 @@ class SavedFile:
         )
 
 
+def sidecar_of(image: Path) -> Path:
+    """Where an image's record goes when the image cannot hold it."""
+    return image.with_name(image.name + ".json")
+
+
 @dataclass(frozen=True)
-class Finished:
+class Ready:
     """A temporary image made ready to be named: the file to link, and the
     sidecar to write beside it (a function of the image's final path)."""
 
@@ -257,7 +262,7 @@ class Destination:
         self,
         chunks: Iterable[bytes],
         position: int,
-        finish: Callable[[Path, images.ImageType], Finished],
+        finish: Callable[[Path, images.ImageType], Ready],
         max_bytes: int,
         naming: Callable[[str], None] | None = None,
     ) -> SavedFile:
@@ -306,7 +311,7 @@ class Destination:
 
     def _place(
         self,
-        finished: Finished,
+        finished: Ready,
         position: int,
         suffix: str,
         sha256: str,
@@ -316,7 +321,7 @@ class Destination:
                 continue
             if finished.sidecar is None:
                 return candidate, None
-            sidecar = candidate.with_name(candidate.name + ".json")
+            sidecar = sidecar_of(candidate)
             try:
                 write_new(sidecar, finished.sidecar(candidate, sha256))
             except FileExistsError:

@@ -36,6 +36,8 @@ class AsyncImagen4Model(_Imagen4, llm.AsyncKeyModel):
     async def execute(self, prompt, stream, response, conversation, key) -> Any:
         from . import engine
 
+        # Where llm logs is read from its click context here, on the
+        # caller's thread: the generation runs on another.
         yield await engine.run_async(
             self.model_id, prompt, response, key, engine.log_target()
         )

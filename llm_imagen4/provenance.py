@@ -29,8 +29,8 @@ from typing import Any
 import llm
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from . import images, specs
-from .files import Finished
+from . import files, images, specs
+from .files import Ready
 
 GENERATOR = "llm-imagen4"
 JSON_KEYWORD = "llm-imagen4"
@@ -140,17 +140,18 @@ def sidecar_bytes(record: dict[str, Any], image: Path, sha256: str) -> bytes:
 
 def finisher(
     record: dict[str, Any] | None,
-) -> Callable[[Path, images.ImageType], Finished]:
+) -> Callable[[Path, images.ImageType], Ready]:
     """What ``Destination.save`` calls to give a downloaded image its
     provenance: ``record`` written into a copy of it, or nothing at all
     when ``record`` is None (``--no-metadata``)."""
 
-    def finish(tmp: Path, kind: images.ImageType) -> Finished:
+    def finish(tmp: Path, kind: images.ImageType) -> Ready:
         if record is None:
-            return Finished(tmp)
+            return Ready(tmp)
         sidecar = functools.partial(sidecar_bytes, record)
         if images.has_c2pa(tmp, kind.content_type):
-            return Finished(tmp, sidecar, c2pa=True)
+            return Ready(tmp, sidecar, c2pa=True)
+        beside = sidecar if needs_sidecar(kind.content_type, False) else None
         out = tmp.with_name(tmp.name + ".meta" + os.path.splitext(tmp.name)[1])
         packet = xmp(record)
         if kind.content_type == "image/png":
@@ -159,12 +160,11 @@ def finisher(
                 (JSON_KEYWORD, json.dumps(record, ensure_ascii=False, sort_keys=True)),
             ]
             images.embed_png(tmp, out, texts, packet)
-            return Finished(out)
-        if kind.content_type == "image/jpeg":
+        elif kind.content_type == "image/jpeg":
             images.embed_jpeg(tmp, out, packet)
         else:
             images.embed_webp(tmp, out, packet)
-        return Finished(out, sidecar)
+        return Ready(out, beside)
 
     return finish
 
@@ -265,13 +265,15 @@ def _conflicting_claims(
             other = _parameters_disagree(texts.first[PARAMETERS_KEYWORD], record)
             if other:
                 claims.append(f"its parameters text gives {other} than its record")
-    if source == "record" and sidecar(path).exists():
+    if source == "record" and files.sidecar_of(path).exists():
         claims.append("a sidecar lies beside the record inside it")
     return "; ".join(claims) or None
 
 
-def sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".json")
+def needs_sidecar(content_type: str, c2pa: bool) -> bool:
+    """Whether an image's record goes beside it: a JPEG or WebP holds only
+    the XMP, and a signed image is left as received."""
+    return c2pa or content_type != "image/png"
 
 
 @dataclass(frozen=True)
@@ -325,8 +327,8 @@ def read(path: Path) -> FileProvenance | None:
             texts = images.png_texts(path, (JSON_KEYWORD, PARAMETERS_KEYWORD))
         if texts is not None and JSON_KEYWORD in texts.first:
             raw, source = parse_record(texts.first[JSON_KEYWORD]), "record"
-        elif sidecar(path).exists():
-            with os.fdopen(images.open_regular(sidecar(path)), "rb") as f:
+        elif files.sidecar_of(path).exists():
+            with os.fdopen(images.open_regular(files.sidecar_of(path)), "rb") as f:
                 data = f.read(SIDECAR_CAP + 1)
             if len(data) > SIDECAR_CAP:
                 raise ValueError("its sidecar is too large")

@@ -1,21 +1,33 @@
-"""What became of a request whose answer never arrived, and settling its
-journal entry by it.
+"""A generation's life in the recovery journal, from the moment before its
+request goes out to the moment nothing is left to finish. Every step of an
+entry is a method of ``Tracked``, and only here does an entry end:
 
-Only the API's log can tell: ``ledger.find`` looks the request up. Three
-outcomes, said plainly:
+1. prepared: written before the request goes out, holding the request and
+   where its images and turn go;
+2. sent: an attempt went out (its first byte is on the wire), so only the
+   API's log can say what became of it until an answer comes;
+3. answered: the answer is kept (its URLs, and the bytes of images that
+   came inline) before any image is fetched;
+4. saved: each image, as it is named (the sha256 it is about to get) and
+   once it is;
+5. logged: the turn is in llm's database.
 
-- listed: it failed (nothing was charged, and the entry goes), or it
-  succeeded, so it was charged though its images never arrived: the
-  generation goes into the history where its turn would have gone, its
-  images marked ``lost``, with the cost the log gives, and the entry goes;
-- not listed yet: the log lists a request once its answer is delivered, so
-  whether it was charged is not known yet, and the entry stays;
-- never sent: decided only by the journal, when the entry is still
-  ``prepared`` (the process stopped before the request went out)."""
+The entry ends (``end``) once its images are saved and its turn logged, or
+once it is settled with a reason: refused by the API, never sent, or what
+the API's log says of a lost answer. Otherwise it is kept (``keep``) for
+``llm imagen4 download``.
+
+What the API's log says of a lost answer, said plainly: listed as failed
+(nothing charged); listed as succeeded, so charged though its images never
+arrived (the generation goes into the history where its turn would have
+gone, its images ``lost``, at the cost the log gives); not listed yet (the
+log lists a request once its answer is delivered: not known yet, kept); and
+never sent, decided only by the journal (still prepared)."""
 
 from __future__ import annotations
 
 import datetime
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,12 +35,25 @@ import llm
 
 from . import api, errors, journal, ledger
 from .record import GenerationRecord, ImageRecord
-from .terminal import command
+from .terminal import command, notify
 
 # A request the log still does not list this long after it was sent was
 # never recorded, so nothing was charged for it.
 UNLISTED_HORIZON = datetime.timedelta(days=1)
 LOST = "its answer never arrived, and the API keeps no copy of its images to fetch"
+
+
+class Busy(llm.ModelError):
+    """Another process holds the entry: it is working on that generation."""
+
+
+class LostAnswer(llm.ModelError):
+    """A generation whose request went out and whose answer never arrived
+    whole: what the API's log said of it, if it said anything."""
+
+    def __init__(self, message: str, listed: ledger.Listed | None):
+        super().__init__(message)
+        self.listed = listed
 
 
 @dataclass
@@ -42,21 +67,223 @@ class Settled:
     listed: ledger.Listed | None = None
 
 
-class LostAnswer(llm.ModelError):
-    """A generation whose request went out and whose answer never arrived
-    whole: what the API's log said of it, if it said anything."""
+class Tracked:
+    """A generation's entry while this process holds it. Without a claim
+    (the journal cannot be written) each step does what it can and keeps
+    nothing."""
 
-    def __init__(self, message: str, listed: ledger.Listed | None):
-        super().__init__(message)
-        self.listed = listed
+    def __init__(self, entry: journal.Entry, claim: journal.Claim | None):
+        self.entry = entry
+        self._claim = claim
+        self._lock = threading.Lock()
+        # The journal's last failure, said once however often it recurs.
+        self._failure: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.entry.id
+
+    @property
+    def journaled(self) -> bool:
+        return self._claim is not None
+
+    @classmethod
+    def prepare(cls, entry: journal.Entry) -> Tracked:
+        """Step 1, before the request goes out. A journal that cannot be
+        written stops nothing."""
+        try:
+            claim = journal.claim(entry.id)
+            if claim is not None:
+                claim.write(entry)
+        except OSError:
+            claim = None
+        return cls(entry, claim)
+
+    @classmethod
+    def take(cls, generation_id: str) -> Tracked | None:
+        """An entry to finish, from the journal: None when there is none.
+        Busy while another process holds it."""
+        claim = journal.claim(generation_id)
+        if claim is None:
+            raise Busy(f"{generation_id}: another process is saving it now")
+        entry = claim.load()
+        if entry is None:
+            claim.release(remove_lock=True)
+            return None
+        return cls(entry, claim)
+
+    @classmethod
+    def restore(cls, entry: journal.Entry) -> Tracked:
+        """A finished generation whose deleted files are to be fetched again,
+        held while that is done (a claim that may not keep an entry)."""
+        claim = journal.claim(entry.id)
+        if claim is None:
+            raise Busy(f"{entry.id}: another process is saving it now")
+        return cls(entry, claim)
+
+    def sending(self) -> None:
+        """Step 2: an attempt is going out. A journal that cannot say so
+        forgets the generation rather than claim it was never sent."""
+        now = journal.now_utc()
+        entry = self.entry
+        entry.outcome = "sent"
+        entry.sent_utc = entry.sent_utc or now
+        entry.last_sent_utc = now
+        entry.attempts += 1
+        if self._claim is None:
+            return
+        try:
+            self._claim.write(entry)
+        except OSError:
+            self.end()
+
+    def answered(self, record: GenerationRecord, inline: dict[int, bytes]) -> bool:
+        """Step 3: the answer kept before any image is fetched, with the
+        bytes of the images that came inline. False when the journal could
+        not keep it: then nothing is kept."""
+        self.entry.outcome, self.entry.record = "answered", record
+        if self._claim is None:
+            return False
+        try:
+            self._claim.write(self.entry)
+            for position, data in inline.items():
+                self._claim.stash(position, data)
+        except OSError:
+            self.end()
+            return False
+        return True
+
+    def update(self) -> None:
+        """Step 4: an image is about to be named, or is saved: the entry
+        says so. A failure is said once, and stops nothing."""
+        with self._lock:
+            if self._claim is None:
+                return
+            try:
+                self._claim.write(self.entry)
+            except OSError as ex:
+                failure = f"Could not update the recovery journal: {ex.strerror or ex}"
+                if failure != self._failure:
+                    notify(failure)
+                self._failure = failure
+            else:
+                self._failure = None
+
+    def stashed(self, position: int) -> Path | None:
+        """The kept bytes of an image that came inline, if there are any."""
+        if self._claim is None:
+            return None
+        path = self._claim.stashed(position)
+        return path if path.exists() else None
+
+    def unstash(self, position: int) -> None:
+        if self._claim is not None:
+            self._claim.stashed(position).unlink(missing_ok=True)
+
+    def keep(self) -> None:
+        """Left for ``download``: the entry stays, and this process lets go."""
+        if self._claim is not None:
+            self._claim.release()
+            self._claim = None
+
+    def end(self) -> None:
+        """Nothing is left to finish: the entry, and what it kept, go."""
+        if self._claim is not None:
+            self._claim.remove()
+            self._claim = None
+
+    def stopped(self) -> None:
+        """Stopped (Ctrl-C, SIGTERM) while the request was prepared or under
+        way: said in one line, and kept if it may have been charged."""
+        if self._claim is None:
+            return
+        if self.entry.outcome == "prepared":
+            self.end()
+            notify("Stopped before the request was sent; nothing was charged")
+            return
+        self.keep()
+        notify(
+            "Stopped while waiting for the API; it may still make the images "
+            "and charge for them. See what became of them with: "
+            + command("llm", "imagen4", "download", self.id)
+        )
+
+    def settle(self, client: api.ApiClient | None) -> Settled:
+        """An entry that was never answered, settled by what is known of it:
+        never sent (still prepared), or what the API's log says."""
+        if self.entry.outcome == "prepared":
+            self.end()
+            return Settled("it was never sent, so nothing was made or charged")
+        if client is None:
+            self.keep()
+            return Settled(
+                "its answer was lost, and the API's log could not be asked "
+                "without a key",
+                True,
+            )
+        return _settle_sent(self, client)
+
+    # -- after the generation ------------------------------------------------
+
+    def over(self, record: GenerationRecord, logged_later: bool) -> None:
+        """The generation is over. Its entry stays for ``download`` while an
+        image is not saved; otherwise it goes at once, or, when
+        ``logged_later``, once its turn is logged (see ``logged``), so that
+        a process stopped first leaves ``download`` to log it."""
+        if record.unfinished():
+            self.keep()
+        elif not logged_later:
+            self.end()
+        elif self._claim is not None:
+            with _awaiting_lock:
+                _awaiting[self.id] = self
+
+
+_awaiting: dict[str, Tracked] = {}
+_awaiting_lock = threading.Lock()
+
+
+def logged(generation_id: str, ok: bool = True) -> None:
+    """Step 5: the turn is logged (``ok``), or could not be: the entry goes,
+    or stays for ``download`` to log it later."""
+    with _awaiting_lock:
+        tracked = _awaiting.pop(generation_id, None)
+    if tracked is None:
+        return
+    if ok:
+        tracked.end()
+    else:
+        tracked.keep()
+
+
+def logged_in(generation_id: str, path: Path) -> None:
+    """A generation still in the journal that was not to be logged (the
+    Python API) has now been logged, in ``path``: ``download`` records it
+    there."""
+    entry = journal.load(generation_id)
+    if entry is None or entry.log_to is not None:
+        return
+    with journal.claimed(generation_id) as claim:
+        entry = claim.load() if claim else None
+        if claim is not None and entry is not None and entry.log_to is None:
+            entry.log_to = str(path)
+            claim.write(entry)
+
+
+def keeps(generation_id: str) -> bool:
+    """Whether the journal holds this generation."""
+    return journal.load(generation_id) is not None
+
+
+# -- a lost answer -------------------------------------------------------------
 
 
 def moment(text: str | None) -> datetime.datetime | None:
     try:
-        moment = datetime.datetime.fromisoformat(text or "")
+        parsed = datetime.datetime.fromisoformat(text or "")
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
 
 
 def sent_of(entry: journal.Entry) -> ledger.Sent | None:
@@ -102,61 +329,55 @@ def lost_record(record: GenerationRecord, listed: ledger.Listed) -> GenerationRe
     )
 
 
-def _drop(claim: journal.Claim | None) -> None:
-    if claim is not None:
-        claim.remove()
+def lost(
+    tracked: Tracked, client: api.ApiClient, ex: errors.UnknownOutcome
+) -> LostAnswer:
+    """An answer lost on the way: the log asked, the entry settled by it, and
+    the error that says so."""
+    tracked.entry.inference_id = ex.inference_id
+    settled = _settle_sent(tracked, client)
+    return LostAnswer(f"{ex}; {settled.note}. Nothing was sent again.", settled.listed)
 
 
-def _keep(claim: journal.Claim | None) -> None:
-    if claim is not None:
-        claim.release()
-
-
-def settle_sent(
-    claim: journal.Claim | None, entry: journal.Entry, client: api.ApiClient
-) -> Settled:
-    """Ask the API's log about a sent entry, and settle the entry by what it
-    says: the entry goes, or stays (its claim released). Without a claim
-    (the journal could not be written) the same is said and recorded."""
-    later = command("llm", "imagen4", "status", entry.id)
-    sent = sent_of(entry)
+def _settle_sent(tracked: Tracked, client: api.ApiClient) -> Settled:
+    later = command("llm", "imagen4", "status", tracked.id)
+    sent = sent_of(tracked.entry)
     if sent is None:
-        _drop(claim)
+        tracked.end()
         return Settled(
             "the request's answer was lost, and what it became cannot be asked"
         )
     try:
         listed = ledger.find(client, sent)
     except errors.ApiError as ex:
-        _keep(claim)
+        tracked.keep()
         return Settled(
             f"the API's log could not be asked ({ex}); ask later with: {later}", True
         )
     if listed is None:
         if datetime.datetime.now(datetime.UTC) - sent.last > UNLISTED_HORIZON:
-            _drop(claim)
+            tracked.end()
             return Settled(
                 "the API's log has not listed it a day after it was sent, so "
                 "it recorded no charge for it; nothing to finish"
             )
-        _keep(claim)
+        tracked.keep()
         return Settled(
             "the API's log does not list it yet, so whether it was charged is "
             f"not known yet; ask later with: {later}",
             True,
         )
     if not listed.charged:
-        _drop(claim)
+        tracked.end()
         return Settled(listed.line(), listed=listed)
-    return _record_lost(claim, entry, listed)
+    return _record_lost(tracked, listed)
 
 
-def _record_lost(
-    claim: journal.Claim | None, entry: journal.Entry, listed: ledger.Listed
-) -> Settled:
+def _record_lost(tracked: Tracked, listed: ledger.Listed) -> Settled:
+    entry = tracked.entry
     line = f"{listed.line()}, but its images never arrived and cannot be fetched"
     if entry.record is None or not entry.log_to:
-        _drop(claim)
+        tracked.end()
         return Settled(line, listed=listed)
     from . import history
 
@@ -166,15 +387,9 @@ def _record_lost(
     try:
         history.record_finished(Path(entry.log_to), lost)
     except Exception as ex:  # noqa: BLE001 - the entry stays to record it later
-        _keep(claim)
+        tracked.keep()
         return Settled(
             f"{line}; it could not be recorded in {entry.log_to}: {ex}", True, listed
         )
-    _drop(claim)
+    tracked.end()
     return Settled(f"{line}; it is in the history as lost", listed=listed)
-
-
-def never_sent(claim: journal.Claim) -> Settled:
-    """A prepared entry whose process is gone: nothing went out."""
-    claim.remove()
-    return Settled("it was never sent, so nothing was made or charged")

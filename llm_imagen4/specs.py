@@ -170,6 +170,30 @@ PREVIEW_NEWER_ONLY = (
 )
 
 
+class OptionError(llm.ModelError):
+    """An option the model does not take, or a value it does not take."""
+
+    def __init__(self, model_id: str, name: str, problem: str | None = None):
+        self.name, self.problem = name, problem
+        super().__init__(
+            f"{name}: {problem}" if problem else f"{model_id} does not take {name}"
+        )
+
+
+def validate_options(spec: Spec, options: dict[str, Any]) -> Imagen4Options:
+    """Options as ``spec`` takes them, or OptionError saying which is wrong."""
+    import pydantic
+
+    unknown = [name for name in options if name not in spec.options.model_fields]
+    if unknown:
+        raise OptionError(spec.model_id, unknown[0])
+    try:
+        return spec.options.model_validate(options)
+    except pydantic.ValidationError as ex:
+        error = ex.errors()[0]
+        raise OptionError(spec.model_id, str(error["loc"][0]), error["msg"]) from None
+
+
 def draw_seed() -> int:
     """A seed every model takes."""
     return secrets.randbelow(SEED_MAX) + 1

@@ -99,7 +99,7 @@ class Imagen4(llm.Toolbox):
             if value is not None
         }
         try:
-            engine.validate_options(specs.SPECS_BY_ID[self._model.model_id], fixed)
+            specs.validate_options(specs.SPECS_BY_ID[self._model.model_id], fixed)
         except llm.ModelError as ex:
             raise ToolConfigError(str(ex)) from None
         if (
@@ -189,7 +189,7 @@ class Imagen4(llm.Toolbox):
         (how many dollars it may still spend, when capped) and attached
         (whether the images are attached for you to look at, which they are
         only where you can see images)."""
-        from . import budget, engine
+        from . import budget, engine, turns
 
         calling = _calling_response()
         if not isinstance(prompt, str):
@@ -242,7 +242,7 @@ class Imagen4(llm.Toolbox):
         # Logged where llm's command line logs the chat, and not at all from
         # Python, where llm logs nothing unless asked (as llm.get_model's
         # own imagen4 models log nothing there).
-        log_to = engine.llm_log_target(None)
+        log_to = turns.llm_target()
         call = _Call(
             key=key,
             prompt=prompt,
@@ -260,39 +260,34 @@ class Imagen4(llm.Toolbox):
         return self._generate(call)
 
     def _generate(self, call: _Call) -> llm.ToolOutput:
-        from . import engine
+        from . import engine, turns
 
-        token = engine.TOOL_CALL_ID.set(call.tool_call_id)
         try:
             response = engine.generate(
-                self._model, call.prompt, call.options, None, call.log_to
+                self._model, call.prompt, call.options, None, call.route()
             )
         except llm.ModelError as ex:
             raise self._refused(call, ex) from None
-        finally:
-            engine.TOOL_CALL_ID.reset(token)
-        engine.log(response, call.log_to, call.thread)
+        turns.log(response, call.log_to, call.thread)
         return self._output(response, call)
 
     async def _generate_async(self, call: _Call) -> llm.ToolOutput:
         """``_generate`` through the async model, which runs the generation
-        in a daemon thread: cancelled, it leaves the images to ``llm imagen4
-        download`` as ``llm -m imagen4 --async`` does."""
-        from . import engine
+        in a thread of its own: cancelled, it leaves the images to ``llm
+        imagen4 download`` as ``llm -m imagen4 --async`` does."""
+        from . import route, turns
 
         model = llm.get_async_model(self._model.model_id)
-        log_token = engine.LOG_TO.set(call.log_to)
-        call_token = engine.TOOL_CALL_ID.set(call.tool_call_id)
         try:
-            response = model.prompt(call.prompt, key=None, stream=False, **call.options)
-            await response.text()
+            with route.on(call.route()):
+                response = model.prompt(
+                    call.prompt, key=None, stream=False, **call.options
+                )
+                await response.text()
         except llm.ModelError as ex:
             raise self._refused(call, ex) from None
-        finally:
-            engine.TOOL_CALL_ID.reset(call_token)
-            engine.LOG_TO.reset(log_token)
         done = await response.to_sync_response()
-        await asyncio.to_thread(engine.log, done, call.log_to, call.thread)
+        await asyncio.to_thread(turns.log, done, call.log_to, call.thread)
         return self._output(done, call)
 
     def _learn_prices(self) -> None:
@@ -376,6 +371,12 @@ class _Call:
     # The attachment types the calling chat model takes (None: no chain).
     sees: frozenset[str] | None
     tool_call_id: str | None
+
+    def route(self) -> Any:
+        """The route its generation runs on: logged by the tool, not llm."""
+        from .route import Route
+
+        return Route.logged_to(self.log_to, tool_call_id=self.tool_call_id)
 
 
 def _calling_response() -> llm.Response | llm.AsyncResponse | None:

@@ -4,9 +4,11 @@ a subprocess, and a few helpers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -169,6 +171,18 @@ def poll(condition, timeout=30.0):
             return
         time.sleep(0.02)
     raise AssertionError("condition not met in time")
+
+
+@contextlib.contextmanager
+def held_for_writing(path: Path):
+    """Another process's write transaction on a logs database: every
+    writer waits for it (readers do not) until it ends."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield
+    finally:
+        conn.close()
 
 
 def journal_ids(fake) -> list[str]:

@@ -11,7 +11,7 @@ from llm_imagen4 import images
 from llm_imagen4.files import (
     SLUG_MAX_BYTES,
     Destination,
-    Finished,
+    Ready,
     SaveError,
     TooLarge,
     _claim,
@@ -23,7 +23,7 @@ from .fake_api import jpeg, png
 
 
 def plain(tmp, kind):
-    return Finished(tmp)
+    return Ready(tmp)
 
 
 def save(destination, data, position=0, finish=plain, max_bytes=64 * 1024 * 1024):
@@ -101,7 +101,7 @@ def test_a_taken_sidecar_name_moves_the_image_on(tmp_path):
     destination = Destination.into(tmp_path, "card")
 
     def with_sidecar(tmp, kind):
-        return Finished(tmp, lambda path, sha: f'{{"file": "{path.name}"}}'.encode())
+        return Ready(tmp, lambda path, sha: f'{{"file": "{path.name}"}}'.encode())
 
     saved = save(destination, jpeg(8, 8), finish=with_sidecar)
     assert saved.path.name == "card-2.jpg"

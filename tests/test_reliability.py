@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import shlex
 import signal
 import socket
 import threading
@@ -16,7 +17,7 @@ import pytest
 
 from llm_imagen4 import api, errors, imagehost
 
-from .conftest import history, journal_ids, poll, start_llm
+from .conftest import held_for_writing, history, journal_ids, poll, start_llm
 from .fake_api import KEY, png
 
 # -- retries ----------------------------------------------------------------
@@ -467,7 +468,10 @@ def test_a_journal_that_cannot_be_written_prints_the_urls_at_once(fake, llm_cli)
     result = llm_cli("imagen4", "a stork")
     assert result.exit_code == 0, result.output
     assert "Could not write the recovery journal" in result.stderr
-    assert f"curl -fLO {fake.cdn_url}/files/" in result.stderr
+    [turn] = history(llm_cli)
+    # Fetched under a name of the plugin's, never the server's.
+    saved_as = shlex.quote(str(fake.work / f"a-stork-1-{turn['id']}.png"))
+    assert f"curl -fL -o {saved_as} {fake.cdn_url}/files/" in result.stderr
     assert result.stdout.strip() == str(fake.work / "a-stork.png")
     # An image inside the answer has no URL: the line says what is at stake.
     inline = llm_cli("imagen4", "a heron", "-m", "imagen4-fast")
@@ -651,81 +655,30 @@ def test_ctrl_c_is_honoured_while_a_download_hangs(fake):
         fake.release.set()
 
 
-def test_killed_after_the_images_are_saved_download_saves_nothing_twice(fake, llm_cli):
-    import llm
-
-    from llm_imagen4 import engine
-
-    # A generation whose images are saved but whose turn was never logged:
-    # what a kill between the last save and llm's log leaves.
-    token = engine.LOG_TO.set(fake.logs)
-    try:
-        response = llm.get_model("imagen4").prompt("saved then killed", num_images=2)
-        response.text()
-    finally:
-        engine.LOG_TO.reset(token)
-    [generation_id] = journal_ids(fake)
-    engine.logged(generation_id, ok=False)  # killed: never logged
-    downloads = len(fake.downloads)
-    result = llm_cli("imagen4", "download")
-    assert result.exit_code == 0, result.output
-    assert len(fake.downloads) == downloads
-    assert sorted(p.name for p in fake.work.iterdir()) == [
-        "saved-then-killed-2.png",
-        "saved-then-killed.png",
-    ]
-    assert [r["id"] for r in history(llm_cli)] == [generation_id]
-
-
-def test_killed_after_an_image_is_named_before_the_journal_knows(
-    fake, llm_cli, monkeypatch
+@pytest.mark.parametrize(
+    "route",
+    [
+        ["imagen4", "saved then killed", "-n", "2"],
+        ["-m", "imagen4", "saved then killed", "-o", "num_images", "2"],
+    ],
+    ids=["llm imagen4", "llm -m"],
+)
+def test_killed_after_the_images_are_saved_download_saves_nothing_twice(
+    fake, llm_cli, route
 ):
-    from llm_imagen4 import engine
-
-    # The process dies the moment the image has its name, before the
-    # journal says it is saved: the journal is left as it was.
-    with monkeypatch.context() as m:
-
-        def die(image, outcome):
-            raise KeyboardInterrupt
-
-        m.setattr(engine, "_settle", die)
-        assert llm_cli("imagen4", "named then killed").exit_code == 1
-    assert [p.name for p in fake.work.iterdir()] == ["named-then-killed.png"]
+    # Another writer holds logs.db: the process has saved the images and
+    # waits to log the turn when it is killed.
+    assert llm_cli("imagen4", "history").exit_code == 0
+    with held_for_writing(fake.logs):
+        proc = start_llm(fake.work, *route)
+        try:
+            poll(lambda: len(list(fake.work.glob("saved-then-killed*.png"))) == 2)
+            poll(lambda: not list(fake.work.glob(".imagen4-*")))
+            proc.kill()
+            proc.wait(30)
+        finally:
+            proc.kill()
     [generation_id] = journal_ids(fake)
-    downloads = len(fake.downloads)
-    result = llm_cli("imagen4", "download")
-    assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == str(fake.work / "named-then-killed.png")
-    assert len(fake.downloads) == downloads  # found on disk, not fetched again
-    assert [p.name for p in fake.work.iterdir()] == ["named-then-killed.png"]
-    [entry] = history(llm_cli)
-    assert entry["id"] == generation_id
-    [image] = entry["images"]
-    assert image["status"] == "saved" and image["exists"]
-    path = fake.work / "named-then-killed.png"
-    assert image["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert journal_ids(fake) == []
-
-
-def test_llm_prompt_killed_before_it_logs_leaves_the_turn_to_download(
-    fake, llm_cli, monkeypatch
-):
-    import llm
-
-    from llm_imagen4 import engine
-
-    # llm logs the turn after the plugin saved the images; the process dies
-    # in between.
-    with monkeypatch.context() as m:
-
-        def die(self, db):
-            raise KeyboardInterrupt
-
-        m.setattr(llm.Response, "log_to_db", die)
-        llm_cli("-m", "imagen4", "saved then killed", "-o", "num_images", "2")
-    [generation_id] = journal_ids(fake)
-    engine.logged(generation_id, ok=False)  # the process is gone: its lock too
     assert history(llm_cli) == []
     downloads = len(fake.downloads)
     result = llm_cli("imagen4", "download")
@@ -738,6 +691,38 @@ def test_llm_prompt_killed_before_it_logs_leaves_the_turn_to_download(
     [entry] = history(llm_cli)
     assert entry["id"] == generation_id
     assert [i["status"] for i in entry["images"]] == ["saved", "saved"]
+    assert journal_ids(fake) == []
+
+
+def test_killed_as_an_image_gets_its_name_download_saves_nothing_twice(
+    fake, llm_cli
+):
+    # Killed the moment the image has its name, whether or not the journal
+    # has said so yet (the turn waits on a logs database another writer
+    # holds): the file is found, never saved again.
+    assert llm_cli("imagen4", "history").exit_code == 0
+    with held_for_writing(fake.logs):
+        proc = start_llm(fake.work, "imagen4", "named then killed")
+        try:
+            poll(lambda: (fake.work / "named-then-killed.png").exists())
+            proc.kill()
+            proc.wait(30)
+        finally:
+            proc.kill()
+    [generation_id] = journal_ids(fake)
+    downloads = len(fake.downloads)
+    result = llm_cli("imagen4", "download")
+    assert result.exit_code == 0, result.output
+    assert len(fake.downloads) == downloads  # found on disk, not fetched again
+    assert [p.name for p in fake.work.iterdir()] == ["named-then-killed.png"]
+    [entry] = history(llm_cli)
+    assert entry["id"] == generation_id
+    [image] = entry["images"]
+    assert image["status"] == "saved" and image["exists"]
+    path = fake.work / "named-then-killed.png"
+    assert image["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert journal_ids(fake) == []
+
     # Once llm has logged a turn, its entry goes.
     assert llm_cli("-m", "imagen4", "logged").exit_code == 0
     assert journal_ids(fake) == []
@@ -781,7 +766,7 @@ def test_a_killed_writes_leftovers_stay_while_another_process_holds_the_entry(
 
 
 def test_threads_outcomes_include_every_exception():
-    from llm_imagen4.engine import in_threads
+    from llm_imagen4.concurrency import in_threads
 
     def work(item):
         if item == 1:
@@ -797,7 +782,7 @@ def test_threads_outcomes_include_every_exception():
 
 
 def test_threads_keep_the_limit(fake):
-    from llm_imagen4.engine import in_threads
+    from llm_imagen4.concurrency import in_threads
 
     running, most = [0], [0]
     lock = threading.Lock()

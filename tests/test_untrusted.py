@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_imagen4 import images, provenance
+from llm_imagen4 import files, images, provenance
 
 from .conftest import history, poll
 from .fake_api import KEY, jpeg, png
@@ -230,7 +230,7 @@ def claims_png(path: Path, *texts: tuple[str, str | dict]) -> Path:
 
 def _with_sidecar(path: Path) -> Path:
     claims_png(path, ("llm-imagen4", record()), ("parameters", TEAPOT_PARAMETERS))
-    provenance.sidecar(path).write_text(
+    files.sidecar_of(path).write_text(
         json.dumps(record(prompt="a sidecar's teapot", file=path.name))
     )
     return path
@@ -484,7 +484,7 @@ def test_inspect_of_bombs_and_huge_files_stays_small(fake, bomb_stream, tmp_path
     # A WebP of 4 GiB of empty chunks, with a good sidecar.
     webp = sparse(fake.work / "huge.webp", b"RIFF\xf8\xff\xff\xffWEBP")
     # Too large for its sha256 to be checked.
-    provenance.sidecar(webp).write_text(
+    files.sidecar_of(webp).write_text(
         json.dumps(record(file=webp.name, sha256="0" * 64))
     )
     script = tmp_path / "peak.py"
@@ -497,16 +497,20 @@ def test_inspect_of_bombs_and_huge_files_stays_small(fake, bomb_stream, tmp_path
         "from llm.cli import cli\n"
         "cli(sys.argv[1:], prog_name='llm')\n"
     )
-    files = [*bombs, str(empty_chunks), str(huge), str(webp)]
+    inspected = [*bombs, str(empty_chunks), str(huge), str(webp)]
     done = subprocess.run(
-        [sys.executable, str(script), "imagen4", "inspect", *files],
+        [sys.executable, str(script), "imagen4", "inspect", *inspected],
         capture_output=True,
         text=True,
         timeout=60,
     )
     *lines, peak = done.stderr.splitlines()
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert [line.split(": ")[0] for line in lines] == [*files[:4], str(webp), "Error"]
+    assert [line.split(": ")[0] for line in lines] == [
+        *inspected[:4],
+        str(webp),
+        "Error",
+    ]
     assert lines[4] == (
         f"{webp}: its sidecar's sha256 is not checked: the file is over 256 MiB:"
         " the record may be another image's"
@@ -751,12 +755,12 @@ MALFORMED = {
     "a sidecar that is not JSON": (
         lambda p: (
             p.write_bytes(jpeg(8, 8)),
-            provenance.sidecar(p).write_text("{"),
+            files.sidecar_of(p).write_text("{"),
         ),
         "unreadable provenance (Expecting property name",
     ),
     "a sidecar that is a FIFO": (
-        lambda p: (p.write_bytes(jpeg(8, 8)), os.mkfifo(provenance.sidecar(p))),
+        lambda p: (p.write_bytes(jpeg(8, 8)), os.mkfifo(files.sidecar_of(p))),
         "is not a regular file",
     ),
     "a directory": (lambda p: p.mkdir(), "is not a regular file"),

@@ -1,0 +1,177 @@
+"""Saving a generation's images: those that came inline (from memory, or the
+bytes the journal kept) and the rest from their URLs, all at once, each
+through ``files.Destination`` with its provenance. What happens to each
+image is written on its record, and the journal entry says so as each
+lands; a failure is that image's and never stops the others."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import llm
+
+from . import api, concurrency, errors, files, imagehost, images, provenance
+from .record import GenerationRecord, ImageRecord, folder_text
+from .recovery import Tracked
+from .terminal import command, notify
+
+
+def _settle(image: ImageRecord, outcome: files.SavedFile | BaseException) -> None:
+    """What happened to an image, on its record."""
+    if isinstance(outcome, files.SavedFile):
+        image.status, image.error, image.placing = "saved", None, None
+        image.name = outcome.path.name
+        image.sidecar = outcome.sidecar.name if outcome.sidecar else None
+        image.sha256, image.bytes = outcome.sha256, outcome.bytes
+        image.width, image.height = outcome.width, outcome.height
+        image.content_type, image.c2pa = outcome.content_type, outcome.c2pa
+        return
+    image.status = "refused" if isinstance(outcome, errors.Refused) else "failed"
+    if isinstance(outcome, OSError):
+        image.error = f"could not write the file: {outcome.strerror or outcome}"
+    elif isinstance(outcome, llm.ModelError):
+        image.error = str(outcome)
+    elif isinstance(outcome, KeyboardInterrupt):
+        image.error = "stopped"
+    else:
+        image.error = f"{type(outcome).__name__}: {outcome}"
+
+
+def _saver(
+    destination: files.Destination,
+    record: GenerationRecord,
+    image: ImageRecord,
+    naming: Callable[[str], None],
+) -> Callable[[Iterable[bytes]], files.SavedFile]:
+    finish = provenance.finisher(record.image_provenance(image))
+
+    def save(chunks: Iterable[bytes]) -> files.SavedFile:
+        try:
+            return destination.save(
+                chunks, image.position, finish, api.MAX_IMAGE_BYTES, naming
+            )
+        except (files.TooLarge, images.Impossible) as ex:
+            raise errors.Refused(str(ex)) from None
+        except images.NotAnImage as ex:
+            raise errors.DownloadError(str(ex)) from None
+
+    return save
+
+
+def _read_blocks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while block := f.read(65536):
+            yield block
+
+
+def save_images(
+    tracked: Tracked,
+    destination: files.Destination,
+    inline: dict[int, bytes] | None = None,
+    cancel: threading.Event | None = None,
+) -> None:
+    """Save every image of the tracked generation not saved yet. ``inline``
+    holds the bytes of images that came inside the answer, where the
+    journal could not keep them. Ctrl-C (or ``cancel``) stops starting
+    more, and leaves the journal to finish the rest later."""
+    record = tracked.entry.record
+    assert record is not None
+    inline = inline or {}
+    todo = [image for image in record.images if image.status in ("pending", "failed")]
+    if not todo:
+        return
+    try:
+        destination.create()
+    except llm.ModelError as ex:
+        for image in todo:
+            _settle(image, ex)
+        tracked.update()
+        return
+    lock = threading.Lock()
+
+    def naming(image: ImageRecord) -> Callable[[str], None]:
+        def note(sha256: str) -> None:
+            with lock:
+                image.placing = sha256
+                tracked.update()
+
+        return note
+
+    def save_one(image: ImageRecord) -> None:
+        try:
+            outcome: Any = image.placing and _adopt(destination, record, image)
+            if not outcome:
+                save = _saver(destination, record, image, naming(image))
+                kept = tracked.stashed(image.position)
+                if image.position in inline:
+                    outcome = save([inline[image.position]])
+                elif kept is not None:
+                    outcome = save(_read_blocks(kept))
+                elif not isinstance(image.url, str) or not image.url:
+                    raise errors.DownloadError("the API gave no URL to fetch it from")
+                else:
+                    outcome = imagehost.fetch_image(image.url, save)
+        except Exception as ex:  # noqa: BLE001 - every failure is the image's
+            outcome = ex
+        with lock:
+            _settle(image, outcome)
+            if isinstance(outcome, files.SavedFile):
+                folder = folder_text(outcome.path.parent)
+                # Saved elsewhere than the generation's folder (download -o).
+                image.directory = None if folder == record.directory else folder
+                tracked.unstash(image.position)
+            tracked.update()
+
+    stopping = cancel or threading.Event()
+    try:
+        for image, outcome in concurrency.in_threads(
+            todo, save_one, should_start=lambda image: not stopping.is_set()
+        ):
+            if isinstance(outcome, BaseException):
+                with lock:
+                    _settle(image, outcome)
+                    tracked.update()
+    except BaseException:
+        stopping.set()
+        # The journal still has every image not saved.
+        destination.discard_partial()
+        if tracked.journaled:
+            notify(
+                "Stopped; finish it with: "
+                + command("llm", "imagen4", "download", tracked.id)
+            )
+            tracked.keep()
+        raise
+
+
+def _adopt(
+    destination: files.Destination, record: GenerationRecord, image: ImageRecord
+) -> files.SavedFile | None:
+    """The file an image was being named as when its process stopped, if it
+    got the name: saved already, so it is not saved again. Its sidecar, if
+    it should have one and the stop came first, is written now."""
+    assert image.placing is not None
+    path = destination.find(image.placing)
+    if path is None:
+        return None
+    with open(path, "rb") as f:
+        head = f.read(65536)
+    try:
+        kind = images.measured(path, images.sniff(head))
+    except images.NotAnImage:
+        return None
+    sha256, size = files.digest(path)
+    image_record = record.image_provenance(image)
+    c2pa = image_record is not None and images.has_c2pa(path, kind.content_type)
+    sidecar = None
+    if image_record is not None and provenance.needs_sidecar(kind.content_type, c2pa):
+        sidecar = files.sidecar_of(path)
+        with contextlib.suppress(FileExistsError):
+            files.write_new(
+                sidecar, provenance.sidecar_bytes(image_record, path, sha256)
+            )
+    return files.SavedFile.of(path, sha256, size, kind, sidecar, c2pa)
