@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import http.client
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -124,6 +125,19 @@ def test_a_query_with_the_key_shows_thumbnails_and_one_without_it_does_not(
     assert cell["img"]["src"].startswith("/-/imagen4/logs/")
     assert cell["img"]["width"] == cell["img"]["height"] == "160"
     assert thumbnails(without_key.text) == [{}]
+
+
+def test_the_readmes_narrower_table_keeps_the_thumbnails(fake, generate):
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    (path,) = re.findall(r"http://127\.0\.0\.1:8001(/logs/imagen4_images\?\S+)", readme)
+    generate("a heron", "-r", "16:9")
+    generate("a crane", "-r", "9:16")
+    (page,) = get(fake.logs, path)
+    cells = thumbnails(page.text)
+    assert [(c["img"]["width"], c["img"]["height"]) for c in cells] == [
+        ("87", "160"),
+        ("160", "87"),
+    ]
 
 
 def test_the_type_comes_from_the_bytes_and_the_request_names_no_file(
