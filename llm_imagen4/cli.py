@@ -399,6 +399,10 @@ def gallery(
 def datasette(database: Path | None) -> None:
     """Print Datasette metadata with canned queries for the history.
 
+    A Datasette that has the plugin (its datasette extra) offers these
+    queries, and shows each image, without a metadata file: this one is for
+    a Datasette without the plugin, or to start a metadata file of your own.
+
     \b
         llm imagen4 datasette > imagen4.json
         datasette "$(llm logs path)" -m imagen4.json

@@ -3,94 +3,14 @@
 import asyncio
 import json
 import os
-import shutil
-import socket
-import subprocess
-import time
 
-import httpx2
-import pytest
-
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
-# .ci/run installs Chromium; elsewhere, a machine without it skips these.
-needs_chromium = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"),
-    reason="needs Debian's chromium and chromium-driver",
-)
+from .webdriver import WebDriver, needs_chromium
 
 
 def generate(llm_cli, *args):
     result = llm_cli("imagen4", *args)
     assert result.exit_code == 0, result.output
     return result.stdout.splitlines()
-
-
-class WebDriver:
-    """Just enough of the W3C WebDriver protocol, spoken to chromedriver."""
-
-    def __init__(self, tmp_path):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        self.process = subprocess.Popen(
-            [CHROMEDRIVER, f"--port={port}"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.http = httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if self.http.get("/status").json()["value"]["ready"]:
-                    break
-            except httpx2.TransportError:
-                pass
-            assert time.monotonic() < deadline, "chromedriver did not start"
-            time.sleep(0.05)
-        args = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'chromium'}",
-        ]
-        capabilities = {
-            "browserName": "chrome",
-            "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
-        }
-        answer = self.http.post(
-            "/session", json={"capabilities": {"alwaysMatch": capabilities}}
-        ).json()["value"]
-        self.session = f"/session/{answer['sessionId']}"
-
-    def call(self, method, path, body=None):
-        response = self.http.request(method, self.session + path, json=body)
-        value = response.json()["value"]
-        assert response.is_success, value
-        return value
-
-    def run(self, script):
-        return self.call("POST", "/execute/sync", {"script": script, "args": []})
-
-    def type_into(self, selector, text):
-        element = self.call(
-            "POST", "/element", {"using": "css selector", "value": selector}
-        )
-        element_id = next(iter(element.values()))
-        self.call("POST", f"/element/{element_id}/value", {"text": text})
-
-    def close(self):
-        try:
-            self.http.delete(self.session)
-        finally:
-            self.process.terminate()
-            self.process.wait(10)
-            self.http.close()
 
 
 @needs_chromium

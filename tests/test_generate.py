@@ -235,20 +235,33 @@ def test_each_module_imports_on_its_own():
 
 
 def test_dependencies_are_what_the_code_imports():
+    """The dependencies are what the plugin imports; the Datasette plugin's
+    own imports beyond them are its extra."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["requires-python"] == ">=3.11"  # httpx2 needs 3.11
-    declared = {
-        name.split(">")[0].split("=")[0].strip() for name in project["dependencies"]
-    }
-    imported = set()
-    for path in (ROOT / "llm_imagen4").glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                imported.update(alias.name.split(".")[0] for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                imported.add(node.module.split(".")[0])
-    third_party = {name for name in imported if name not in sys.stdlib_module_names}
-    assert {name.replace("-", "_") for name in declared} == third_party
+
+    def names(requirements):
+        return {
+            re.split(r"[<>=\[;]", name)[0].strip().replace("-", "_")
+            for name in requirements
+        }
+
+    def third_party(paths):
+        imported = set()
+        for path in paths:
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    imported.update(alias.name.split(".")[0] for alias in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    imported.add(node.module.split(".")[0])
+        return {name for name in imported if name not in sys.stdlib_module_names}
+
+    modules = sorted((ROOT / "llm_imagen4").glob("*.py"))
+    plugin = ROOT / "llm_imagen4" / "datasette_plugin.py"
+    declared = names(project["dependencies"])
+    assert declared == third_party(m for m in modules if m != plugin)
+    extra = names(project["optional-dependencies"]["datasette"])
+    assert third_party([plugin]) - declared == extra
 
 
 def test_options_are_listed(fake, llm_cli):
