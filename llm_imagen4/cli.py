@@ -84,6 +84,11 @@ _database_option = click.option(
 )
 _key_option = click.option("--key", help="API key, or the name of a stored key")
 _json_option = click.option("json_", "--json", is_flag=True, help="Print JSON")
+_preview_option = click.option(
+    "--preview",
+    is_flag=True,
+    help="Draw the images in the terminal (kitty, WezTerm, Ghostty, iTerm2)",
+)
 
 
 def _model_option(default: str | None) -> Callable:
@@ -132,6 +137,7 @@ _run_options = _apply(
         click.option(
             "open_", "--open", is_flag=True, help="Open the images when saved"
         ),
+        _preview_option,
     ]
 )
 
@@ -146,6 +152,7 @@ def _run(arguments: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         no_log=arguments.pop("no_log"),
         json_=arguments.pop("json_"),
         open_=arguments.pop("open_"),
+        preview=arguments.pop("preview"),
         fail=_fail,
     )
     return {name: arguments.pop(name) for name in OPTION_FIELDS}, run
@@ -245,15 +252,17 @@ def history_command(**arguments: Any) -> None:
 @click.argument("generation_id")
 @_json_option
 @_database_option
-def show(generation_id: str, json_: bool, database: Path | None) -> None:
+@_preview_option
+def show(generation_id: str, json_: bool, database: Path | None, preview: bool) -> None:
     """One generation in full: every field, every file and whether it exists.
 
     \b
         llm imagen4 show 01jq7m2v0c8ns1xkd9y0a5e4bq
+        llm imagen4 show 01jq7m2v0c8ns1xkd9y0a5e4bq --preview
     """
     from . import commands
 
-    commands.show(generation_id, json_, database, fail=_fail)
+    commands.show(generation_id, json_, database, preview, fail=_fail)
 
 
 @imagen4.command()
