@@ -116,6 +116,21 @@ def _fail(ex: Exception) -> click.ClickException:
     return click.ClickException(printable(message))
 
 
+class _Forgiving(click.Command):
+    """A command that answers llm habits with what to type instead, before
+    anything is sent (see ``habits``)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.resilient_parsing:  # completing a word in the shell
+            return super().parse_args(ctx, args)
+        from . import habits
+
+        hint = habits.options_as_output(self, ctx, list(args))
+        if hint:
+            raise click.ClickException(hint)
+        return super().parse_args(ctx, args)
+
+
 @click.group(cls=DefaultGroup, default="generate", default_if_no_args=False)
 def imagen4() -> None:
     """Generate images with Google's Imagen 4 through the AI/ML API.
@@ -158,7 +173,7 @@ def _run(arguments: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     return {name: arguments.pop(name) for name in OPTION_FIELDS}, run
 
 
-@imagen4.command()
+@imagen4.command(cls=_Forgiving)
 @click.argument("prompt")
 @_model_option(specs.DEFAULT_MODEL)
 @_run_options
@@ -178,7 +193,7 @@ def generate(prompt: str, model_name: str, **arguments: Any) -> None:
     commands.generate(prompt, model_name, options, run)
 
 
-@imagen4.command()
+@imagen4.command(cls=_Forgiving)
 @click.argument("source")
 @_model_option(None)
 @click.option("--vary", is_flag=True, help="Draw a new seed")
@@ -400,7 +415,7 @@ def datasette(database: Path | None) -> None:
     commands.datasette(database)
 
 
-@imagen4.command()
+@imagen4.command(cls=_Forgiving)
 @click.argument("file", type=click.File("rb"))
 @_model_option(specs.DEFAULT_MODEL)
 @_model_options
