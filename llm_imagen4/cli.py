@@ -116,6 +116,22 @@ def _fail(ex: Exception) -> click.ClickException:
     return click.ClickException(printable(message))
 
 
+# Set in a context's meta when a word that is no command went to generate.
+_DEFAULT_ROUTE = "llm_imagen4.default_route"
+
+
+class _Group(DefaultGroup):
+    """``llm imagen4 PROMPT`` is ``llm imagen4 generate PROMPT``. Which way
+    a command line went is noted, for generate to tell a command's name
+    mistyped from a prompt."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        ctx.meta[_DEFAULT_ROUTE] = bool(args) and args[0] not in self.commands
+        return super().resolve_command(ctx, args)
+
+
 class _Forgiving(click.Command):
     """A command that answers llm habits with what to type instead, before
     anything is sent (see ``habits``)."""
@@ -125,13 +141,21 @@ class _Forgiving(click.Command):
             return super().parse_args(ctx, args)
         from . import habits
 
-        hint = habits.options_as_output(self, ctx, list(args))
+        typed = list(args)
+        hint = habits.options_as_output(self, ctx, typed)
         if hint:
             raise click.ClickException(hint)
-        return super().parse_args(ctx, args)
+        args = super().parse_args(ctx, args)
+        if ctx.meta.get(_DEFAULT_ROUTE) and ctx.parent:
+            # The group's commands as they are now, any added later included.
+            names = ctx.parent.command.list_commands(ctx.parent)
+            hint = habits.mistyped_command(ctx.params["prompt"], names, typed)
+            if hint:
+                raise click.ClickException(hint)
+        return args
 
 
-@click.group(cls=DefaultGroup, default="generate", default_if_no_args=False)
+@click.group(cls=_Group, default="generate", default_if_no_args=False)
 def imagen4() -> None:
     """Generate images with Google's Imagen 4 through the AI/ML API.
 

@@ -1,6 +1,7 @@
 """Command lines typed from llm habits, told apart from what they would do
 here before anything is sent: ``-o name value`` (how ``llm -m`` takes a
-model's options, where ``-o`` is ``--output`` here)."""
+model's options, where ``-o`` is ``--output`` here), and a one-word prompt
+that is a command's name mistyped, or typed on a version without it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import click
 from . import specs
 from .terminal import command
 
+# How far (in letters added, dropped or changed) a one-word prompt may be
+# from a command's name to be taken for it.
+NEAR = 2
 OUTPUT_FLAGS = ("-o", "--output")
 OPTION_NAMES = {name for spec in specs.SPECS for name in spec.options.model_fields}
 
@@ -55,4 +59,33 @@ def options_as_output(
         "-o is --output here, where the images go; give the options as flags: "
         + longs
         + (f" (or {shorts})" if shorts != longs else "")
+    )
+
+
+def distance(a: str, b: str) -> int:
+    """Levenshtein's: letters added, dropped or changed to make ``a`` ``b``."""
+    row = list(range(len(b) + 1))
+    for i, letter in enumerate(a, 1):
+        diagonal, row[0] = row[0], i
+        for j, other in enumerate(b, 1):
+            diagonal, row[j] = (
+                row[j],
+                min(row[j] + 1, row[j - 1] + 1, diagonal + (letter != other)),
+            )
+    return row[-1]
+
+
+def mistyped_command(prompt: str, names: list[str], args: list[str]) -> str | None:
+    """When a one-word ``prompt`` is within NEAR letters of one of the
+    commands ``names``: which it may have meant, and how to make an image of
+    it (``args``, the command line after ``llm imagen4``)."""
+    if len(prompt.split()) != 1:
+        return None
+    word = prompt.strip().lower()
+    nearest = min((distance(word, name.lower()), name) for name in names)
+    if nearest[0] > NEAR:
+        return None
+    return (
+        f"Did you mean {command('llm', 'imagen4', nearest[1])}? To make an image "
+        f"of that word: {command('llm', 'imagen4', 'generate', *args)}"
     )
