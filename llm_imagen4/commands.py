@@ -61,8 +61,11 @@ def _run(model: llm.Model, prompt: str, options: dict[str, Any], run: Run) -> No
 
         draw(paths, json_=run.json_)
     if run.open_:
-        for path in paths:
-            click.launch(path)
+        from . import opener
+
+        problem = opener.launch(paths)
+        if problem:
+            notify(problem)
     if record.unsaved():
         raise click.ClickException(
             f"{len(record.unsaved())} of {len(record.images)} images were not saved"

@@ -1,5 +1,5 @@
-"""A command line that forgives llm habits: ``-o name value``, and a
-command's name mistyped as a prompt."""
+"""A command line that forgives llm habits: ``-o name value``, a command's
+name mistyped as a prompt, and --open with no viewer."""
 
 import subprocess
 import sys
@@ -9,6 +9,8 @@ import click
 import pytest
 
 from llm_imagen4 import cli
+
+from .conftest import poll
 
 ROUTES = {
     "default": ["a cat"],
@@ -153,3 +155,66 @@ def test_other_prompts_are_sent(fake, llm_cli, args):
     assert result.exit_code == 0, result.output
     [request] = fake.generations
     assert request.body["prompt"] == args[-1]
+
+
+@pytest.fixture
+def opener(fake, tmp_path, monkeypatch):
+    """A PATH whose xdg-open is the script given, or none at all."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    monkeypatch.setenv("PATH", str(folder))
+
+    def install(script: str | None) -> Path:
+        if script is not None:
+            path = folder / "xdg-open"
+            path.write_text("#!/bin/sh\n" + script)
+            path.chmod(0o755)
+        return tmp_path
+
+    return install
+
+
+linux_only = pytest.mark.skipif(
+    sys.platform != "linux", reason="xdg-open is the opener on Linux"
+)
+
+
+@linux_only
+def test_open_opens_each_saved_image(opener, llm_cli):
+    folder = opener('printf "%s\\n" "$1" >> "${0%/*}/../opened"\n')
+    result = llm_cli("imagen4", "two", "-n", "2", "--open")
+    assert result.exit_code == 0
+    assert result.stderr == ""
+    opened = folder / "opened"
+    # Each image has an opener of its own, all at once.
+    poll(lambda: opened.exists() and len(opened.read_text().splitlines()) == 2)
+    assert sorted(opened.read_text().splitlines()) == sorted(result.stdout.splitlines())
+
+
+@linux_only
+def test_open_with_no_viewer_says_one_line_of_its_own(opener, llm_cli, capfd):
+    noise = "".join(
+        f'echo "xdg-open: attempt {i} failed" >&{i % 2 + 1}\n' for i in range(7)
+    )
+    folder = opener(noise + ': > "${0%/*}/../ran"\nexit 3\n')
+    result = llm_cli("imagen4", "a cat", "--open")
+    assert result.exit_code == 0
+    assert (folder / "ran").exists()
+    assert result.stdout.splitlines() == [str(Path.cwd() / "a-cat.png")]
+    assert result.stderr == (
+        "Not opened: xdg-open could not open the image (exit status 3); "
+        "the image is saved\n"
+    )
+    # Nothing of the opener's own reached the terminal.
+    assert "attempt" not in "".join(capfd.readouterr())
+
+
+@linux_only
+def test_open_with_no_opener_at_all_says_so(opener, llm_cli):
+    opener(None)
+    result = llm_cli("imagen4", "a cat", "-n", "2", "--open")
+    assert result.exit_code == 0
+    assert len(result.stdout.splitlines()) == 2
+    assert result.stderr == (
+        "Not opened: there is no xdg-open here; the images are saved\n"
+    )
