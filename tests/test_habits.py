@@ -1,6 +1,9 @@
 """A command line that forgives llm habits: ``-o name value``, a command's
-name mistyped as a prompt, and --open with no viewer."""
+name mistyped as a prompt, --open with no viewer, and batch's paths beside
+its progress bar on a terminal."""
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +14,7 @@ import pytest
 from llm_imagen4 import cli
 
 from .conftest import poll
+from .ptys import run_llm
 
 ROUTES = {
     "default": ["a cat"],
@@ -218,3 +222,43 @@ def test_open_with_no_opener_at_all_says_so(opener, llm_cli):
     assert result.stderr == (
         "Not opened: there is no xdg-open here; the images are saved\n"
     )
+
+
+def screen(shown: bytes) -> list[str]:
+    """What a terminal shows after ``shown``: lines, carriage returns,
+    erasing to the end of the line; other controls change nothing shown."""
+    rows, row, column = [[]], 0, 0
+    for token in re.findall(r"\x1b\[[0-9;?]*[A-Za-z]|.", shown.decode(), flags=re.S):
+        if token == "\n":
+            row, column = row + 1, 0
+            if row == len(rows):
+                rows.append([])
+        elif token == "\r":
+            column = 0
+        elif token == "\x1b[K":
+            del rows[row][column:]
+        elif token.startswith("\x1b"):
+            continue  # hiding and showing the cursor
+        else:
+            line = rows[row]
+            line[column : column + 1] = [token]
+            column += 1
+    return ["".join(line) for line in rows]
+
+
+def test_batch_prints_each_path_on_its_own_line_above_the_bar(fake):
+    prompts = fake.work / "prompts.txt"
+    prompts.write_text("one\ntwo\nthree\n")
+    ran = run_llm(
+        fake.work,
+        *("imagen4", "batch", str(prompts), "-j", "1"),
+        terminal={"TERM": "xterm-256color"},
+        stdout_tty=True,
+        stderr_tty=True,
+    )
+    assert ran.returncode == 0, ran.terminal
+    *paths, bar, summary, end = screen(ran.terminal)
+    assert paths == [str(fake.work / f"{p}.png") for p in ("one", "two", "three")]
+    assert bar.startswith("Generating  [####") and "3/3" in bar and "100%" in bar
+    assert summary.startswith("3 rows: 3 generated") and end == ""
+    assert "\x1b" not in os.fsdecode(ran.stdout)
