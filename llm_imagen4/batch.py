@@ -10,10 +10,10 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import llm
@@ -36,6 +36,7 @@ from . import (
 from .budget import WAIT, Budget
 from .terminal import command, dumps, notify, printable
 
+T = TypeVar("T")
 # A row's fields: its prompt, its model, any option of the request as the
 # models' Options declare it, and where to save.
 ROW_FIELDS = (
@@ -464,18 +465,27 @@ def _send(
         else {}
     )
     progress = (
-        click.progressbar(length=len(todo), label="Generating", file=sys.stderr)
+        click.progressbar(
+            length=len(todo),
+            label="Generating",
+            file=sys.stderr,
+            show_pos=True,
+            show_percent=True,
+        )
         if sys.stderr.isatty()
         else None
     )
+    if progress:
+        progress.render_progress()
     try:
-        for job, outcome in concurrency.in_threads(
-            todo, task, limit=lambda: pacer.limit, should_start=should_start
+        for job, outcome in _below(
+            progress,
+            concurrency.in_threads(
+                todo, task, limit=lambda: pacer.limit, should_start=should_start
+            ),
         ):
             in_flight.pop(job.row.number, None)
             started += 1
-            if progress:
-                progress.update(1)
             if isinstance(outcome, BaseException):
                 tally.failed += 1
                 report(job.row, "failed", error=str(outcome) or type(outcome).__name__)
@@ -517,6 +527,20 @@ def _send(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return started, "stopped" if interrupts.stopping else (budget.broken or "")
+
+
+def _below(progress: Any, outcomes: Iterable[T]) -> Iterator[T]:
+    """Each outcome, with the progress bar taken off its line while the
+    outcome is printed, and drawn again, a step on, below what was printed.
+    Each step shows its position, so the line drawn again always differs
+    from the last, which the bar would not draw twice."""
+    for outcome in outcomes:
+        if progress:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+        yield outcome
+        if progress:
+            progress.update(1)
 
 
 def _rows(count: int) -> str:

@@ -84,6 +84,11 @@ _database_option = click.option(
 )
 _key_option = click.option("--key", help="API key, or the name of a stored key")
 _json_option = click.option("json_", "--json", is_flag=True, help="Print JSON")
+_preview_option = click.option(
+    "--preview",
+    is_flag=True,
+    help="Draw the images in the terminal (kitty, WezTerm, Ghostty, iTerm2)",
+)
 
 
 def _model_option(default: str | None) -> Callable:
@@ -111,7 +116,46 @@ def _fail(ex: Exception) -> click.ClickException:
     return click.ClickException(printable(message))
 
 
-@click.group(cls=DefaultGroup, default="generate", default_if_no_args=False)
+# Set in a context's meta when a word that is no command went to generate.
+_DEFAULT_ROUTE = "llm_imagen4.default_route"
+
+
+class _Group(DefaultGroup):
+    """``llm imagen4 PROMPT`` is ``llm imagen4 generate PROMPT``. Which way
+    a command line went is noted, for generate to tell a command's name
+    mistyped from a prompt."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        ctx.meta[_DEFAULT_ROUTE] = bool(args) and args[0] not in self.commands
+        return super().resolve_command(ctx, args)
+
+
+class _Forgiving(click.Command):
+    """A command that answers llm habits with what to type instead, before
+    anything is sent (see ``habits``)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.resilient_parsing:  # completing a word in the shell
+            return super().parse_args(ctx, args)
+        from . import habits
+
+        typed = list(args)
+        hint = habits.options_as_output(self, ctx, typed)
+        if hint:
+            raise click.ClickException(hint)
+        args = super().parse_args(ctx, args)
+        if ctx.meta.get(_DEFAULT_ROUTE) and ctx.parent:
+            # The group's commands as they are now, any added later included.
+            names = ctx.parent.command.list_commands(ctx.parent)
+            hint = habits.mistyped_command(ctx.params["prompt"], names, typed)
+            if hint:
+                raise click.ClickException(hint)
+        return args
+
+
+@click.group(cls=_Group, default="generate", default_if_no_args=False)
 def imagen4() -> None:
     """Generate images with Google's Imagen 4 through the AI/ML API.
 
@@ -132,6 +176,7 @@ _run_options = _apply(
         click.option(
             "open_", "--open", is_flag=True, help="Open the images when saved"
         ),
+        _preview_option,
     ]
 )
 
@@ -146,12 +191,13 @@ def _run(arguments: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         no_log=arguments.pop("no_log"),
         json_=arguments.pop("json_"),
         open_=arguments.pop("open_"),
+        preview=arguments.pop("preview"),
         fail=_fail,
     )
     return {name: arguments.pop(name) for name in OPTION_FIELDS}, run
 
 
-@imagen4.command()
+@imagen4.command(cls=_Forgiving)
 @click.argument("prompt")
 @_model_option(specs.DEFAULT_MODEL)
 @_run_options
@@ -171,7 +217,7 @@ def generate(prompt: str, model_name: str, **arguments: Any) -> None:
     commands.generate(prompt, model_name, options, run)
 
 
-@imagen4.command()
+@imagen4.command(cls=_Forgiving)
 @click.argument("source")
 @_model_option(None)
 @click.option("--vary", is_flag=True, help="Draw a new seed")
@@ -245,15 +291,17 @@ def history_command(**arguments: Any) -> None:
 @click.argument("generation_id")
 @_json_option
 @_database_option
-def show(generation_id: str, json_: bool, database: Path | None) -> None:
+@_preview_option
+def show(generation_id: str, json_: bool, database: Path | None, preview: bool) -> None:
     """One generation in full: every field, every file and whether it exists.
 
     \b
         llm imagen4 show 01jq7m2v0c8ns1xkd9y0a5e4bq
+        llm imagen4 show 01jq7m2v0c8ns1xkd9y0a5e4bq --preview
     """
     from . import commands
 
-    commands.show(generation_id, json_, database, fail=_fail)
+    commands.show(generation_id, json_, database, preview, fail=_fail)
 
 
 @imagen4.command()
@@ -412,7 +460,7 @@ def datasette(database: Path | None) -> None:
     commands.datasette(database)
 
 
-@imagen4.command()
+@imagen4.command(cls=_Forgiving)
 @click.argument("file", type=click.File("rb"))
 @_model_option(specs.DEFAULT_MODEL)
 @_model_options

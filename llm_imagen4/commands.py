@@ -36,6 +36,7 @@ class Run:
     no_log: bool
     json_: bool
     open_: bool
+    preview: bool
     fail: Fail
 
 
@@ -58,9 +59,16 @@ def _run(model: llm.Model, prompt: str, options: dict[str, Any], run: Run) -> No
     else:
         for path in paths:
             click.echo(printable(path))
+    if run.preview:
+        from .preview import draw
+
+        draw(paths, json_=run.json_)
     if run.open_:
-        for path in paths:
-            click.launch(path)
+        from . import opener
+
+        problem = opener.launch(paths)
+        if problem:
+            notify(problem)
     if record.unsaved():
         raise click.ClickException(
             f"{len(record.unsaved())} of {len(record.images)} images were not saved"
@@ -252,7 +260,9 @@ def history_list(
             click.echo(f"  {printable(image.path or image.url or '')}{gone}")
 
 
-def show(generation_id: str, json_: bool, database: Path | None, fail: Fail) -> None:
+def show(
+    generation_id: str, json_: bool, database: Path | None, preview: bool, fail: Fail
+) -> None:
     db = _open(database, fail)
     entry = history.generation(db, generation_id) if db else None
     if entry is None:
@@ -266,7 +276,15 @@ def show(generation_id: str, json_: bool, database: Path | None, fail: Fail) -> 
     data["inference_id"] = record.inference_id if record else None
     if json_:
         click.echo(dumps(data, indent=2))
-        return
+    else:
+        _show_fields(data)
+    if preview:
+        from .preview import draw
+
+        draw([image.path for image in entry.images if image.path], json_=json_)
+
+
+def _show_fields(data: dict[str, Any]) -> None:
     images = data.pop("images")
     data.pop("provenance")
     for name, value in data.pop("options").items():

@@ -294,16 +294,6 @@ def test_subcommand_flags_come_from_the_models_options(fake, llm_cli):
     }
 
 
-def test_open_shows_the_saved_images(fake, llm_cli, monkeypatch):
-    import click
-
-    opened = []
-    monkeypatch.setattr(click, "launch", lambda path: opened.append(path))
-    result = llm_cli("imagen4", "two", "-n", "2", "--open")
-    assert result.exit_code == 0
-    assert opened == result.stdout.splitlines()
-
-
 @pytest.mark.parametrize("status", [200, 201, 202, 299])
 def test_any_2xx_is_success(fake, llm_cli, status):
     fake.plan_api(generate=True, status=status)

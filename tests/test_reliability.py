@@ -7,8 +7,8 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import shlex
+import shutil
 import signal
 import socket
 import threading
@@ -694,9 +694,7 @@ def test_killed_after_the_images_are_saved_download_saves_nothing_twice(
     assert journal_ids(fake) == []
 
 
-def test_killed_as_an_image_gets_its_name_download_saves_nothing_twice(
-    fake, llm_cli
-):
+def test_killed_as_an_image_gets_its_name_download_saves_nothing_twice(fake, llm_cli):
     # Killed the moment the image has its name, whether or not the journal
     # has said so yet (the turn waits on a logs database another writer
     # holds): the file is found, never saved again.
