@@ -15,16 +15,21 @@ there only while the images download.
 Each entry has a lock file: the process working on a generation holds it,
 so that two processes never save the same image twice. Whoever takes the
 lock removes the temporary files a process killed while writing the entry
-left behind."""
+left behind.
+
+What the folder holds is read as untrusted: an entry's id must be a turn id
+as llm makes them (a ULID), every file is opened without following a
+symlink and must be a regular file, and no file name is ever a pattern
+made from an id."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime
-import glob
 import os
 import re
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -40,9 +45,29 @@ except ImportError:  # pragma: no cover - Windows: no locks between processes
     fcntl = None  # type: ignore[assignment]
 
 SUFFIX = ".json"
+# A turn id as llm makes them: a ULID, 26 letters of Crockford's base 32.
+TURN_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}", re.IGNORECASE)
 # What ``_write_private`` writes before renaming: ``.ID.json.HEX.tmp`` and
 # ``.ID-N.img.HEX.tmp``.
-TEMPORARY = re.compile(r"^\.(?P<id>.+?)(?:-\d+\.img|\.json)\.[0-9a-f]+\.tmp$")
+TEMPORARY = re.compile(
+    r"^\.(?P<id>[0-9a-z]{26})(?:-\d+\.img|\.json)\.[0-9a-f]+\.tmp$", re.IGNORECASE
+)
+# An image that came inline, kept until it is saved: ``ID-N.img``.
+STASHED = re.compile(r"^(?P<id>[0-9a-z]{26})-(?P<position>\d+)\.img$", re.IGNORECASE)
+# The most an entry may hold: a record of four images is a few kB.
+ENTRY_CAP = 1024 * 1024
+NO_FOLLOW = os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
+
+
+class NotATurnId(llm.ModelError):
+    """A name that is no turn id: no entry of the journal has it."""
+
+
+def turn_id(text: str) -> str:
+    """``text`` if it is a turn id as llm makes them; NotATurnId if not."""
+    if not TURN_ID.fullmatch(text):
+        raise NotATurnId(f"{text!r} is not a generation id")
+    return text
 
 
 class Entry(BaseModel):
@@ -100,15 +125,19 @@ class Claim:
     rewrite it or remove it."""
 
     def __init__(self, generation_id: str, lock_fd: int | None):
-        self.id = generation_id
+        self.id = turn_id(generation_id)
         self._lock_fd = lock_fd
         self.path = folder() / f"{generation_id}{SUFFIX}"
 
     def load(self) -> Entry | None:
+        """The entry, if there is one that is whole and its own: a file that
+        is not a regular one, is too large, or names another id is none."""
         try:
-            return Entry.model_validate_json(self.path.read_bytes())
-        except (OSError, ValidationError):
+            data = _read_regular(self.path, ENTRY_CAP)
+            entry = Entry.model_validate_json(data)
+        except (OSError, ValueError, ValidationError):
             return None
+        return entry if entry.id == self.id else None
 
     def write(self, entry: Entry) -> None:
         _write_private(self.path, entry.model_dump_json().encode("utf-8"))
@@ -123,9 +152,13 @@ class Claim:
         return folder() / f"{self.id}-{position}.img"
 
     def remove(self) -> None:
-        """The generation is finished: forget it."""
-        for path in folder().glob(f"{self.id}-*.img"):
-            path.unlink(missing_ok=True)
+        """The generation is finished: forget it, and the images kept for it
+        (found by their names' id, compared, never by a pattern)."""
+        with contextlib.suppress(OSError):
+            for path in folder().iterdir():
+                kept = STASHED.match(path.name)
+                if kept and kept["id"] == self.id:
+                    path.unlink(missing_ok=True)
         self.path.unlink(missing_ok=True)
         self.release(remove_lock=True)
 
@@ -137,17 +170,42 @@ class Claim:
             self._lock_fd = None
 
 
+def _read_regular(path: Path, cap: int) -> bytes:
+    """At most ``cap`` bytes of ``path``, a regular file opened without
+    following a symlink or waiting on a FIFO; ValueError past the cap."""
+    fd = os.open(path, os.O_RDONLY | NO_FOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        data = f.read(cap + 1)
+    if len(data) > cap:
+        raise ValueError(f"{path.name} is larger than any entry")
+    return data
+
+
 def claim(generation_id: str) -> Claim | None:
-    """The lock of an entry, or None while another process holds it."""
+    """The lock of an entry, or None while another process holds it.
+    NotATurnId for a name that is no turn id; OSError for a lock that is
+    not a regular file (a symlink is never followed)."""
+    turn_id(generation_id)
     if fcntl is None:  # pragma: no cover
         return Claim(generation_id, None)
     folder().mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder() / f"{generation_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(
+        folder() / f"{generation_id}.lock",
+        os.O_RDWR | os.O_CREAT | NO_FOLLOW,
+        0o600,
+    )
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{generation_id}.lock is not a regular file")
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return None
+    except BaseException:
+        os.close(fd)
+        raise
     _drop_temporary(generation_id)
     return Claim(generation_id, fd)
 
@@ -155,10 +213,11 @@ def claim(generation_id: str) -> Claim | None:
 def _drop_temporary(generation_id: str) -> None:
     """Remove what a process killed while writing this entry left: only the
     holder of its lock writes it, and that is now the caller."""
-    for path in folder().glob(f".{glob.escape(generation_id)}*.tmp"):
-        temporary = TEMPORARY.match(path.name)
-        if temporary and temporary["id"] == generation_id:
-            path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        for path in folder().iterdir():
+            temporary = TEMPORARY.match(path.name)
+            if temporary and temporary["id"] == generation_id:
+                path.unlink(missing_ok=True)
 
 
 def sweep() -> None:
@@ -166,7 +225,7 @@ def sweep() -> None:
     (a process killed while writing the first), which no claim would
     otherwise come back to."""
     with contextlib.suppress(OSError):
-        for path in folder().glob(".*.tmp"):
+        for path in folder().iterdir():
             temporary = TEMPORARY.match(path.name)
             if not temporary or (folder() / f"{temporary['id']}{SUFFIX}").exists():
                 continue
@@ -178,14 +237,23 @@ def sweep() -> None:
 
 
 def ids() -> list[str]:
-    """The unfinished generations, oldest first."""
+    """The unfinished generations, oldest first: the entries named by a
+    turn id (a file of any other name is not the journal's)."""
     with contextlib.suppress(OSError):
-        return sorted(path.stem for path in folder().glob(f"*{SUFFIX}"))
+        return sorted(
+            path.name.removesuffix(SUFFIX)
+            for path in folder().iterdir()
+            if path.name.endswith(SUFFIX)
+            and TURN_ID.fullmatch(path.name.removesuffix(SUFFIX))
+        )
     return []
 
 
 def load(generation_id: str) -> Entry | None:
-    """An entry as it is now, without taking its lock."""
+    """An entry as it is now, without taking its lock; None for a name that
+    is no turn id."""
+    if not TURN_ID.fullmatch(generation_id):
+        return None
     return Claim(generation_id, None).load()
 
 

@@ -103,6 +103,8 @@ class Tracked:
     def take(cls, generation_id: str) -> Tracked | None:
         """An entry to finish, from the journal: None when there is none.
         Busy while another process holds it."""
+        if not journal.TURN_ID.fullmatch(generation_id):
+            return None
         claim = journal.claim(generation_id)
         if claim is None:
             raise Busy(f"{generation_id}: another process is saving it now")

@@ -217,7 +217,8 @@ def test_a_request_the_apis_log_never_lists_is_dropped_after_a_day(fake, llm_cli
 
     # Entries of requests that went out and that the API's log never listed.
     now = datetime.datetime.now(datetime.UTC)
-    for generation_id, age in (("01m8fresh", 0), ("01m8stale", 2)):
+    fresh, stale = "01m8fresh0000000000000000a", "01m8sta1e0000000000000000b"
+    for generation_id, age in ((fresh, 0), (stale, 2)):
         sent = (now - datetime.timedelta(days=age)).isoformat()
         with journal.claimed(generation_id) as held:
             held.write(
@@ -236,12 +237,12 @@ def test_a_request_the_apis_log_never_lists_is_dropped_after_a_day(fake, llm_cli
     assert result.stderr.endswith(
         "Error: 1 generation not finished yet: run llm imagen4 download again later\n"
     )
-    assert "01m8fresh: the API's log does not list it yet" in result.stderr
+    assert f"{fresh}: the API's log does not list it yet" in result.stderr
     assert (
-        "01m8stale: the API's log has not listed it a day after it was sent"
+        f"{stale}: the API's log has not listed it a day after it was sent"
         in result.stderr
     )
-    assert journal_ids(fake) == ["01m8fresh"]
+    assert journal_ids(fake) == [fresh]
     assert len(fake.generations) == 0
 
 
@@ -736,7 +737,7 @@ def test_journal_files_a_killed_write_left_are_removed(fake, llm_cli):
     left = [
         folder / f".{generation_id}.json.0a1b2c3d.tmp",
         folder / f".{generation_id}-0.img.0a1b2c3d.tmp",
-        folder / ".01m8orphan.json.deadbeef.tmp",
+        folder / ".01m8rphan00000000000000000.json.deadbeef.tmp",
     ]
     for path in left:
         path.write_text('{"prompt": "half written"}')
@@ -752,9 +753,9 @@ def test_a_killed_writes_leftovers_stay_while_another_process_holds_the_entry(
 ):
     from llm_imagen4 import journal
 
-    with journal.claimed("01m8held") as held:
+    with journal.claimed("01m8he1d00000000000000000c") as held:
         assert held is not None
-        leftover = journal.folder() / ".01m8held.json.0a1b2c3d.tmp"
+        leftover = journal.folder() / ".01m8he1d00000000000000000c.json.0a1b2c3d.tmp"
         leftover.write_text("{}")
         journal.sweep()
         assert leftover.exists()
