@@ -33,7 +33,7 @@ from .errors import (
     UnknownOutcome,
     WaitTooLong,
 )
-from .terminal import notify, one_line, scrub
+from .terminal import holds, notify, one_line, scrub
 
 DEFAULT_BASE_URL = "https://api.aimlapi.com"
 GENERATIONS_PATH = "/v1/images/generations"
@@ -237,6 +237,20 @@ class ApiClient:
     def _error(self, text: str) -> str:
         return scrub(text, self.key)
 
+    def _without_key(self, answer: Answer) -> Answer:
+        """An answer as it may be kept: whatever it echoes of the key
+        replaced, and an image whose URL holds the key never fetched (the key
+        goes to the API alone)."""
+        for ref in answer.images:
+            if ref.url and holds(ref.url, self.key):
+                ref.problem = "its URL holds the API key, so it is not fetched"
+            ref.url = scrub(ref.url, self.key) if ref.url else ref.url
+            if ref.enhanced_prompt:
+                ref.enhanced_prompt = scrub(ref.enhanced_prompt, self.key)
+        if answer.inference_id:
+            answer.inference_id = scrub(answer.inference_id, self.key)
+        return answer
+
     def generate(
         self,
         body: dict[str, Any],
@@ -304,7 +318,7 @@ class ApiClient:
                         raise ApiError(
                             f"The API answered {status} with a body that is not JSON"
                         )
-                    return parse_answer(payload, headers)
+                    return self._without_key(parse_answer(payload, headers))
                 except Declined as ex:
                     raise Declined(self._error(str(ex))) from None
                 except ApiError as ex:

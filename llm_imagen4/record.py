@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from .terminal import printable
 
@@ -22,6 +22,32 @@ PLUGIN = "llm-imagen4"
 # made and charged, as the API's log says, but its answer never arrived, so
 # nothing can fetch it.
 ImageStatus = Literal["pending", "saved", "failed", "refused", "lost"]
+
+
+def file_name(value: str | None) -> str | None:
+    """A name of one file in its folder: one path component, never a way out
+    of the folder (a record read back may have been crafted)."""
+    if value is None:
+        return None
+    if (
+        not value
+        or value in (".", "..")
+        or "/" in value
+        or "\\" in value
+        or "\x00" in value
+        or (os.altsep and os.altsep in value)
+    ):
+        raise ValueError(f"{value!r} is not the name of a file in its folder")
+    return value
+
+
+def folder_path(value: str | None) -> str | None:
+    """A folder as a record holds it: absolute, with its trailing separator."""
+    if value is None:
+        return None
+    if "\x00" in value or not os.path.isabs(value) or not value.endswith(os.sep):
+        raise ValueError(f"{value!r} is not an absolute folder")
+    return value
 
 
 class ImageRecord(BaseModel):
@@ -50,6 +76,16 @@ class ImageRecord(BaseModel):
     # saying so leaves the file to be found, not saved again.
     placing: str | None = None
 
+    @field_validator("name", "sidecar")
+    @classmethod
+    def _one_file(cls, value: str | None) -> str | None:
+        return file_name(value)
+
+    @field_validator("directory")
+    @classmethod
+    def _a_folder(cls, value: str | None) -> str | None:
+        return folder_path(value)
+
 
 class GenerationRecord(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -73,6 +109,16 @@ class GenerationRecord(BaseModel):
     # What each image carries, before its own enhanced prompt.
     provenance: dict[str, Any] | None = None
     images: list[ImageRecord]
+
+    @field_validator("stem")
+    @classmethod
+    def _one_file(cls, value: str | None) -> str | None:
+        return file_name(value)
+
+    @field_validator("directory")
+    @classmethod
+    def _a_folder(cls, value: str) -> str:
+        return folder_path(value) or value
 
     def path(self, image: ImageRecord) -> Path | None:
         if not image.name:

@@ -44,7 +44,8 @@ LOST = "its answer never arrived, and the API keeps no copy of its images to fet
 
 
 class Busy(llm.ModelError):
-    """Another process holds the entry: it is working on that generation."""
+    """The entry cannot be taken: another process holds it (it is working
+    on that generation), or its lock is not a file the journal made."""
 
 
 class LostAnswer(llm.ModelError):
@@ -105,9 +106,7 @@ class Tracked:
         Busy while another process holds it."""
         if not journal.TURN_ID.fullmatch(generation_id):
             return None
-        claim = journal.claim(generation_id)
-        if claim is None:
-            raise Busy(f"{generation_id}: another process is saving it now")
+        claim = _held(generation_id)
         entry = claim.load()
         if entry is None:
             claim.release(remove_lock=True)
@@ -118,10 +117,7 @@ class Tracked:
     def restore(cls, entry: journal.Entry) -> Tracked:
         """A finished generation whose deleted files are to be fetched again,
         held while that is done (a claim that may not keep an entry)."""
-        claim = journal.claim(entry.id)
-        if claim is None:
-            raise Busy(f"{entry.id}: another process is saving it now")
-        return cls(entry, claim)
+        return cls(entry, _held(entry.id))
 
     def sending(self) -> None:
         """Step 2: an attempt is going out. A journal that cannot say so
@@ -239,6 +235,16 @@ class Tracked:
         elif self._claim is not None:
             with _awaiting_lock:
                 _awaiting[self.id] = self
+
+
+def _held(generation_id: str) -> journal.Claim:
+    try:
+        claim = journal.claim(generation_id)
+    except OSError as ex:
+        raise Busy(f"{generation_id}: {ex.strerror or ex}; left as it is") from None
+    if claim is None:
+        raise Busy(f"{generation_id}: another process is saving it now")
+    return claim
 
 
 _awaiting: dict[str, Tracked] = {}

@@ -207,6 +207,14 @@ def request_options(spec: Spec) -> list[str]:
 def check_prompt(spec: Spec, prompt: str) -> None:
     if not prompt or not prompt.strip():
         raise llm.ModelError("The prompt is empty")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as ex:
+        # A byte the shell passed that is no character (surrogateescape).
+        raise llm.ModelError(
+            f"The prompt is not UTF-8 text: character {ex.start + 1} is a byte "
+            "that is no character"
+        ) from None
     if len(prompt) > spec.prompt_max:
         raise llm.ModelError(
             f"The prompt is {len(prompt)} characters; "

@@ -83,8 +83,35 @@ def dumps(value: Any, **kwargs: Any) -> str:
     return _JSON_UNSAFE.sub(lambda match: f"\\u{ord(match[0]):04x}", text)
 
 
+def secret_forms(secret: str) -> list[str]:
+    """The ways a server may echo a key back: as it is, URL-encoded, and in
+    base64 (standard or URL-safe, with or without its padding)."""
+    import base64
+    import urllib.parse
+
+    data = secret.encode("utf-8")
+    forms = {
+        secret,
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote_plus(secret),
+        base64.b64encode(data).decode("ascii"),
+        base64.urlsafe_b64encode(data).decode("ascii"),
+    }
+    forms |= {form.rstrip("=") for form in forms}
+    # The longest first, so that no shorter form is left half replaced.
+    return sorted(forms, key=len, reverse=True)
+
+
+def holds(text: str, secret: str | None) -> bool:
+    """Whether ``text`` carries ``secret`` in any form a server may echo."""
+    if not secret or len(secret) < 4:
+        return False
+    return any(form in text for form in secret_forms(secret))
+
+
 def scrub(text: str, secret: str | None) -> str:
-    """``text`` without ``secret`` in it, as a server may echo a key back."""
+    """``text`` without ``secret`` in it, in any form a server may echo."""
     if secret and len(secret) >= 4:
-        text = text.replace(secret, "[key]")
+        for form in secret_forms(secret):
+            text = text.replace(form, "[key]")
     return text

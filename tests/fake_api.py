@@ -375,6 +375,8 @@ class FakeAPI:
                     fake.add_log_rows(fault["newer"], body["model"])
                 if fault and fault.get("no_cost"):
                     headers = {k: v for k, v in headers.items() if "aimlapi" not in k}
+                if fault and fault.get("headers"):
+                    headers = {**headers, **fault["headers"]}
                 if fault:
                     if fault.get("shape"):
                         answer = fault["shape"](answer)
