@@ -30,6 +30,7 @@ import llm
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import files, images, specs
+from .c2pa import has_c2pa
 from .files import Ready
 
 GENERATOR = "llm-imagen4"
@@ -149,7 +150,7 @@ def finisher(
         if record is None:
             return Ready(tmp)
         sidecar = functools.partial(sidecar_bytes, record)
-        if images.has_c2pa(tmp, kind.content_type):
+        if has_c2pa(tmp, kind.content_type):
             return Ready(tmp, sidecar, c2pa=True)
         beside = sidecar if needs_sidecar(kind.content_type, False) else None
         out = tmp.with_name(tmp.name + ".meta" + os.path.splitext(tmp.name)[1])
@@ -347,7 +348,7 @@ def read(path: Path) -> FileProvenance | None:
         raise _refused(shown, where, error["msg"]) from None
     try:
         kind = images.sniff(head)
-        c2pa = images.has_c2pa(path, kind.content_type)
+        c2pa = has_c2pa(path, kind.content_type)
     except (OSError, ValueError):
         c2pa = False
     try:

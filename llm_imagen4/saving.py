@@ -14,7 +14,16 @@ from typing import Any
 
 import llm
 
-from . import api, concurrency, errors, files, imagehost, images, provenance
+from . import (
+    api,
+    concurrency,
+    errors,
+    files,
+    imagehost,
+    images,
+    provenance,
+)
+from .c2pa import has_c2pa
 from .record import GenerationRecord, ImageRecord, folder_text
 from .recovery import Tracked
 from .terminal import command, notify
@@ -166,7 +175,7 @@ def _adopt(
         return None
     sha256, size = files.digest(path)
     image_record = record.image_provenance(image)
-    c2pa = image_record is not None and images.has_c2pa(path, kind.content_type)
+    c2pa = image_record is not None and has_c2pa(path, kind.content_type)
     sidecar = None
     if image_record is not None and provenance.needs_sidecar(kind.content_type, c2pa):
         sidecar = files.sidecar_of(path)
