@@ -68,7 +68,6 @@ class Imagen4(llm.Toolbox):
         metadata: bool | None = None,
         **unknown: Any,
     ):
-        from . import engine, specs
         from .budget import Budget
 
         if unknown:
@@ -78,46 +77,23 @@ class Imagen4(llm.Toolbox):
                 if name not in ("self", "unknown")
             )
             raise ToolConfigError(f"no option {next(iter(unknown))}; it takes {takes}")
-        if not isinstance(model, str):
-            raise ToolConfigError("model must be the name of an Imagen 4 model")
-        try:
-            self._model = engine.resolve(model)
-        except llm.ModelError as ex:
-            raise ToolConfigError(str(ex)) from None
-        fixed = {
-            name: value
-            for name, value in (
-                ("output", output),
-                ("aspect_ratio", aspect_ratio),
-                ("negative_prompt", negative_prompt),
-                ("enhance_prompt", enhance_prompt),
-                ("person_generation", person_generation),
-                ("safety_setting", safety_setting),
-                ("add_watermark", add_watermark),
-                ("metadata", metadata),
-            )
-            if value is not None
-        }
-        try:
-            specs.validate_options(specs.SPECS_BY_ID[self._model.model_id], fixed)
-        except llm.ModelError as ex:
-            raise ToolConfigError(str(ex)) from None
-        if (
-            isinstance(max_images, bool)
-            or not isinstance(max_images, int)
-            or max_images < 0
-        ):
-            raise ToolConfigError("max_images must be a whole number, 0 or more")
-        if max_usd is not None and (
-            isinstance(max_usd, bool)
-            or not isinstance(max_usd, (int, float))
-            or not max_usd > 0
-            or max_usd == float("inf")
-        ):
-            raise ToolConfigError("max_usd must be a number of dollars above 0")
+        self._model = _model(model)
+        self._fixed = _fixed_options(
+            self._model.model_id,
+            {
+                "output": output,
+                "aspect_ratio": aspect_ratio,
+                "negative_prompt": negative_prompt,
+                "enhance_prompt": enhance_prompt,
+                "person_generation": person_generation,
+                "safety_setting": safety_setting,
+                "add_watermark": add_watermark,
+                "metadata": metadata,
+            },
+        )
+        _check_caps(max_images, max_usd)
         if not isinstance(attach, bool):
             raise ToolConfigError("attach must be true or false")
-        self._fixed = fixed
         self._max_images = max_images
         self._attach = attach
         self._made = 0
@@ -189,17 +165,45 @@ class Imagen4(llm.Toolbox):
         (how many dollars it may still spend, when capped) and attached
         (whether the images are attached for you to look at, which they are
         only where you can see images)."""
-        from . import budget, engine, turns
+        from . import turns
 
         calling = _calling_response()
+        run_options, count = self._checked(
+            prompt,
+            aspect_ratio=aspect_ratio,
+            negative_prompt=negative_prompt,
+            seed=seed,
+            num_images=num_images,
+        )
+        # Logged where llm's command line logs the chat, and not at all from
+        # Python, where llm logs nothing unless asked (as llm.get_model's
+        # own imagen4 models log nothing there).
+        log_to = turns.llm_target()
+        call = _Call(
+            key=self._count(count),
+            prompt=prompt,
+            options=run_options,
+            count=count,
+            log_to=log_to,
+            thread=_chat_thread(calling) if log_to else None,
+            sees=frozenset(calling.model.attachment_types or ()) if calling else None,
+            tool_call_id=llm_tool_call.tool_call_id if llm_tool_call else None,
+        )
+        if isinstance(calling, llm.AsyncResponse):
+            # An async chain awaits what its tools return: the generation
+            # runs in a thread of its own while the event loop goes on.
+            return self._generate_async(call)
+        return self._generate(call)
+
+    def _checked(self, prompt: Any, **arguments: Any) -> tuple[dict[str, Any], int]:
+        """The call's options, checked as ``llm imagen4`` checks them before
+        anything is sent: the toolbox's fixed ones and the arguments the
+        model gave, none of which may change a fixed one. With the number
+        of images the request asks for."""
+        from . import engine
+
         if not isinstance(prompt, str):
             raise ToolRefusal("prompt must be text")
-        arguments = {
-            "aspect_ratio": aspect_ratio,
-            "negative_prompt": negative_prompt,
-            "seed": seed,
-            "num_images": num_images,
-        }
         options = dict(self._fixed)
         for name, value in arguments.items():
             if value is None:
@@ -213,7 +217,13 @@ class Imagen4(llm.Toolbox):
             run_options, request = engine.check(self._model, prompt, options, None)
         except llm.ModelError as ex:
             raise ToolRefusal(str(ex)) from None
-        count = request["num_images"]
+        return run_options, request["num_images"]
+
+    def _count(self, count: int) -> int:
+        """Count a call's images against the caps, or refuse it; the call's
+        key in the budget."""
+        from . import budget
+
         self._learn_prices()
         with self._lock:
             left = self._max_images - self._made
@@ -239,25 +249,7 @@ class Imagen4(llm.Toolbox):
             if why is not None:
                 raise ToolRefusal(f"Refused: {why}; ask for fewer images, or stop")
             self._made += count
-        # Logged where llm's command line logs the chat, and not at all from
-        # Python, where llm logs nothing unless asked (as llm.get_model's
-        # own imagen4 models log nothing there).
-        log_to = turns.llm_target()
-        call = _Call(
-            key=key,
-            prompt=prompt,
-            options=run_options,
-            count=count,
-            log_to=log_to,
-            thread=_chat_thread(calling) if log_to else None,
-            sees=frozenset(calling.model.attachment_types or ()) if calling else None,
-            tool_call_id=llm_tool_call.tool_call_id if llm_tool_call else None,
-        )
-        if isinstance(calling, llm.AsyncResponse):
-            # An async chain awaits what its tools return: the generation
-            # runs in a thread of its own while the event loop goes on.
-            return self._generate_async(call)
-        return self._generate(call)
+        return key
 
     def _generate(self, call: _Call) -> llm.ToolOutput:
         from . import engine, turns
@@ -354,6 +346,45 @@ class Imagen4(llm.Toolbox):
             "attached": bool(attachments),
         }
         return llm.ToolOutput(output=output, attachments=attachments)
+
+
+def _model(name: Any) -> llm.Model:
+    from . import engine
+
+    if not isinstance(name, str):
+        raise ToolConfigError("model must be the name of an Imagen 4 model")
+    try:
+        return engine.resolve(name)
+    except llm.ModelError as ex:
+        raise ToolConfigError(str(ex)) from None
+
+
+def _fixed_options(model_id: str, given: dict[str, Any]) -> dict[str, Any]:
+    """The options a toolbox fixes for every call, checked as the model
+    takes them."""
+    from . import specs
+
+    fixed = {name: value for name, value in given.items() if value is not None}
+    try:
+        specs.validate_options(specs.SPECS_BY_ID[model_id], fixed)
+    except llm.ModelError as ex:
+        raise ToolConfigError(str(ex)) from None
+    return fixed
+
+
+def _check_caps(max_images: Any, max_usd: Any) -> None:
+    if (
+        isinstance(max_images, bool)
+        or not isinstance(max_images, int)
+        or max_images < 0
+    ):
+        raise ToolConfigError("max_images must be a whole number, 0 or more")
+    if max_usd is not None and (
+        isinstance(max_usd, bool)
+        or not isinstance(max_usd, (int, float))
+        or not 0 < max_usd < float("inf")
+    ):
+        raise ToolConfigError("max_usd must be a number of dollars above 0")
 
 
 @dataclass(frozen=True)
