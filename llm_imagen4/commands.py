@@ -406,7 +406,7 @@ def download(
             tracked = recovery.Tracked.take(one)
             restoring = tracked is None and generation_id is not None
             if restoring:
-                entry = finishing.from_history(one, database)
+                entry = finishing.from_history(one, database, destination)
                 if entry is None:
                     notify(f"Every saved image of {one} is on disk")
                     return

@@ -128,21 +128,34 @@ def _unanswered(tracked: recovery.Tracked) -> Recovered:
     )
 
 
-def from_history(generation_id: str, database: Path | None) -> journal.Entry | None:
+def from_history(
+    generation_id: str, database: Path | None, output: Path | None
+) -> journal.Entry | None:
     """A logged generation as an entry to fetch its deleted files again;
     None when every saved image of it is on disk. ModelError when the
-    history has no such generation."""
+    history has no such generation, or names a folder the files may not be
+    fetched into without ``output``."""
+    import pydantic
+
     from . import history
 
     if database is not None and not database.is_file():
         raise llm.ModelError(f"No logs database at {database}")
     db = history.open_db(database)
-    logged = history.turn(db, generation_id) if db else None
+    try:
+        logged = history.turn(db, generation_id) if db else None
+    except (pydantic.ValidationError, ValueError) as ex:
+        raise llm.ModelError(
+            f"{generation_id}: its record in the logs database is not one the "
+            f"plugin writes ({ex.__class__.__name__})"
+        ) from None
     if logged is None:
         raise llm.ModelError(
             f"No unfinished or logged generation with id {generation_id}"
         )
     record = logged.record
+    if output is None:
+        _check_restorable(Path(record.directory))
     if all(
         image.status in ("refused", "lost")
         or (image.status == "saved" and (path := record.path(image)) and path.is_file())
@@ -157,6 +170,25 @@ def from_history(generation_id: str, database: Path | None) -> journal.Entry | N
         log_to=str(history.db_path(db)),
         created_utc=journal.now_utc(),
     )
+
+
+def _check_restorable(folder: Path) -> None:
+    """A logs database may be shared, or crafted: the folder it records is
+    taken to fetch files into only when it is the folder you work in or in
+    your home folder, with no hidden folder on the way, and is there."""
+    places = [Path.cwd(), Path.home()]
+    inside = next(
+        (place for place in places if folder == place or place in folder.parents),
+        None,
+    )
+    hidden = inside is not None and any(
+        part.startswith(".") for part in folder.relative_to(inside).parts
+    )
+    if inside is None or hidden or not folder.is_dir() or folder.is_symlink():
+        raise llm.ModelError(
+            f"The history records the folder {folder}, which is not one to fetch "
+            "into without asking: give -o FOLDER to choose where"
+        )
 
 
 def status(generation_id: str, key: str | None, database: Path | None = None) -> str:

@@ -161,3 +161,51 @@ def test_a_key_the_answer_echoes_is_stored_nowhere(fake, llm_cli):
         assert not any(form.encode() in path.read_bytes() for form in forms)
     assert "[key]" in json.dumps(history(llm_cli))
     assert KEY not in leaked.output
+
+
+def crafted(fake, logs_db, turn_id, change):
+    """The turn's record in logs.db, edited as a shared or crafted database
+    would have it."""
+    db = logs_db()
+    record = json.loads(db["turns"].get(turn_id)["response_json"])
+    change(record)
+    db["turns"].update(turn_id, {"response_json": json.dumps(record)})
+
+
+def test_a_crafted_database_chooses_no_folder_to_write_into(
+    fake, llm_cli, logs_db, tmp_path
+):
+    assert llm_cli("imagen4", "a lark").exit_code == 0
+    [turn] = history(llm_cli)
+    (fake.work / "a-lark.png").unlink()
+    elsewhere, hidden = tmp_path / "elsewhere", fake.work / ".config" / "autostart"
+    for folder in (elsewhere, hidden):
+        folder.mkdir(parents=True)
+        crafted(fake, logs_db, turn["id"], lambda r: r.update(directory=f"{folder}/"))
+        result = llm_cli("imagen4", "download", turn["id"])
+        assert result.exit_code == 1
+        assert result.stderr == (
+            f"Error: The history records the folder {folder}, which is not one to "
+            "fetch into without asking: give -o FOLDER to choose where\n"
+        )
+        assert list(folder.iterdir()) == []
+    chosen = fake.work / "restored"
+    result = llm_cli("imagen4", "download", turn["id"], "-o", str(chosen))
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in chosen.iterdir()] == ["a-lark.png"]
+
+
+def test_a_crafted_name_that_leads_out_of_its_folder_is_one_line(
+    fake, llm_cli, logs_db, tmp_path
+):
+    assert llm_cli("imagen4", "a wren").exit_code == 0
+    [turn] = history(llm_cli)
+    (fake.work / "a-wren.png").unlink()
+    crafted(fake, logs_db, turn["id"], lambda r: r.update(stem="../../escaped"))
+    result = llm_cli("imagen4", "download", turn["id"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and result.stderr.count("\n") == 1
+    assert "its record in the logs database is not one the plugin writes" in (
+        result.stderr
+    )
+    assert not (fake.work.parent.parent / "escaped.png").exists()
