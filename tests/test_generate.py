@@ -246,18 +246,15 @@ def test_no_module_imports_itself_back_through_others():
     package = ROOT / "llm_imagen4"
     graph = {p.stem: imports_of(p) - {p.stem} for p in package.glob("*.py")}
     for start in graph:
-        path, seen = [start], set()
-
-        def walk(module: str) -> None:
-            for imported in sorted(graph[module]):
+        # Every way out of ``start``, a path at a time, each module once.
+        paths, seen = [[start]], {start}
+        while paths:
+            path = paths.pop()
+            for imported in sorted(graph[path[-1]]):
                 assert imported != start, " -> ".join([*path, imported])
                 if imported not in seen:
                     seen.add(imported)
-                    path.append(imported)
-                    walk(imported)
-                    path.pop()
-
-        walk(start)
+                    paths.append([*path, imported])
     # The walk sees function-level imports: one that loops is caught.
     assert "engine" in graph["models"]
 

@@ -181,7 +181,12 @@ def test_a_crafted_database_chooses_no_folder_to_write_into(
     elsewhere, hidden = tmp_path / "elsewhere", fake.work / ".config" / "autostart"
     for folder in (elsewhere, hidden):
         folder.mkdir(parents=True)
-        crafted(fake, logs_db, turn["id"], lambda r: r.update(directory=f"{folder}/"))
+        crafted(
+            fake,
+            logs_db,
+            turn["id"],
+            lambda r, folder=folder: r.update(directory=f"{folder}/"),
+        )
         result = llm_cli("imagen4", "download", turn["id"])
         assert result.exit_code == 1
         assert result.stderr == (
