@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -322,6 +323,22 @@ def test_bad_paths_are_one_line_and_nothing_is_made(fake, llm_cli, tmp_path):
         assert result.exit_code == 1
         assert result.stderr.splitlines() == [line]
     assert not target.parent.exists()
+
+
+def test_the_readme_query_finds_the_imported_images_alone(
+    fake, generate, llm_cli, logs_db
+):
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    [query] = re.findall(
+        r'sqlite-utils "\$\(llm logs path\)" --csv "(.*?)"\n', readme, re.S
+    )
+    made = generate("a lighthouse", "-n", "2", "-o", "lib")
+    fake.logs.unlink()
+    assert importing(llm_cli, "lib").exit_code == 0
+    generate("a koi pond", "-o", "ponds")
+    rows = list(logs_db().query(query))
+    assert sorted(row["path"] for row in rows) == sorted(made)
+    assert all(datetime.datetime.fromisoformat(row["imported"]) for row in rows)
 
 
 def test_import_in_a_process_makes_its_database_as_llm_does(
