@@ -108,6 +108,9 @@ def test_a_lost_history_comes_back_from_the_images(fake, generate, llm_cli, logs
     options = {
         turn["id"]: json.loads(turn["options_json"]) for turn in turns_of(logs_db())
     }
+    records = {
+        turn["id"]: json.loads(turn["response_json"]) for turn in turns_of(logs_db())
+    }
     fake.logs.unlink()
     sent = len(fake.state.requests)
 
@@ -130,6 +133,15 @@ def test_a_lost_history_comes_back_from_the_images(fake, generate, llm_cli, logs
     for turn in turns_of(logs_db()):
         record = json.loads(turn["response_json"])
         assert datetime.datetime.fromisoformat(record["imported"]).tzinfo
+        # The record as logged when the images were made, but for what no
+        # image holds: the image host's URLs and the ids of the request.
+        lost = {"imported", "client_request_id", "inference_id", "images"}
+        logged = records[turn["id"]]
+        assert logged["imported"] is None and logged["inference_id"]
+        assert {k: v for k, v in record.items() if k not in lost} == {
+            k: v for k, v in logged.items() if k not in lost
+        }
+        assert [{**i, "url": None} for i in logged["images"]] == record["images"]
         # The request's options, seed included; not where the images went.
         given = {k: v for k, v in options[turn["id"]].items() if k != "output"}
         imported = json.loads(turn["options_json"])
