@@ -322,6 +322,36 @@ def inspect(files: tuple[Path, ...], json_: bool) -> None:
     commands.inspect(files, json_, fail=_fail)
 
 
+@imagen4.command(name="import")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_database_option
+def import_command(paths: tuple[Path, ...], database: Path | None) -> None:
+    """Rebuild the history from the images' own records, sending nothing.
+
+    PATHS are image files, or folders searched for .png, .jpg, .jpeg and
+    .webp files (symlinks inside them are not followed). The images of each
+    generation become its turn again, with its id, so that show ID and
+    rerun ID work; a turn already in the logs database is left as it is.
+    A file without the plugin's record is skipped and counted; one that
+    cannot be read, holds more than one claim, or whose record cannot be a
+    turn, is skipped with a line saying why, and the exit status is then 1.
+    Prints each imported image's path, and a summary on standard error.
+
+    \b
+        llm imagen4 import ~/Pictures/imagen4
+        llm imagen4 import *.png -d rebuilt.db
+    """
+    import llm
+
+    from . import importing
+
+    try:
+        code = importing.run(paths, database)
+    except llm.ModelError as ex:
+        raise _fail(ex) from None
+    raise SystemExit(code)
+
+
 @imagen4.command()
 @click.argument("generation_id", required=False)
 @click.option(

@@ -109,6 +109,9 @@ class GenerationRecord(BaseModel):
     # What each image carries, before its own enhanced prompt.
     provenance: dict[str, Any] | None = None
     images: list[ImageRecord]
+    # When ``llm imagen4 import`` rebuilt this generation from its images'
+    # own records (UTC, ISO 8601); None for one logged as it was made.
+    imported: str | None = None
 
     @field_validator("stem")
     @classmethod
