@@ -152,7 +152,7 @@ def history_rows(
     from click.testing import CliRunner
     from llm.cli import cli
 
-    from llm_imagen4 import engine, history
+    from llm_imagen4 import engine, history, index
 
     rows = []
     repeat = runs * 2 + 1
@@ -175,9 +175,9 @@ def history_rows(
         path.touch()
 
     def first_prepare(path: Path) -> float:
-        db = history.connect(path)
+        db = index.connect(path)
         start = time.perf_counter()
-        history.prepare(db)
+        index.prepare(db)
         seconds = time.perf_counter() - start
         db.close()
         return seconds
@@ -186,7 +186,7 @@ def history_rows(
     size = big.stat().st_size / 1e6
     rows.append(
         (
-            f"History of {GENERATIONS * 2:,} images: the first `history.prepare`"
+            f"History of {GENERATIONS * 2:,} images: the first `index.prepare`"
             " (the plugin's index built from `turns`)",
             f"{prepare_s:.2f} s ({SMALL_GENERATIONS * 2:,} images: "
             f"{small_prepare_s:.2f} s); logs.db {size:.0f} MB, {GENERATIONS:,} "
@@ -195,8 +195,8 @@ def history_rows(
         )
     )
 
-    db = history.connect(big)
-    history.prepare(db)
+    db = index.connect(big)
+    index.prepare(db)
     count = sum(big_history.RARE in g.prompt for g in plan)
     since = (
         datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=30)
@@ -229,12 +229,12 @@ def history_rows(
     # What the index saves: the newest 20 generations, and a prompt search,
     # straight from turns.response_json as a plain view would read them.
     plain = (
-        f"SELECT t.id FROM turns t, {history.IMAGES_OF_T} WHERE {history.OURS}"
+        f"SELECT t.id FROM turns t, {index.IMAGES_OF_T} WHERE {index.OURS}"
         " WHERE_MORE ORDER BY t.datetime_utc DESC LIMIT 40"
     )
     newest_plain = plain.replace("WHERE_MORE", "")
     search_plain = plain.replace(
-        "WHERE_MORE", f"AND instr({history.GENERATION_COLUMNS['prompt']}, ?) > 0"
+        "WHERE_MORE", f"AND instr({index.GENERATION_COLUMNS['prompt']}, ?) > 0"
     )
     plain_s = median_time(lambda: db.execute(newest_plain).fetchall(), 3)
     plain_q_s = median_time(
@@ -265,7 +265,7 @@ def history_rows(
     )
 
     # Bringing the index up to date.
-    unchanged_s = median_time(lambda: history.refresh(db), repeat)
+    unchanged_s = median_time(lambda: index.refresh(db), repeat)
     newest = db.execute(
         "SELECT * FROM turns WHERE model != ? ORDER BY rowid DESC LIMIT 1",
         [big_history.OTHER_MODEL],
@@ -282,15 +282,15 @@ def history_rows(
             image["name"] = f"new-{n}-{image['position']}.png"
             (folder / image["name"]).touch()
         turn["response_json"] = json.dumps(record)
-        with history.transaction(db):
+        with index.transaction(db):
             db["turns"].insert(turn)
         start = time.perf_counter()
-        history.refresh(db)
+        index.refresh(db)
         times.append(time.perf_counter() - start)
     assert history.generation(db, turn["id"]) is not None
     rows.append(
         (
-            f"History of {GENERATIONS * 2:,} images: `history.refresh`",
+            f"History of {GENERATIONS * 2:,} images: `index.refresh`",
             f"{ms(unchanged_s)} when nothing changed, "
             f"{ms(statistics.median(times))} after one new turn",
             "",
@@ -377,7 +377,7 @@ def history_rows(
             times.append(time.perf_counter() - start)
             assert f"{BATCH_ROWS // 2} rows already done" in out.stderr, out.stderr
         command_s = statistics.median(times)
-        db = history.connect(user_path / "logs.db")
+        db = index.connect(user_path / "logs.db")
         skipped = sum(bool(history.done(db, *c)) for c in checked)
         assert skipped == BATCH_ROWS // 2, skipped
         lookups_s = median_time(
@@ -436,7 +436,7 @@ def main() -> None:
     import sqlite_utils
     from llm.migrations import migrate
 
-    from llm_imagen4 import history
+    from llm_imagen4 import index
 
     db = sqlite_utils.Database(user / "logs.db")
     migrate(db)
@@ -445,7 +445,7 @@ def main() -> None:
     copy = sqlite3.connect(template)
     db.conn.backup(copy)
     copy.close()
-    history.prepare(db)
+    index.prepare(db)
     rows = []
     if args.history_only:
         rows += history_rows(llm.get_model("imagen4"), template, user, runs)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,18 @@ from .conftest import history, journal_ids, poll, start_llm
 from .fake_api import KEY, png
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def has_trigrams() -> bool:
+    """Whether this SQLite has FTS5 with the trigram tokenizer, which the
+    prompt search needs."""
+    try:
+        sqlite3.connect(":memory:").execute(
+            "create virtual table t using fts5(x, tokenize = 'trigram')"
+        )
+    except sqlite3.Error:
+        return False
+    return True
 
 
 def test_history_lists_newest_first_with_filters(fake, generate, llm_cli):
@@ -97,7 +110,7 @@ def test_the_plugin_puts_nothing_in_llms_tables(fake, generate, migrated_logs_db
         "imagen4_image_files",
         "imagen4_sync",
         "_sqlite_migrations",
-    } | (search if history_module._trigram() else set())
+    } | (search if has_trigrams() else set())
 
 
 def test_dropping_the_plugins_objects_leaves_llm_working(
@@ -253,8 +266,8 @@ def test_query_reads_old_prompts_through_the_search_alike(fake, generate):
     assert found() == QUERIES
     assert found(limit=1) == {text: rows[:1] for text, rows in QUERIES.items()}
     assert found(missing=True) == {text: [] for text in QUERIES}
-    if history_module._trigram():
-        top = history_module._generations_top(db)
+    if has_trigrams():
+        (top,) = db.execute("select max(rowid) from imagen4_generations").fetchone()
         assert db.execute("select search_rowid from imagen4_sync").fetchone()[0] == top
         # The newest generations not in the search yet are read directly.
         db.execute("update imagen4_sync set search_rowid = ?", [top - 2])
@@ -281,42 +294,43 @@ def test_a_dropped_prompt_search_is_made_again(fake, generate, llm_cli, logs_db)
     assert [r["prompt"] for r in history(llm_cli, "-q", "lighthouse")] == [
         "a lighthouse at dawn"
     ]
-    if history_module._trigram():
+    if has_trigrams():
         db = logs_db()
         assert db["imagen4_prompt_search"].exists()
         assert db.execute("select search_rowid from imagen4_sync").fetchone()[0] == 2
 
 
-def test_search_follows_a_machine_without_trigrams(
-    fake, generate, llm_cli, monkeypatch
+def test_a_rowid_given_again_is_searched_by_its_new_prompt(
+    fake, generate, llm_cli, logs_db
 ):
-    """A logs database shared with a machine whose SQLite has no trigram
-    tokenizer: that machine leaves the search alone, and this one makes it
-    again when that one rebuilt the index."""
-    if not history_module._trigram():
-        pytest.skip("this SQLite has no trigram tokenizer")
+    """A deleted generation's place in the index given to a new one: the
+    search is made again rather than trusted. A machine whose SQLite has no
+    trigram tokenizer leaves the search this way when it rebuilds the index
+    of a shared logs database."""
     generate("an old lighthouse")
     generate("a lighthouse to delete")
     assert len(history(llm_cli, "-q", "lighthouse")) == 2
-    trigram = history_module._trigram
-    monkeypatch.setattr(history_module, "_trigram", lambda: False)
-    db = sqlite_utils.Database(fake.logs)
+    db = logs_db()
     with db.conn:
         db.execute("delete from turn_search")
         db.execute(
             "delete from turns where json_extract(response_json, '$.request.prompt') = ?",
-            ["an old lighthouse"],
+            ["a lighthouse to delete"],
         )
-    generate("a new lighthouse")
-    expected = ["a new lighthouse", "a lighthouse to delete"]
-    assert [r["prompt"] for r in history(llm_cli, "-q", "lighthouse")] == expected
-    assert db.execute("select search_rowid from imagen4_sync").fetchone()[0] is None
-    monkeypatch.setattr(history_module, "_trigram", trigram)
-    assert [r["prompt"] for r in history(llm_cli, "-q", "lighthouse")] == expected
-    assert [r["prompt"] for r in history(llm_cli, "-q", "old light")] == []
-    db.execute(
-        "insert into imagen4_prompt_search (imagen4_prompt_search) values ('integrity-check')"
-    )
+    generate("a new harbour")
+    assert db.execute(
+        "select rowid from imagen4_generations where prompt = 'a new harbour'"
+    ).fetchone() == (2,)
+    assert [r["prompt"] for r in history(llm_cli, "-q", "lighthouse")] == [
+        "an old lighthouse"
+    ]
+    assert [r["prompt"] for r in history(llm_cli, "-q", "harbour")] == ["a new harbour"]
+    assert history(llm_cli, "-q", "to delete") == []
+    if has_trigrams():
+        db.execute(
+            "insert into imagen4_prompt_search (imagen4_prompt_search)"
+            " values ('integrity-check')"
+        )
 
 
 def test_no_log_and_logs_off_write_nothing(fake, generate, llm_cli, logs_db):
