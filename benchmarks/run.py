@@ -152,7 +152,7 @@ def history_rows(
     from click.testing import CliRunner
     from llm.cli import cli
 
-    from llm_imagen4 import engine, history, index
+    from llm_imagen4 import columns, engine, history, index
 
     rows = []
     repeat = runs * 2 + 1
@@ -228,14 +228,13 @@ def history_rows(
         )
     # What the index saves: the newest 20 generations, and a prompt search,
     # straight from turns.response_json as a plain view would read them.
+    prompt = next(c.sql for c in columns.COLUMNS if c.name == "prompt")
     plain = (
         f"SELECT t.id FROM turns t, {index.IMAGES_OF_T} WHERE {index.OURS}"
         " WHERE_MORE ORDER BY t.datetime_utc DESC LIMIT 40"
     )
     newest_plain = plain.replace("WHERE_MORE", "")
-    search_plain = plain.replace(
-        "WHERE_MORE", f"AND instr({index.GENERATION_COLUMNS['prompt']}, ?) > 0"
-    )
+    search_plain = plain.replace("WHERE_MORE", f"AND instr({prompt}, ?) > 0")
     plain_s = median_time(lambda: db.execute(newest_plain).fetchall(), 3)
     plain_q_s = median_time(
         lambda: db.execute(search_plain, [big_history.RARE]).fetchall(), 3

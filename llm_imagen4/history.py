@@ -12,13 +12,14 @@ import json
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
-from . import index
+from . import columns, index
+from .columns import GENERATIONS, IMAGES
 from .index import (  # noqa: F401 - names other modules import from here
     connect,
     db_path,
@@ -30,59 +31,32 @@ from .index import (  # noqa: F401 - names other modules import from here
 )
 from .record import GenerationRecord
 
-
-@dataclass
-class HistoryImage:
-    position: int
-    path: str | None
-    status: str
-    url: str | None
-    sha256: str | None
-    bytes: int | None
-    width: int | None
-    height: int | None
-    content_type: str | None
-    error: str | None
-    enhanced_prompt: str | None
-    exists: bool
+# The columns an entry holds, in its order: those with a field.
+_ENTRY = tuple(column for column in columns.of(GENERATIONS) if column.field)
+_IMAGE = tuple(column for column in columns.of(IMAGES) if column.field)
 
 
-@dataclass
-class HistoryEntry:
-    id: str
-    datetime_utc: str
-    model: str
-    api_model: str
-    prompt: str
-    negative_prompt: str | None
-    aspect_ratio: str | None
-    seed: int | None
-    credits_used: float | None
-    usd_spent: float | None
-    folder: str | None
-    metadata: bool
-    tool_call_id: str | None
-    images: list[HistoryImage] = field(default_factory=list)
-
-    @property
-    def missing(self) -> list[HistoryImage]:
-        return [image for image in self.images if not image.exists]
+def _fields(shown: tuple[columns.Column, ...]) -> list[tuple[str, Any]]:
+    return [(column.field or column.name, column.type | None) for column in shown]
 
 
-_ENTRY_COLUMNS = (
-    "turn_id",
-    "datetime_utc",
-    "model",
-    "api_model",
-    "prompt",
-    "negative_prompt",
-    "aspect_ratio",
-    "seed",
-    "credits_used",
-    "usd_spent",
-    "folder",
-    "metadata",
-    "tool_call_id",
+def _missing(entry: Any) -> list[Any]:
+    return [image for image in entry.images if not image.exists]
+
+
+# One image of a generation, as the history has it, and whether its file
+# is there.
+HistoryImage = make_dataclass(
+    "HistoryImage",
+    [*_fields(_IMAGE), ("exists", bool)],
+    namespace={"__module__": __name__},
+)
+# One generation, newest first in the history, with its images and those
+# of them whose file is not there.
+HistoryEntry = make_dataclass(
+    "HistoryEntry",
+    [*_fields(_ENTRY), ("images", list, field(default_factory=list))],
+    namespace={"__module__": __name__, "missing": property(_missing)},
 )
 
 
@@ -95,8 +69,10 @@ def _like(text: str) -> str:
 def _entries(db: sqlite_utils.Database, rows: list[tuple]) -> list[HistoryEntry]:
     entries = [
         HistoryEntry(
-            id=row[0],
-            **dict(zip(_ENTRY_COLUMNS[1:], row[1:], strict=True)),
+            **{
+                column.field: column.read(value)
+                for column, value in zip(_ENTRY, row, strict=True)
+            }
         )
         for row in rows
     ]
@@ -105,20 +81,18 @@ def _entries(db: sqlite_utils.Database, rows: list[tuple]) -> list[HistoryEntry]
     by_id = {entry.id: entry for entry in entries}
     marks = ", ".join("?" * len(by_id))
     for row in db.execute(
-        f"SELECT turn_id, position, path, {', '.join(index.IMAGE_FIELDS)}"
-        f" FROM imagen4_image_files WHERE turn_id IN ({marks})"
-        " ORDER BY turn_id, position",
+        f"SELECT turn_id, {', '.join(column.name for column in _IMAGE)}"
+        f" FROM {IMAGES} WHERE turn_id IN ({marks}) ORDER BY turn_id, position",
         list(by_id),
     ):
-        values = dict(
-            zip(("position", "path", *index.IMAGE_FIELDS), row[1:], strict=True)
-        )
+        values = {
+            column.field: column.read(value)
+            for column, value in zip(_IMAGE, row[1:], strict=True)
+        }
         saved = values["status"] == "saved" and bool(values["path"])
         by_id[row[0]].images.append(
             HistoryImage(**values, exists=saved and os.path.isfile(values["path"]))
         )
-    for entry in entries:
-        entry.metadata = bool(entry.metadata)
     return entries
 
 
@@ -174,7 +148,7 @@ def _newest(
     at a time. With ``search`` (the text ``where`` looks for in prompts),
     the older ones are found through the prompt search: the generations it
     has not read yet are read directly, then it gives the rest in order."""
-    columns = ", ".join(f"g.{name}" for name in _ENTRY_COLUMNS)
+    chosen = ", ".join(f"g.{column.name}" for column in _ENTRY)
     # (FROM, the rowid that orders it, more conditions and their values)
     sources: list[tuple[str, str, list[str], list[Any]]] = [
         ("imagen4_generations g", "g.rowid", [], [])
@@ -205,7 +179,7 @@ def _newest(
         while True:
             clauses = [*where, *more] + ([f"{order} < ?"] if below is not None else [])
             rows = db.execute(
-                f"SELECT {order}, {columns} FROM {source}"
+                f"SELECT {order}, {chosen} FROM {source}"
                 + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
                 + f" ORDER BY {order} DESC LIMIT ?",
                 [*params, *values, *([below] if below is not None else []), page],
@@ -219,7 +193,8 @@ def _newest(
 
 def generation(db: sqlite_utils.Database, generation_id: str) -> HistoryEntry | None:
     rows = db.execute(
-        f"SELECT {', '.join(_ENTRY_COLUMNS)} FROM imagen4_generations WHERE turn_id = ?",
+        f"SELECT {', '.join(column.name for column in _ENTRY)} FROM {GENERATIONS}"
+        " WHERE turn_id = ?",
         [generation_id],
     ).fetchall()
     entries = _entries(db, rows)

@@ -36,13 +36,14 @@ import sqlite_utils
 from llm.cli import logs_db_path as default_path
 from sqlite_utils.migrations import Migrations
 
-from . import journal, legacy, specs, turns
+from . import columns, journal, legacy, specs, turns
+from .columns import GENERATIONS, IMAGES
 from .record import PLUGIN
 
 # Seconds a command waits for another process's write to finish.
 BUSY_TIMEOUT = 30.0
 MIGRATIONS = Migrations("llm-imagen4")
-TABLES = ("imagen4_generations", "imagen4_image_files", "imagen4_sync")
+TABLES = (GENERATIONS, IMAGES, "imagen4_sync")
 VIEW = "imagen4_images"
 # The prompts' full-text index: an FTS5 table over imagen4_generations.prompt
 # (its rowid is the generation's), holding only the trigrams.
@@ -50,123 +51,60 @@ SEARCH = "imagen4_prompt_search"
 MODEL_IDS = ", ".join(f"'{spec.model_id}'" for spec in specs.SPECS)
 
 
-def _field(path: str, source: str = "t.response_json") -> str:
-    return f"json_extract({source}, '$.{path}')"
-
-
-# Every column of the index, as SQL over a turn ``t`` and, for images, one
-# ``image`` of its record: the index, its refresh and the view all read
-# turns through these, so they cannot disagree.
-GENERATION_COLUMNS = {
-    "turn_id": "t.id",
-    # The turn's rowid when it was indexed: a turn logged again (a new
-    # rowid) or a rebuilt turns table shows as an index row out of date.
-    "turn_rowid": "t.rowid",
-    "model": "t.model",
-    "api_model": _field("request.model"),
-    "prompt": _field("request.prompt"),
-    "negative_prompt": _field("request.negative_prompt"),
-    "aspect_ratio": _field("request.aspect_ratio"),
-    "seed": _field("seed"),
-    "images": "json_array_length(t.response_json, '$.images')",
-    "saved": "(SELECT count(*) FROM json_each(t.response_json, '$.images')"
-    " WHERE json_extract(value, '$.status') = 'saved')",
-    "credits_used": _field("credits_used"),
-    "usd_spent": _field("usd_spent"),
-    "client_request_id": _field("client_request_id"),
-    "inference_id": _field("inference_id"),
-    "tool_call_id": _field("tool_call_id"),
-    # The request without its seed: what a batch row is matched on.
-    "request_key": "json_remove(json_extract(t.response_json, '$.request'), '$.seed')",
-    "folder": _field("directory"),
-    "metadata": _field("metadata"),
-    "datetime_utc": "t.datetime_utc",
-}
-IMAGE_FIELDS = (
-    "status",
-    "url",
-    "sha256",
-    "bytes",
-    "width",
-    "height",
-    "content_type",
-    "error",
-    "enhanced_prompt",
-)
-IMAGE_COLUMNS = {
-    "turn_id": "t.id",
-    "position": _field("position", "image.value"),
-    "path": f"coalesce({_field('directory', 'image.value')}, {_field('directory')})"
-    f" || {_field('name', 'image.value')}",
-    **{name: _field(name, "image.value") for name in IMAGE_FIELDS},
-}
 # Turns of this plugin. The model is compared first, as it is cheap.
 OURS = (
     f"t.model IN ({MODEL_IDS}) AND json_valid(t.response_json)"
     f" AND json_extract(t.response_json, '$.plugin') = '{PLUGIN}'"
 )
+# The images of a turn ``t``, one row each, as the columns read them.
 IMAGES_OF_T = (
     "json_each(CASE WHEN json_valid(t.response_json) THEN t.response_json"
     " ELSE '{}' END, '$.images') AS image"
 )
-# The view's columns, in order.
-VIEW_COLUMNS = (
-    "id",
-    "turn_id",
-    "position",
-    "model",
-    "api_model",
-    "prompt",
-    "enhanced_prompt",
-    "negative_prompt",
-    "aspect_ratio",
-    "seed",
-    "status",
-    "path",
-    "url",
-    "sha256",
-    "bytes",
-    "width",
-    "height",
-    "content_type",
-    "error",
-    "credits_used",
-    "usd_spent",
-    "client_request_id",
-    "inference_id",
-    "tool_call_id",
-    "folder",
-    "metadata",
-    "provenance",
-    "datetime_utc",
-)
+
+
+def _select(reading: dict[str, str]) -> str:
+    """The view's columns, each read as ``reading`` says: the SQL of each
+    column of the index by its name."""
+    return ", ".join(
+        f"{column.sql.format_map(reading) if column.table is None else reading[column.name]}"
+        f" AS {column.name}"
+        for column in columns.in_view()
+    )
 
 
 def _view_sql() -> str:
-    # Each image's id: its turn's id and its position, stable however
-    # often the index is made again.
+    """The index's rows whose turn is still there, and the plugin's turns
+    logged since the index last read ``turns``, read from their records."""
     indexed = {
-        **{name: f"g.{name}" for name in GENERATION_COLUMNS},
-        **{name: f"i.{name}" for name in IMAGE_COLUMNS},
-        "provenance": _field("provenance"),
-        "id": "g.turn_id || ':' || i.position",
+        **{column.name: f"g.{column.name}" for column in columns.of(GENERATIONS)},
+        **{column.name: f"i.{column.name}" for column in columns.of(IMAGES)},
     }
     live = {
-        **GENERATION_COLUMNS,
-        **IMAGE_COLUMNS,
-        "provenance": _field("provenance"),
-        "id": f"t.id || ':' || {IMAGE_COLUMNS['position']}",
+        column.name: column.sql
+        for column in (*columns.of(GENERATIONS), *columns.of(IMAGES))
     }
     return (
-        f"SELECT {', '.join(f'{indexed[c]} AS {c}' for c in VIEW_COLUMNS)}"
-        " FROM imagen4_generations g JOIN turns t ON t.id = g.turn_id"
-        " JOIN imagen4_image_files i ON i.turn_id = g.turn_id"
+        f"SELECT {_select(indexed)}"
+        f" FROM {GENERATIONS} g JOIN turns t ON t.id = g.turn_id"
+        f" JOIN {IMAGES} i ON i.turn_id = g.turn_id"
         " UNION ALL"
-        f" SELECT {', '.join(f'{live[c]} AS {c}' for c in VIEW_COLUMNS)}"
+        f" SELECT {_select(live)}"
         f" FROM turns t, {IMAGES_OF_T}"
         " WHERE t.rowid > (SELECT turns_rowid FROM imagen4_sync) AND "
         + OURS
-        + " AND t.id NOT IN (SELECT turn_id FROM imagen4_generations)"
+        + f" AND t.id NOT IN (SELECT turn_id FROM {GENERATIONS})"
+    )
+
+
+def _insert(table: str, source: str, these: str) -> str:
+    """INSERT into ``table`` of what ``source`` (turns ``t``, and their
+    images) gives of the turns that match ``these``, in their order."""
+    made = columns.of(table)
+    return (
+        f"INSERT INTO {table} ({', '.join(column.name for column in made)})"
+        f" SELECT {', '.join(column.sql for column in made)} FROM {source}"
+        f" WHERE {these} ORDER BY t.rowid"
     )
 
 
@@ -184,18 +122,8 @@ def _index_turns(db: sqlite_utils.Database, where: str, params: Any = ()) -> Non
     if not chosen:
         return
     these = f"t.rowid IN (SELECT value FROM json_each(?)) AND {OURS}"
-    db.execute(
-        f"INSERT INTO imagen4_generations ({', '.join(GENERATION_COLUMNS)})"
-        f" SELECT {', '.join(GENERATION_COLUMNS.values())} FROM turns t"
-        f" WHERE {these} ORDER BY t.rowid",
-        [json.dumps(chosen)],
-    )
-    db.execute(
-        f"INSERT INTO imagen4_image_files ({', '.join(IMAGE_COLUMNS)})"
-        f" SELECT {', '.join(IMAGE_COLUMNS.values())} FROM turns t, {IMAGES_OF_T}"
-        f" WHERE {these} ORDER BY t.rowid",
-        [json.dumps(chosen)],
-    )
+    db.execute(_insert(GENERATIONS, "turns t", these), [json.dumps(chosen)])
+    db.execute(_insert(IMAGES, f"turns t, {IMAGES_OF_T}", these), [json.dumps(chosen)])
 
 
 @MIGRATIONS()
@@ -213,48 +141,20 @@ def m001_leave_turns(db: sqlite_utils.Database) -> None:
 
 @MIGRATIONS()
 def m002_index(db: sqlite_utils.Database) -> None:
-    db["imagen4_generations"].create(
-        {
-            "turn_id": str,
-            "turn_rowid": int,
-            "model": str,
-            "api_model": str,
-            "prompt": str,
-            "negative_prompt": str,
-            "aspect_ratio": str,
-            "seed": int,
-            "images": int,
-            "saved": int,
-            "credits_used": float,
-            "usd_spent": float,
-            "client_request_id": str,
-            "inference_id": str,
-            "tool_call_id": str,
-            "request_key": str,
-            "folder": str,
-            "metadata": int,
-            "datetime_utc": str,
-        }
+    """The index: its tables made from ``columns.COLUMNS``, its indexes, the
+    state of its reading ``turns``, and the view."""
+    db[GENERATIONS].create(
+        {column.name: column.type for column in columns.of(GENERATIONS)}
     )
-    generations = db["imagen4_generations"]
+    generations = db[GENERATIONS]
     generations.create_index(["turn_id"], unique=True)
     generations.create_index(["model"])
     generations.create_index(["seed"])
     generations.create_index(["datetime_utc"])
     generations.create_index(["request_key", "seed"])
     generations.create_index(["tool_call_id"])
-    db["imagen4_image_files"].create(
-        {
-            "turn_id": str,
-            "position": int,
-            "path": str,
-            **{name: str for name in IMAGE_FIELDS},
-            "bytes": int,
-            "width": int,
-            "height": int,
-        }
-    )
-    db["imagen4_image_files"].create_index(["turn_id", "position"], unique=True)
+    db[IMAGES].create({column.name: column.type for column in columns.of(IMAGES)})
+    db[IMAGES].create_index(["turn_id", "position"], unique=True)
     # How far the index has read turns: every turn up to ``turns_rowid`` is
     # in it, ``turns_count`` of them then, the last being ``last_turn_id``;
     # and the rowid of imagen4_generations up to which the prompt search

@@ -16,8 +16,17 @@ from typing import Any
 
 import sqlite_utils
 
-from . import journal, turns
-from .record import GenerationRecord
+from . import columns, journal, turns
+from .record import GenerationRecord, ImageRecord
+
+# The fields of an image the old table and a record have alike, beside its
+# position, status and file name, which are read apart.
+_COPIED = tuple(
+    column.name
+    for column in columns.of(columns.IMAGES)
+    if column.name in ImageRecord.model_fields
+    and column.name not in ("position", "status")
+)
 
 
 def rescue(db: sqlite_utils.Database, log_to: Path) -> None:
@@ -37,11 +46,11 @@ def rescue(db: sqlite_utils.Database, log_to: Path) -> None:
         changed = False
         for row, image in zip(images, record.images, strict=False):
             if row["status"] == "saved" and image.status != "saved" and row["path"]:
-                path = Path(row["path"])
-                image.status, image.name, image.error = "saved", path.name, None
-                image.sha256, image.bytes = row["sha256"], row["bytes"]
-                image.width, image.height = row["width"], row["height"]
-                image.content_type = row["content_type"]
+                for name in _COPIED:
+                    if name in row:
+                        setattr(image, name, row[name])
+                image.status, image.name = "saved", Path(row["path"]).name
+                image.error = None
                 changed = True
         if changed:
             turns.update_turn(db, turn_id, record)
@@ -67,18 +76,7 @@ def _journal_old_rows(turn_id: str, rows: list[dict[str, Any]], log_to: Path) ->
                     "position": row["position"],
                     "status": "saved" if row["status"] == "saved" else "failed",
                     "name": Path(row["path"]).name if row["path"] else None,
-                    **{
-                        k: row[k]
-                        for k in (
-                            "url",
-                            "sha256",
-                            "bytes",
-                            "width",
-                            "height",
-                            "content_type",
-                            "error",
-                        )
-                    },
+                    **{name: row[name] for name in _COPIED if name in row},
                 }
                 for row in rows
             ],
