@@ -31,8 +31,11 @@ def _record(path: str, source: str = "t.response_json") -> str:
 
 def _image(name: str) -> str:
     """SQL for a field of one image of the record: ``image`` is its row of
-    ``json_each`` over the record's images."""
-    return _record(name, "image.value")
+    ``json_each`` over the record's images. It is read from the turn's
+    record, which SQLite has parsed once for all the columns of the turn,
+    rather than from the image's own text, which it would make and parse
+    again for each column."""
+    return f"json_extract(t.response_json, image.fullkey || '.{name}')"
 
 
 @dataclass(frozen=True)
@@ -98,11 +101,12 @@ COLUMNS = (
     Column(
         "images", GENERATIONS, "json_array_length(t.response_json, '$.images')", int
     ),
+    # Counted from the index's images of the turn, which are indexed first.
     Column(
         "saved",
         GENERATIONS,
-        "(SELECT count(*) FROM json_each(t.response_json, '$.images')"
-        " WHERE json_extract(value, '$.status') = 'saved')",
+        f"(SELECT count(*) FROM {IMAGES} i"
+        " WHERE i.turn_id = t.id AND i.status = 'saved')",
         int,
     ),
     Column(
@@ -154,7 +158,9 @@ COLUMNS = (
     ),
     # One row per image.
     Column("turn_id", IMAGES, "t.id", str, view=1),
-    Column("position", IMAGES, _image("position"), int, view=2, field="position"),
+    # Its place in the record's list, which the plugin writes as its
+    # position too: one of its own in its turn, as the index needs.
+    Column("position", IMAGES, "image.key", int, view=2, field="position"),
     Column(
         "path",
         IMAGES,

@@ -151,24 +151,17 @@ def _newest(
     chosen = ", ".join(f"g.{column.name}" for column in _ENTRY)
     # (FROM, the rowid that orders it, more conditions and their values)
     sources: list[tuple[str, str, list[str], list[Any]]] = [
-        ("imagen4_generations g", "g.rowid", [], [])
+        (f"{GENERATIONS} g", "g.rowid", [], [])
     ]
-    covered = None
     # The trigram index helps when the text has three characters in a row
     # that are not LIKE's wildcards there; its LIKE is a first sieve only.
-    if (
-        search
-        and re.search("[^%_]{3}", search)
-        and index.trigram()
-        and db[index.SEARCH].exists()
-    ):
-        (covered,) = db.execute("SELECT search_rowid FROM imagen4_sync").fetchone()
+    covered = index.searched(db) if search and re.search("[^%_]{3}", search) else None
     if covered:
         sources = [
-            ("imagen4_generations g", "g.rowid", ["g.rowid > ?"], [covered]),
+            (f"{GENERATIONS} g", "g.rowid", ["g.rowid > ?"], [covered]),
             (
                 # CROSS JOIN: the search gives the rowids, newest first.
-                f"{index.SEARCH} s CROSS JOIN imagen4_generations g ON g.rowid = s.rowid",
+                f"{index.SEARCH} s CROSS JOIN {GENERATIONS} g ON g.rowid = s.rowid",
                 "s.rowid",
                 ["s.rowid <= ?", "s.prompt LIKE ?"],
                 [covered, f"%{search}%"],

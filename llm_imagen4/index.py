@@ -11,13 +11,16 @@ in them, made by the plugin's own migrations and safe to drop at any time:
   prompt search has read the index;
 - ``imagen4_prompt_search``, a full-text index of the prompts (FTS5 with
   the trigram tokenizer, where SQLite has it) that ``history -q`` uses to
-  find text in old prompts without reading them all.
+  find text in old prompts without reading them all, brought up to date by
+  the reads that look for text.
 
 llm logs each generation as a turn whose ``response_json`` is the plugin's
 record, from whichever route made it: that is the one source of truth.
 Bringing the index up to date costs one small query when nothing changed,
 and reads only the new turns when some were logged; anything else (a turn
-deleted, ``turns`` rebuilt by a migration) rebuilds it from ``turns``.
+deleted, ``turns`` rebuilt by a migration) rebuilds it from ``turns``. It
+is done in SQL, a few thousand turns a transaction, each turn's record
+parsed once a statement.
 
 Opening a logs database is here too: llm's migrations and the plugin's,
 and the index brought up to date."""
@@ -26,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,31 +101,65 @@ def _view_sql() -> str:
 
 def _insert(table: str, source: str, these: str) -> str:
     """INSERT into ``table`` of what ``source`` (turns ``t``, and their
-    images) gives of the turns that match ``these``, in their order."""
+    images) gives of the turns that match ``these``, in their order. An
+    image row left without its generation (by hand) makes way."""
     made = columns.of(table)
+    verb = "INSERT OR REPLACE" if table == IMAGES else "INSERT"
     return (
-        f"INSERT INTO {table} ({', '.join(column.name for column in made)})"
+        f"{verb} INTO {table} ({', '.join(column.name for column in made)})"
         f" SELECT {', '.join(column.sql for column in made)} FROM {source}"
         f" WHERE {these} ORDER BY t.rowid"
     )
 
 
 def _index_turns(db: sqlite_utils.Database, where: str, params: Any = ()) -> None:
-    """Add to the index the plugin's turns that match ``where``, in the order
-    llm logged them. The turns are chosen first, by cheap tests, and only
-    they have their records read."""
-    chosen = [
-        row[0]
-        for row in db.execute(
-            f"SELECT t.rowid FROM turns t WHERE t.model IN ({MODEL_IDS}) AND {where}",
-            params,
-        )
-    ]
-    if not chosen:
-        return
-    these = f"t.rowid IN (SELECT value FROM json_each(?)) AND {OURS}"
-    db.execute(_insert(GENERATIONS, "turns t", these), [json.dumps(chosen)])
-    db.execute(_insert(IMAGES, f"turns t, {IMAGES_OF_T}", these), [json.dumps(chosen)])
+    """Add to the index the plugin's turns that match ``where`` and are not
+    in it yet, in the order llm logged them, in two statements of SQL:
+    their images first, which each generation's count of saved images
+    reads, then the generations. Each record is parsed once a statement;
+    the cheap tests come first, so that only the plugin's turns are."""
+    these = (
+        f"t.model IN ({MODEL_IDS}) AND {where} AND NOT EXISTS"
+        f" (SELECT 1 FROM {GENERATIONS} g WHERE g.turn_id = t.id) AND {OURS}"
+    )
+    db.execute(_insert(IMAGES, f"turns t, {IMAGES_OF_T}", these), params)
+    db.execute(_insert(GENERATIONS, "turns t", these), params)
+
+
+# The index's indexes, as m002_index made them: each table, its columns,
+# and whether they are unique. The ones whose entries go in at random
+# places are made at the end of a long catch-up rather than kept up to date
+# through every slice of it.
+INDEXES = (
+    (GENERATIONS, ("turn_id",), True),
+    (GENERATIONS, ("model",), False),
+    (GENERATIONS, ("seed",), False),
+    (GENERATIONS, ("datetime_utc",), False),
+    (GENERATIONS, ("request_key", "seed"), False),
+    (GENERATIONS, ("tool_call_id",), False),
+    (IMAGES, ("turn_id", "position"), True),
+)
+AT_RANDOM = ((GENERATIONS, ("seed",)), (GENERATIONS, ("request_key", "seed")))
+
+
+def _index_name(table: str, names: tuple[str, ...]) -> str:
+    """The name sqlite-utils gives an index."""
+    return f"idx_{table}_{'_'.join(names)}"
+
+
+def _make_indexes(db: sqlite_utils.Database) -> None:
+    for table, names, unique in INDEXES:
+        db[table].create_index(list(names), unique=unique, if_not_exists=True)
+
+
+def _indexes_missing(db: sqlite_utils.Database) -> bool:
+    wanted = [_index_name(table, names) for table, names, _ in INDEXES]
+    (found,) = db.execute(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'index'"
+        f" AND name IN ({', '.join('?' * len(wanted))})",
+        wanted,
+    ).fetchone()
+    return found != len(wanted)
 
 
 @MIGRATIONS()
@@ -146,15 +182,8 @@ def m002_index(db: sqlite_utils.Database) -> None:
     db[GENERATIONS].create(
         {column.name: column.type for column in columns.of(GENERATIONS)}
     )
-    generations = db[GENERATIONS]
-    generations.create_index(["turn_id"], unique=True)
-    generations.create_index(["model"])
-    generations.create_index(["seed"])
-    generations.create_index(["datetime_utc"])
-    generations.create_index(["request_key", "seed"])
-    generations.create_index(["tool_call_id"])
     db[IMAGES].create({column.name: column.type for column in columns.of(IMAGES)})
-    db[IMAGES].create_index(["turn_id", "position"], unique=True)
+    _make_indexes(db)
     # How far the index has read turns: every turn up to ``turns_rowid`` is
     # in it, ``turns_count`` of them then, the last being ``last_turn_id``;
     # and the rowid of imagen4_generations up to which the prompt search
@@ -216,19 +245,38 @@ def _generations_top(db: sqlite_utils.Database) -> int:
     return db.execute("SELECT max(rowid) FROM imagen4_generations").fetchone()[0] or 0
 
 
+def searched(db: sqlite_utils.Database) -> int | None:
+    """The rowid of imagen4_generations up to which the prompt search has
+    every prompt, once it is brought up to date; None where there is no
+    search. Only the reads that look for text use the search, so they
+    alone bring it up to date: catching up with a long history does not
+    wait for it. Where the database cannot be written now (read only, or
+    locked past the busy timeout), the search stays as far as it was, and
+    the generations above it are read directly."""
+    if not trigram() or not db[SEARCH].exists():
+        return None
+    with contextlib.suppress(sqlite3.OperationalError):
+        if _search_row(db) != _generations_top(db):
+            with transaction(db):
+                _update_search(db)
+    return _search_row(db)
+
+
+def _search_row(db: sqlite_utils.Database) -> int | None:
+    return db.execute("SELECT search_rowid FROM imagen4_sync").fetchone()[0]
+
+
 def _update_search(db: sqlite_utils.Database) -> None:
     """Add to the search the generations indexed since it was last brought
     up to date, or all of them when it must start again."""
-    if not trigram() or not db[SEARCH].exists():
-        return
-    (covered,) = db.execute("SELECT search_rowid FROM imagen4_sync").fetchone()
+    covered = _search_row(db)
     top = _generations_top(db)
     if covered is None or covered > top:  # > top: the index was emptied by hand
         db.execute(f"INSERT INTO {SEARCH} ({SEARCH}) VALUES ('delete-all')")
         covered = 0
     db.execute(
         f"INSERT INTO {SEARCH} (rowid, prompt) SELECT rowid, prompt"
-        " FROM imagen4_generations WHERE rowid > ? ORDER BY rowid",
+        f" FROM {GENERATIONS} WHERE rowid > ? ORDER BY rowid",
         [covered],
     )
     db.execute("UPDATE imagen4_sync SET search_rowid = ?", [top])
@@ -353,50 +401,63 @@ def refresh(db: sqlite_utils.Database) -> None:
     was logged since (one query); the new turns alone when only new ones
     were logged; and when anything else changed (a turn deleted, logged
     again, ``turns`` rebuilt), the index rows out of date dropped and their
-    turns indexed again."""
-    search = db.execute("SELECT search_rowid FROM imagen4_sync").fetchone()[0]
-    if _state(db) == _turns_now(db) and (
-        not trigram() or not db[SEARCH].exists() or search == _generations_top(db)
-    ):
+    turns indexed again. The index's indexes a long catch-up left to its
+    end, or that were dropped, are made again."""
+    if _state(db) == _turns_now(db) and not _indexes_missing(db):
         return
-    while not _catch_up(db):
-        pass
+    check = True
+    while not _catch_up(db, check):
+        check = False
+    if _indexes_missing(db):
+        with transaction(db):
+            _make_indexes(db)
 
 
-def _catch_up(db: sqlite_utils.Database) -> bool:
+def _catch_up(db: sqlite_utils.Database, check: bool) -> bool:
     """One short write transaction of bringing the index up to date: at
-    most SLICE turns indexed. True once it is up to date. Counting all of
-    ``turns`` once is its one cost that grows with the history."""
+    most SLICE turns indexed. True once it is up to date.
+
+    With ``check`` (the first of a refresh), the index is first made sure
+    to hold what it says: as many turns up to the last it read as there
+    were then. Counting them is the one cost that grows with the history,
+    paid once a refresh: the count the next slices record is the checked
+    one and what they add, so that a turn deleted meanwhile shows at the
+    next refresh. When more than one slice is ahead, the indexes whose
+    entries go in at random places are dropped until the end."""
     with transaction(db):
         rowid, count, last = _state(db)
-        top, total, _ = _turns_now(db)
-
-        def up_to(limit: int) -> int:
-            """How many turns there are up to rowid ``limit``."""
-            (after,) = db.execute(
-                "SELECT count(*) FROM turns WHERE rowid > ?", [limit]
-            ).fetchone()
-            return total - after
-
-        if up_to(rowid) != count or (rowid and _turn_at(db, rowid) != last):
+        (top,) = db.execute("SELECT max(rowid) FROM turns").fetchone()
+        top = top or 0
+        if rowid and _turn_at(db, rowid) != last:
             _drop_out_of_date(db)
-            rowid = 0
+            rowid = count = 0
+        if check:
+            (total,) = db.execute("SELECT count(*) FROM turns").fetchone()
+            (after,) = db.execute(
+                "SELECT count(*) FROM turns WHERE rowid > ?", [rowid]
+            ).fetchone()
+            if total - after != count:
+                _drop_out_of_date(db)
+                rowid, count, after = 0, 0, total
+            if after > SLICE:
+                for table, names in AT_RANDOM:
+                    db.execute(f"DROP INDEX IF EXISTS [{_index_name(table, names)}]")
         slice_end = db.execute(
             "SELECT rowid FROM turns WHERE rowid > ? ORDER BY rowid LIMIT 1 OFFSET ?",
             [rowid, SLICE - 1],
         ).fetchone()
-        upper = slice_end[0] if slice_end else top
-        _index_turns(
-            db,
-            "t.rowid > ? AND t.rowid <= ?"
-            " AND NOT EXISTS (SELECT 1 FROM imagen4_generations g WHERE g.turn_id = t.id)",
-            [rowid, upper],
-        )
+        if slice_end:
+            upper, added = slice_end[0], SLICE
+        else:
+            upper = top
+            (added,) = db.execute(
+                "SELECT count(*) FROM turns WHERE rowid > ?", [rowid]
+            ).fetchone()
+        _index_turns(db, "t.rowid > ? AND t.rowid <= ?", [rowid, upper])
         db.execute(
             "UPDATE imagen4_sync SET turns_rowid = ?, turns_count = ?, last_turn_id = ?",
-            [upper, up_to(upper), _turn_at(db, upper)],
+            [upper, count + added, _turn_at(db, upper)],
         )
-        _update_search(db)
         return upper == top
 
 

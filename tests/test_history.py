@@ -333,6 +333,99 @@ def test_a_rowid_given_again_is_searched_by_its_new_prompt(
         )
 
 
+def copy_turns(db, count: int) -> None:
+    """``count`` copies of the one turn in ``db``, logged after it in order,
+    each with an id and a prompt of its own, as a long history has them."""
+    columns = [name for name in db["turns"].columns_dict if name != "id"]
+    chosen = ", ".join(
+        "json_set(t.response_json, '$.request.prompt', 'copy ' || k.n)"
+        if name == "response_json"
+        else f"t.{name}"
+        for name in columns
+    )
+    with db.conn:
+        db.execute(
+            "WITH RECURSIVE k(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM k"
+            f" WHERE n < ?) INSERT INTO turns (id, {', '.join(columns)})"
+            f" SELECT t.id || printf('%06d', k.n), {chosen} FROM turns t, k"
+            " ORDER BY k.n",
+            [count],
+        )
+
+
+def plugins_indexes(db) -> list[tuple[str, str]]:
+    return list(
+        db.execute(
+            "select name, sql from sqlite_master where type = 'index'"
+            " and tbl_name like 'imagen4%' order by name"
+        )
+    )
+
+
+def test_a_history_longer_than_one_transaction_is_indexed_whole(
+    fake, generate, llm_cli, logs_db
+):
+    """Catching up with many turns takes several short transactions; each
+    goes on from the last, the index ends with every index it had, and a
+    turn deleted since is seen."""
+    generate("the original")
+    made = plugins_indexes(logs_db())
+    copy_turns(logs_db(), 6_000)
+    rows = history(llm_cli, "-n", "0")
+    assert plugins_indexes(logs_db()) == made
+    assert len(rows) == 6_001
+    assert [r["prompt"] for r in rows[:2]] == ["copy 6000", "copy 5999"]
+    assert rows[-1]["prompt"] == "the original"
+    db = logs_db()
+    assert db.execute("select count(*) from imagen4_images").fetchone() == (6_001,)
+    with db.conn:
+        db.execute("delete from turns where id = ?", [rows[3_000]["id"]])
+    generate("a new one")
+    again = history(llm_cli, "-n", "0")
+    assert len(again) == 6_001 and again[0]["prompt"] == "a new one"
+    assert rows[3_000]["prompt"] not in {r["prompt"] for r in again}
+    assert [r["prompt"] for r in history(llm_cli, "-q", "copy 3000")] == []
+    assert [r["prompt"] for r in history(llm_cli, "-q", "copy 2999")] == ["copy 2999"]
+
+
+def test_dropped_indexes_of_the_index_are_made_again(fake, generate, llm_cli, logs_db):
+    generate("a heron", "--seed", "5")
+    db = logs_db()
+    made = plugins_indexes(db)
+    assert len(made) == 7
+    for name, _ in made[:4]:
+        db.execute(f"drop index [{name}]")
+    assert [r["seed"] for r in history(llm_cli, "--seed", "5")] == [5]
+    assert plugins_indexes(logs_db()) == made
+
+
+def test_only_a_search_for_text_brings_the_prompt_search_up_to_date(
+    fake, generate, llm_cli, logs_db
+):
+    if not has_trigrams():
+        pytest.skip("this SQLite has no trigram tokenizer")
+    generate("a lighthouse at dawn")
+    generate("a harbour at dusk")
+    assert len(history(llm_cli)) == 2
+    db = logs_db()
+
+    def searched() -> int | None:
+        return db.execute("select search_rowid from imagen4_sync").fetchone()[0]
+
+    assert searched() is None
+    assert [r["prompt"] for r in history(llm_cli, "-q", "harbour")] == [
+        "a harbour at dusk"
+    ]
+    assert searched() == 2
+    generate("another lighthouse")
+    assert searched() == 2
+    assert [r["prompt"] for r in history(llm_cli, "-q", "lighthouse")] == [
+        "another lighthouse",
+        "a lighthouse at dawn",
+    ]
+    assert searched() == 3
+
+
 def test_no_log_and_logs_off_write_nothing(fake, generate, llm_cli, logs_db):
     generate("first")
     generate("second secret", "--no-log")
