@@ -7,18 +7,32 @@ shows one row per image. Each row of ``COLUMNS`` below is one column: its
 name, the table it is in, the SQL that reads it from a turn, the Python
 type of its values (the column's SQL type is the one sqlite-utils gives
 that type: TEXT, INTEGER, REAL; INTEGER for bool), its place in the view,
-and its name in the entries the history returns.
+its name in the entries the history returns, the range or form a value
+must be in beyond its type, and whether every record has it.
 
 From this one table come the index tables (made by the migration
 ``m002_index``), the INSERT ... SELECT that catches up with ``turns``, the
-view, and the entry classes of ``history``. The tables were made by
+view, the entry classes of ``history``, and the check of every value the
+history reads back: a logs database may be shared or crafted, so a value
+of the wrong type or out of its range is read as None. A value is checked
+as the index holds it, after SQLite gave it the column's type where it
+could (a number in a TEXT column is its text, digits in an INTEGER column
+their number), which keeps it harmless. The tables were made by
 ``m002_index`` from the columns as they are here: a column added later
 needs a migration of its own that adds it, and is left out of m002's."""
 
 from __future__ import annotations
 
+import datetime
+import math
+import re
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from .record import ImageStatus
+from .specs import SEED_MAX, SIZES, SPECS_BY_ID
 
 GENERATIONS = "imagen4_generations"
 IMAGES = "imagen4_image_files"
@@ -53,22 +67,68 @@ class Column:
     view: int | None = None
     # Its name in HistoryEntry or HistoryImage; None: not in them.
     field: str | None = None
+    # What a value of the right type must also be.
+    check: Callable[[Any], bool] | None = None
+    # Whether every record the plugin writes has a value: one it has not is
+    # not valid, where one that others have not is merely absent.
+    required: bool = False
 
     def read(self, value: Any) -> Any:
-        """A value of this column as read back from a logs database, which
-        keeps a bool as 0 or 1."""
-        if self.type is bool and value is not None:
-            return bool(value)
-        return value
+        """A value of this column as read back from a logs database: the
+        value when it is of the column's type (a bool kept as 0 or 1, a
+        float that may be written as an int) and passes its check; None
+        otherwise."""
+        if self.type is bool:
+            return bool(value) if type(value) is int and value in (0, 1) else None
+        if self.type is float and type(value) is int:
+            value = float(value)
+        if type(value) is not self.type:
+            return None
+        if self.type is float and not math.isfinite(value):
+            return None
+        return value if self.check is None or self.check(value) else None
+
+
+def _between(low: float, high: float = math.inf) -> Callable[[Any], bool]:
+    return lambda value: low <= value <= high
+
+
+def _one_of(*values: str) -> Callable[[Any], bool]:
+    return lambda value: value in values
+
+
+def _a_time(value: str) -> bool:
+    try:
+        datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _a_sha256(value: str) -> bool:
+    return re.fullmatch("[0-9a-f]{64}", value) is not None
+
+
+# The largest width or height a PNG can have.
+_SIDE = _between(1, 2**31 - 1)
 
 
 COLUMNS = (
     # One row per generation.
-    Column("turn_id", GENERATIONS, "t.id", str, field="id"),
+    Column("turn_id", GENERATIONS, "t.id", str, field="id", required=True),
     # The turn's rowid when it was indexed: a turn logged again (a new
     # rowid) or a rebuilt turns table shows as an index row out of date.
     Column("turn_rowid", GENERATIONS, "t.rowid", int),
-    Column("model", GENERATIONS, "t.model", str, view=3, field="model"),
+    Column(
+        "model",
+        GENERATIONS,
+        "t.model",
+        str,
+        view=3,
+        field="model",
+        check=_one_of(*SPECS_BY_ID),
+        required=True,
+    ),
     Column(
         "api_model",
         GENERATIONS,
@@ -76,9 +136,16 @@ COLUMNS = (
         str,
         view=4,
         field="api_model",
+        required=True,
     ),
     Column(
-        "prompt", GENERATIONS, _record("request.prompt"), str, view=5, field="prompt"
+        "prompt",
+        GENERATIONS,
+        _record("request.prompt"),
+        str,
+        view=5,
+        field="prompt",
+        required=True,
     ),
     Column(
         "negative_prompt",
@@ -95,11 +162,26 @@ COLUMNS = (
         str,
         view=8,
         field="aspect_ratio",
+        check=_one_of(*SIZES),
+        required=True,
     ),
     # The seed that was sent.
-    Column("seed", GENERATIONS, _record("seed"), int, view=9, field="seed"),
     Column(
-        "images", GENERATIONS, "json_array_length(t.response_json, '$.images')", int
+        "seed",
+        GENERATIONS,
+        _record("seed"),
+        int,
+        view=9,
+        field="seed",
+        check=_between(0, SEED_MAX),
+        required=True,
+    ),
+    Column(
+        "images",
+        GENERATIONS,
+        "json_array_length(t.response_json, '$.images')",
+        int,
+        check=_between(0),
     ),
     # Counted from the index's images of the turn, which are indexed first.
     Column(
@@ -108,6 +190,7 @@ COLUMNS = (
         f"(SELECT count(*) FROM {IMAGES} i"
         " WHERE i.turn_id = t.id AND i.status = 'saved')",
         int,
+        check=_between(0),
     ),
     Column(
         "credits_used",
@@ -116,6 +199,7 @@ COLUMNS = (
         float,
         view=19,
         field="credits_used",
+        check=_between(0),
     ),
     Column(
         "usd_spent",
@@ -124,6 +208,7 @@ COLUMNS = (
         float,
         view=20,
         field="usd_spent",
+        check=_between(0),
     ),
     Column(
         "client_request_id", GENERATIONS, _record("client_request_id"), str, view=21
@@ -141,12 +226,27 @@ COLUMNS = (
     Column(
         "request_key",
         GENERATIONS,
-        "json_remove(json_extract(t.response_json, '$.request'), '$.seed')",
+        "CASE WHEN json_type(t.response_json, '$.request') = 'object' THEN"
+        " json_remove(json_extract(t.response_json, '$.request'), '$.seed') END",
         str,
     ),
-    Column("folder", GENERATIONS, _record("directory"), str, view=24, field="folder"),
     Column(
-        "metadata", GENERATIONS, _record("metadata"), bool, view=25, field="metadata"
+        "folder",
+        GENERATIONS,
+        _record("directory"),
+        str,
+        view=24,
+        field="folder",
+        required=True,
+    ),
+    Column(
+        "metadata",
+        GENERATIONS,
+        _record("metadata"),
+        bool,
+        view=25,
+        field="metadata",
+        required=True,
     ),
     Column(
         "datetime_utc",
@@ -155,12 +255,23 @@ COLUMNS = (
         str,
         view=27,
         field="datetime_utc",
+        check=_a_time,
+        required=True,
     ),
     # One row per image.
     Column("turn_id", IMAGES, "t.id", str, view=1),
     # Its place in the record's list, which the plugin writes as its
     # position too: one of its own in its turn, as the index needs.
-    Column("position", IMAGES, "image.key", int, view=2, field="position"),
+    Column(
+        "position",
+        IMAGES,
+        "image.key",
+        int,
+        view=2,
+        field="position",
+        check=_between(0),
+        required=True,
+    ),
     Column(
         "path",
         IMAGES,
@@ -169,12 +280,33 @@ COLUMNS = (
         view=11,
         field="path",
     ),
-    Column("status", IMAGES, _image("status"), str, view=10, field="status"),
+    Column(
+        "status",
+        IMAGES,
+        _image("status"),
+        str,
+        view=10,
+        field="status",
+        check=_one_of(*typing.get_args(ImageStatus)),
+        required=True,
+    ),
     Column("url", IMAGES, _image("url"), str, view=12, field="url"),
-    Column("sha256", IMAGES, _image("sha256"), str, view=13, field="sha256"),
-    Column("bytes", IMAGES, _image("bytes"), int, view=14, field="bytes"),
-    Column("width", IMAGES, _image("width"), int, view=15, field="width"),
-    Column("height", IMAGES, _image("height"), int, view=16, field="height"),
+    Column(
+        "sha256",
+        IMAGES,
+        _image("sha256"),
+        str,
+        view=13,
+        field="sha256",
+        check=_a_sha256,
+    ),
+    Column(
+        "bytes", IMAGES, _image("bytes"), int, view=14, field="bytes", check=_between(0)
+    ),
+    Column("width", IMAGES, _image("width"), int, view=15, field="width", check=_SIDE),
+    Column(
+        "height", IMAGES, _image("height"), int, view=16, field="height", check=_SIDE
+    ),
     Column(
         "content_type",
         IMAGES,
@@ -182,6 +314,7 @@ COLUMNS = (
         str,
         view=17,
         field="content_type",
+        check=_one_of("image/png", "image/jpeg", "image/webp"),
     ),
     Column("error", IMAGES, _image("error"), str, view=18, field="error"),
     # The prompt the API made this image from, when it rewrote the user's.

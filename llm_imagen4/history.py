@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+from pydantic import ValidationError
 
 from . import columns, index
 from .columns import GENERATIONS, IMAGES
@@ -30,10 +31,19 @@ from .index import (  # noqa: F401 - names other modules import from here
     transaction,
 )
 from .record import GenerationRecord
+from .specs import SPECS_BY_ID
+
+# How a text output shows a value a generation must have and does not,
+# or has of the wrong type: JSON shows it as null.
+NOT_VALID = "not valid"
 
 # The columns an entry holds, in its order: those with a field.
 _ENTRY = tuple(column for column in columns.of(GENERATIONS) if column.field)
 _IMAGE = tuple(column for column in columns.of(IMAGES) if column.field)
+# The fields of entries and images every generation the plugin logs has.
+REQUIRED = frozenset(
+    column.field for column in (*_ENTRY, *_IMAGE) if column.field and column.required
+)
 
 
 def _fields(shown: tuple[columns.Column, ...]) -> list[tuple[str, Any]]:
@@ -67,6 +77,9 @@ def _like(text: str) -> str:
 
 
 def _entries(db: sqlite_utils.Database, rows: list[tuple]) -> list[HistoryEntry]:
+    """The entries of the index's ``rows`` of generations (the columns of
+    ``_ENTRY``), each value checked, with their images. The images are
+    found by the turn id as the index has it, valid or not."""
     entries = [
         HistoryEntry(
             **{
@@ -78,7 +91,7 @@ def _entries(db: sqlite_utils.Database, rows: list[tuple]) -> list[HistoryEntry]
     ]
     if not entries:
         return entries
-    by_id = {entry.id: entry for entry in entries}
+    by_id = {row[0]: entry for row, entry in zip(rows, entries, strict=True)}
     marks = ", ".join("?" * len(by_id))
     for row in db.execute(
         f"SELECT turn_id, {', '.join(column.name for column in _IMAGE)}"
@@ -125,9 +138,9 @@ def generations(
         params.append(since)
     if tool:
         where.append("g.tool_call_id IS NOT NULL")
-    # A page at a time: as many as asked for, or more when some will be
-    # left out for having all their files.
-    page = 200 if missing else limit or 1000
+    # A page at a time: as many as asked for, up to a thousand, or more
+    # when some will be left out for having all their files.
+    page = 200 if missing else min(limit or 1000, 1000)
     chosen: list[HistoryEntry] = []
     for rows in _newest(db, where, params, query if seed is None else None, page):
         entries = _entries(db, rows)
@@ -200,19 +213,36 @@ class LoggedTurn:
 
     model: str
     record: GenerationRecord
+    # The options llm logged; none when what it holds is no JSON object.
     options: dict[str, Any]
 
 
 def turn(db: sqlite_utils.Database, generation_id: str) -> LoggedTurn | None:
+    """The turn ``generation_id`` as llm logged it; None when there is none,
+    or when it is not a generation the plugin can read: a model of the
+    plugin's, and a record whose every field is of its type, with a
+    request that names its model and prompt."""
     row = db.execute(
         "SELECT model, response_json, options_json FROM turns WHERE id = ?",
         [generation_id],
     ).fetchone()
-    if row is None or not row[1]:
+    if row is None or row[0] not in SPECS_BY_ID or type(row[1]) is not str:
         return None
-    return LoggedTurn(
-        row[0], GenerationRecord.model_validate_json(row[1]), json.loads(row[2] or "{}")
-    )
+    try:
+        record = GenerationRecord.model_validate_json(row[1])
+    except ValidationError:
+        return None
+    if not all(type(record.request.get(name)) is str for name in ("model", "prompt")):
+        return None
+    return LoggedTurn(row[0], record, _options(row[2]))
+
+
+def _options(logged: Any) -> dict[str, Any]:
+    try:
+        options = json.loads(logged) if type(logged) is str else None
+    except ValueError:
+        return {}
+    return options if type(options) is dict else {}
 
 
 def done(

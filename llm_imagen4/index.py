@@ -53,15 +53,19 @@ SEARCH = "imagen4_prompt_search"
 MODEL_IDS = ", ".join(f"'{spec.model_id}'" for spec in specs.SPECS)
 
 
-# Turns of this plugin. The model is compared first, as it is cheap.
+# Turns of this plugin. The model is compared first, as it is cheap; a turn
+# without a text id, or whose record is no JSON, is none of the plugin's.
 OURS = (
-    f"t.model IN ({MODEL_IDS}) AND json_valid(t.response_json)"
+    f"t.model IN ({MODEL_IDS}) AND typeof(t.id) = 'text'"
+    " AND json_valid(t.response_json)"
     f" AND json_extract(t.response_json, '$.plugin') = '{PLUGIN}'"
 )
-# The images of a turn ``t``, one row each, as the columns read them.
+# The images of a turn ``t``, one row each, as the columns read them: none
+# where the record holds no list of them.
 IMAGES_OF_T = (
-    "json_each(CASE WHEN json_valid(t.response_json) THEN t.response_json"
-    " ELSE '{}' END, '$.images') AS image"
+    "json_each(CASE WHEN json_valid(t.response_json)"
+    " AND json_type(t.response_json, '$.images') = 'array'"
+    " THEN t.response_json ELSE '[]' END, '$.images') AS image"
 )
 
 
@@ -263,7 +267,11 @@ def searched(db: sqlite_utils.Database) -> int | None:
 
 
 def _search_row(db: sqlite_utils.Database) -> int | None:
-    return db.execute("SELECT search_rowid FROM imagen4_sync").fetchone()[0]
+    """How far the search has read the index; None when it must start
+    again, as when the value there is no rowid of it."""
+    row = db.execute("SELECT search_rowid FROM imagen4_sync").fetchone()
+    value = row[0] if row else None
+    return value if type(value) is int and value >= 0 else None
 
 
 def _update_search(db: sqlite_utils.Database) -> None:
@@ -389,11 +397,22 @@ def _turn_at(db: sqlite_utils.Database, rowid: int | None) -> str | None:
 
 
 def _state(db: sqlite_utils.Database) -> tuple[int, int, str | None]:
-    return tuple(
-        db.execute(
-            "SELECT turns_rowid, turns_count, last_turn_id FROM imagen4_sync"
-        ).fetchone()
-    )
+    """How far the index has read ``turns``. A state that is not one the
+    plugin writes (its row gone, values of other types) is one that no
+    ``turns`` matches, so that the index is checked and made again."""
+    row = db.execute(
+        "SELECT turns_rowid, turns_count, last_turn_id FROM imagen4_sync"
+    ).fetchone()
+    if row is None:
+        return 0, -1, None
+    rowid, count, last = row
+    if (
+        type(rowid) is not int
+        or type(count) is not int
+        or not (last is None or type(last) is str)
+    ):
+        return 0, -1, None
+    return rowid, count, last
 
 
 def refresh(db: sqlite_utils.Database) -> None:
@@ -425,6 +444,10 @@ def _catch_up(db: sqlite_utils.Database, check: bool) -> bool:
     next refresh. When more than one slice is ahead, the indexes whose
     entries go in at random places are dropped until the end."""
     with transaction(db):
+        db.execute(
+            "INSERT INTO imagen4_sync (id) SELECT 1"
+            " WHERE NOT EXISTS (SELECT 1 FROM imagen4_sync)"
+        )
         rowid, count, last = _state(db)
         (top,) = db.execute("SELECT max(rowid) FROM turns").fetchone()
         top = top or 0

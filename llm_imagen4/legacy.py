@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+from pydantic import ValidationError
 
 from . import columns, journal, turns
 from .record import GenerationRecord, ImageRecord
@@ -30,7 +31,9 @@ _COPIED = tuple(
 
 
 def rescue(db: sqlite_utils.Database, log_to: Path) -> None:
-    """Rescue what the old table of the logs database at ``log_to`` holds."""
+    """Rescue what the old table of the logs database at ``log_to`` holds.
+    A generation whose rows or turn are not as 0.1 wrote them (values of
+    other types, a record that is not one) is left as it is."""
     rows = list(db.query("SELECT * FROM imagen4_images ORDER BY turn_id, position"))
     by_turn: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
@@ -39,21 +42,39 @@ def rescue(db: sqlite_utils.Database, log_to: Path) -> None:
         turn = db.execute(
             "SELECT response_json FROM turns WHERE id = ?", [turn_id]
         ).fetchone()
-        if turn is None:
-            _journal_old_rows(turn_id, images, log_to)
+        try:
+            if turn is None:
+                _journal_old_rows(turn_id, images, log_to)
+            else:
+                _mark_restored(db, turn_id, turn[0], images)
+        except (ValidationError, ValueError, TypeError):
             continue
-        record = GenerationRecord.model_validate_json(turn[0])
-        changed = False
-        for row, image in zip(images, record.images, strict=False):
-            if row["status"] == "saved" and image.status != "saved" and row["path"]:
-                for name in _COPIED:
-                    if name in row:
-                        setattr(image, name, row[name])
-                image.status, image.name = "saved", Path(row["path"]).name
-                image.error = None
-                changed = True
-        if changed:
-            turns.update_turn(db, turn_id, record)
+
+
+def _mark_restored(
+    db: sqlite_utils.Database,
+    turn_id: str,
+    logged: Any,
+    rows: list[dict[str, Any]],
+) -> None:
+    """Images ``download`` saved after their turn was logged are marked
+    saved in it, with what the old rows say of their files."""
+    record = GenerationRecord.model_validate_json(logged)
+    changed = False
+    for position, (row, image) in enumerate(zip(rows, record.images, strict=False)):
+        if row["status"] == "saved" and image.status != "saved" and row["path"]:
+            record.images[position] = ImageRecord.model_validate(
+                {
+                    **image.model_dump(),
+                    **{name: row[name] for name in _COPIED if name in row},
+                    "status": "saved",
+                    "name": Path(row["path"]).name,
+                    "error": None,
+                }
+            )
+            changed = True
+    if changed:
+        turns.update_turn(db, turn_id, record)
 
 
 def _journal_old_rows(turn_id: str, rows: list[dict[str, Any]], log_to: Path) -> None:
