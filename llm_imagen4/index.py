@@ -456,12 +456,11 @@ def _catch_up(db: sqlite_utils.Database, check: bool) -> bool:
             rowid = count = 0
         if check:
             (total,) = db.execute("SELECT count(*) FROM turns").fetchone()
-            (after,) = db.execute(
-                "SELECT count(*) FROM turns WHERE rowid > ?", [rowid]
-            ).fetchone()
-            if total - after != count:
+            read = _turns_up_to(db, rowid, top, total)
+            if read != count:
                 _drop_out_of_date(db)
-                rowid, count, after = 0, 0, total
+                rowid = count = read = 0
+            after = total - read
             if after > SLICE:
                 for table, names in AT_RANDOM:
                     db.execute(f"DROP INDEX IF EXISTS [{_index_name(table, names)}]")
@@ -482,6 +481,20 @@ def _catch_up(db: sqlite_utils.Database, check: bool) -> bool:
             [upper, count + added, _turn_at(db, upper)],
         )
         return upper == top
+
+
+def _turns_up_to(db: sqlite_utils.Database, rowid: int, top: int, total: int) -> int:
+    """How many of the ``total`` turns have a rowid up to ``rowid``: counted
+    on the side of it that is likely the smaller, as counting walks them."""
+    if rowid <= top // 2:
+        (upto,) = db.execute(
+            "SELECT count(*) FROM turns WHERE rowid <= ?", [rowid]
+        ).fetchone()
+        return upto
+    (after,) = db.execute(
+        "SELECT count(*) FROM turns WHERE rowid > ?", [rowid]
+    ).fetchone()
+    return total - after
 
 
 def _drop_out_of_date(db: sqlite_utils.Database) -> None:
