@@ -368,7 +368,7 @@ def batch_row(built: Histories, user: Path) -> Row:
         measured[label] = statistics.median(times), lookups_s
     return (
         f"`batch --dry-run` of {BATCH_ROWS:,} rows ({BATCH_ROWS // 2:,} done)"
-        f" against {IMAGES} vs {SMALL_GENERATIONS * 2:,} images",
+        f" against {GENERATIONS * 2:,} vs {SMALL_GENERATIONS * 2:,} images",
         f"{measured['100k'][0]:.2f} s vs {measured['10k'][0]:.2f} s for the "
         f"command, with the process's start; the done lookups alone "
         f"{ms(measured['100k'][1])} vs {ms(measured['10k'][1])}",
