@@ -123,20 +123,44 @@ def build(
     turns of another model among them, dated over the six months before
     now. The values of each generation come from ``generations``; its ids,
     hashes and sizes from SQLite's random()."""
-    from llm_imagen4 import specs
-
     rng = random.Random(seed)
     shutil.copy(template, path)
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA journal_mode = OFF")
     conn.execute("PRAGMA synchronous = OFF")
     conn.row_factory = sqlite3.Row
+    columns = _clear(conn)
+    slots = _slots(len(generations), other_turns, rng)
+    _plan_table(conn, generations, rng, folder)
+    _timed_table(conn, slots, rng)
+    chosen = ", ".join(
+        f"CASE WHEN x.k IS NULL THEN {_OTHER_TURN.get(c, f't.{c}')}"
+        f" ELSE {_generation_turn().get(c, f't.{c}')} END"
+        for c in columns
+    )
+    conn.execute(
+        f"INSERT INTO turns ({', '.join(columns)}) SELECT {chosen}"
+        " FROM timed x LEFT JOIN plan p ON p.k = x.k, template t ORDER BY x.n",
+        {"folder": str(folder)},
+    )
+    conn.execute(
+        "INSERT INTO threads (id, name, tip_message_hash, forked_from, datetime_utc)"
+        " SELECT x.thread_id, coalesce(p.prompt, 'a question'), t.tip_message_hash,"
+        " t.forked_from, x.stamp FROM timed x LEFT JOIN plan p ON p.k = x.k,"
+        " template_thread t ORDER BY x.n"
+    )
+    conn.commit()
+    _check(conn, generations)
+    conn.close()
+
+
+def _clear(conn: sqlite3.Connection) -> list[str]:
+    """Keep the template's turn and thread aside, for the copies to be
+    made of, and empty ``turns``; its messages stay, for the copies'
+    message hashes to point at. The columns of ``turns``."""
     (turn,) = conn.execute("SELECT * FROM turns").fetchall()
-    columns = list(turn.keys())
     base = json.loads(turn["response_json"])
     assert base["plugin"] == "llm-imagen4" and len(base["images"]) == 2
-    # The copies replace the template's turn; its messages stay, for the
-    # copies' message hashes to point at.
     conn.execute("CREATE TEMP TABLE template AS SELECT * FROM turns")
     conn.execute("CREATE TEMP TABLE template_thread AS SELECT * FROM threads")
     conn.execute("DELETE FROM turn_search")
@@ -146,12 +170,28 @@ def build(
         "SELECT name FROM sqlite_master WHERE name LIKE 'imagen4%'"
     ).fetchall()
     assert not ours, "the template must have llm's tables only"
+    return list(turn.keys())
 
-    # Which turns are generations, and which of them used a tool.
-    slots: list[int | None] = [*range(len(generations)), *[None] * other_turns]
+
+def _slots(generations: int, other_turns: int, rng: random.Random) -> list[int | None]:
+    """Which turns are generations (their number, in order) and which are
+    another model's (None), in the order they are logged."""
+    slots: list[int | None] = [*range(generations), *[None] * other_turns]
     rng.shuffle(slots)
     order = iter(range(len(slots)))
-    slots = [k if k is None else next(order) for k in slots]  # generations in order
+    return [k if k is None else next(order) for k in slots]
+
+
+def _plan_table(
+    conn: sqlite3.Connection,
+    generations: list[Generation],
+    rng: random.Random,
+    folder: Path,
+) -> None:
+    """The temporary table ``plan``: what each generation is, with the
+    request the plugin sends for it and the options llm logs."""
+    from llm_imagen4 import specs
+
     conn.execute(
         "CREATE TEMP TABLE plan (k INTEGER PRIMARY KEY, model, api_model, inline,"
         " prompt, seed, ratio, width, height, tool)"
@@ -173,6 +213,35 @@ def build(
             for k, g in enumerate(generations)
         ),
     )
+    request = (
+        "json_object('model', p.api_model, 'prompt', p.prompt, 'aspect_ratio',"
+        " p.ratio, 'num_images', 2, 'seed', p.seed)"
+    )
+    request = (
+        f"CASE WHEN p.inline THEN json_set({request}, '$.convert_base64_to_url',"
+        f" json('false')) ELSE {request} END"
+    )
+    options = (
+        "json_object('seed', p.seed, 'num_images', 2, 'output', :folder)"
+        " || ''"  # a text value, as llm writes it
+    )
+    options = (
+        f"CASE WHEN p.ratio = '1:1' THEN {options} ELSE json_set({options},"
+        " '$.aspect_ratio', p.ratio) END"
+    )
+    conn.execute("ALTER TABLE plan ADD COLUMN request")
+    conn.execute("ALTER TABLE plan ADD COLUMN options")
+    conn.execute(
+        f"UPDATE plan AS p SET request = {request}, options = {options}",
+        {"folder": str(folder)},
+    )
+
+
+def _timed_table(
+    conn: sqlite3.Connection, slots: list[int | None], rng: random.Random
+) -> None:
+    """The temporary table ``timed``: each turn's place, its generation (if
+    it is one), its id and thread's id, and when it was logged."""
     end = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
     start_ms = int((end - SPAN).timestamp() * 1000)
     step_ms = SPAN.total_seconds() * 1000 / len(slots)
@@ -194,22 +263,12 @@ def build(
         " || printf('.%06d+00:00', ms % 1000 * 1000 + abs(random()) % 1000) AS stamp"
         " FROM slots ORDER BY n"
     )
-    request = (
-        "json_object('model', p.api_model, 'prompt', p.prompt, 'aspect_ratio',"
-        " p.ratio, 'num_images', 2, 'seed', p.seed)"
-    )
-    request = (
-        f"CASE WHEN p.inline THEN json_set({request}, '$.convert_base64_to_url',"
-        f" json('false')) ELSE {request} END"
-    )
-    options = (
-        "json_object('seed', p.seed, 'num_images', 2, 'output', :folder)"
-        " || ''"  # a text value, as llm writes it
-    )
-    options = (
-        f"CASE WHEN p.ratio = '1:1' THEN {options} ELSE json_set({options},"
-        " '$.aspect_ratio', p.ratio) END"
-    )
+    conn.execute("CREATE INDEX temp.timed_n ON timed (n)")
+
+
+def _generation_turn() -> dict[str, str]:
+    """Each column of a generation's turn that is not the template's, in
+    SQL over its plan ``p``, its place ``x`` and the template's turn ``t``."""
     record = {
         "$.request": "json(p.request)",
         "$.seed": "p.seed",
@@ -238,7 +297,7 @@ def build(
             f"{image}.height": "p.height",
         }
     changes = ", ".join(f"'{where}', {value}" for where, value in record.items())
-    mine = {
+    return {
         "id": "x.id",
         "thread_id": "x.thread_id",
         "model": "p.model",
@@ -248,46 +307,28 @@ def build(
         "datetime_utc": "x.stamp",
         "response_json": f"json_set(t.response_json, {changes})",
     }
-    theirs = {
-        "id": "x.id",
-        "thread_id": "x.thread_id",
-        "model": f"'{OTHER_MODEL}'",
-        "resolved_model": f"'{OTHER_MODEL}'",
-        "options_json": "'{}'",
-        "input_tokens": "12",
-        "output_tokens": "80",
-        "token_details": "NULL",
-        "duration_ms": "300 + abs(random()) % 3000",
-        "datetime_utc": "x.stamp",
-        "response_json": "CASE WHEN random() % 2 THEN json_object('id', 'chatcmpl-'"
-        " || lower(hex(randomblob(8))), 'object', 'chat.completion', 'usage',"
-        " json_object('prompt_tokens', 12, 'completion_tokens', 80)) END",
-    }
-    conn.execute("ALTER TABLE plan ADD COLUMN request")
-    conn.execute("ALTER TABLE plan ADD COLUMN options")
-    conn.execute(
-        f"UPDATE plan AS p SET request = {request}, options = {options}",
-        {"folder": str(folder)},
-    )
-    conn.execute("CREATE INDEX temp.timed_n ON timed (n)")
-    chosen = ", ".join(
-        f"CASE WHEN x.k IS NULL THEN {theirs.get(c, f't.{c}')}"
-        f" ELSE {mine.get(c, f't.{c}')} END"
-        for c in columns
-    )
-    conn.execute(
-        f"INSERT INTO turns ({', '.join(columns)}) SELECT {chosen}"
-        " FROM timed x LEFT JOIN plan p ON p.k = x.k, template t ORDER BY x.n",
-        {"folder": str(folder)},
-    )
-    conn.execute(
-        "INSERT INTO threads (id, name, tip_message_hash, forked_from, datetime_utc)"
-        " SELECT x.thread_id, coalesce(p.prompt, 'a question'), t.tip_message_hash,"
-        " t.forked_from, x.stamp FROM timed x LEFT JOIN plan p ON p.k = x.k,"
-        " template_thread t ORDER BY x.n"
-    )
-    conn.commit()
-    # The plugin must see each generation's request as it sends it.
+
+
+# Each column of another model's turn that is not the template's.
+_OTHER_TURN = {
+    "id": "x.id",
+    "thread_id": "x.thread_id",
+    "model": f"'{OTHER_MODEL}'",
+    "resolved_model": f"'{OTHER_MODEL}'",
+    "options_json": "'{}'",
+    "input_tokens": "12",
+    "output_tokens": "80",
+    "token_details": "NULL",
+    "duration_ms": "300 + abs(random()) % 3000",
+    "datetime_utc": "x.stamp",
+    "response_json": "CASE WHEN random() % 2 THEN json_object('id', 'chatcmpl-'"
+    " || lower(hex(randomblob(8))), 'object', 'chat.completion', 'usage',"
+    " json_object('prompt_tokens', 12, 'completion_tokens', 80)) END",
+}
+
+
+def _check(conn: sqlite3.Connection, generations: list[Generation]) -> None:
+    """The plugin must see each generation's request as it sends it."""
     for k, direction in ((0, "ASC"), (len(generations) - 1, "DESC")):
         (logged,) = conn.execute(
             "SELECT json_extract(response_json, '$.request') FROM turns"
@@ -295,7 +336,6 @@ def build(
             [OTHER_MODEL],
         ).fetchone()
         assert json.loads(logged) == request_for(generations[k]), logged
-    conn.close()
 
 
 def image_paths(path: Path, newest: int) -> list[Path]:

@@ -26,6 +26,7 @@ from . import (
     errors,
     finishing,
     history,
+    index,
     journal,
     ledger,
     recovery,
@@ -274,7 +275,7 @@ def run(
         report(row, "failed", error=row.error)
     if not dry_run:
         try:
-            turns.open_for_logging(log_to)
+            index.open_for_logging(log_to)
         except llm.ModelError as ex:
             raise fail(ex) from None
     db = history.open_db(log_to) if log_to and not redo else None
@@ -490,7 +491,7 @@ def _send(
                 tally.failed += 1
                 report(job.row, "failed", error=str(outcome) or type(outcome).__name__)
                 continue
-            turns.log(outcome, log_to)
+            engine.log(outcome, log_to)
             record = engine.record_of(outcome)
             paths = [str(path) for path in record.saved_paths()]
             if record.unsaved():

@@ -15,7 +15,7 @@ from typing import Any
 import click
 import llm
 
-from . import engine, history, journal, route, specs, turns
+from . import engine, history, index, journal, route, specs, turns
 from .terminal import command, dumps, notify, printable
 
 Fail = Callable[[Exception], click.ClickException]
@@ -45,13 +45,13 @@ def _run(model: llm.Model, prompt: str, options: dict[str, Any], run: Run) -> No
     log_to = turns.target(run.database, run.no_log)
     try:
         run_options, _ = engine.check(model, prompt, options, run.key)
-        turns.open_for_logging(log_to)
+        index.open_for_logging(log_to)
         response = engine.generate(
             model, prompt, run_options, run.key, route.Route.logged_to(log_to)
         )
     except llm.ModelError as ex:
         raise run.fail(ex) from None
-    turns.log(response, log_to)
+    engine.log(response, log_to)
     record = engine.record_of(response)
     paths = [str(path) for path in record.saved_paths()]
     if run.json_:
@@ -203,6 +203,12 @@ def _model_id(model_name: str | None, fail: Fail) -> str | None:
         raise fail(ex) from None
 
 
+def _shown(value: Any) -> str:
+    """A value a generation must have, escaped; "not valid" when the
+    history has none of the right type."""
+    return history.NOT_VALID if value is None else printable(value)
+
+
 def history_list(
     limit: int,
     query: str | None,
@@ -216,6 +222,10 @@ def history_list(
     database: Path | None,
     fail: Fail,
 ) -> None:
+    if seed is not None and not 0 <= seed <= specs.SEED_MAX:
+        raise click.ClickException(
+            f"--seed {seed} is not a seed: seeds are 0 to {specs.SEED_MAX}"
+        )
     db = _open(database, fail)
     entries = []
     if db is not None:
@@ -238,26 +248,31 @@ def history_list(
                 if image.path and image.exists:
                     click.echo(printable(image.path))
             continue
-        cost = " ".join(
-            part
-            for part in (
-                f"{entry.credits_used:g} credits"
-                if entry.credits_used is not None
-                else "",
-                f"${entry.usd_spent:.4f}" if entry.usd_spent is not None else "",
-            )
-            if part
+        _print_entry(entry)
+
+
+def _print_entry(entry: Any) -> None:
+    """One generation of ``history``: its line, its prompt, its files."""
+    cost = " ".join(
+        part
+        for part in (
+            f"{entry.credits_used:g} credits" if entry.credits_used is not None else "",
+            f"${entry.usd_spent:.4f}" if entry.usd_spent is not None else "",
         )
-        click.echo(
-            f"{entry.id}  {printable(entry.datetime_utc[:19])}  {printable(entry.model)}"
-            f"  seed {entry.seed}  {printable(entry.aspect_ratio)}"
-            + (f"  {cost}" if cost else "")
-            + ("  (tool)" if entry.tool_call_id else "")
-        )
-        click.echo(f"  {printable(' '.join(entry.prompt.split()))}")
-        for image in entry.images:
-            gone = "" if image.exists else f"  ({image.status}, missing)"
-            click.echo(f"  {printable(image.path or image.url or '')}{gone}")
+        if part
+    )
+    when = entry.datetime_utc[:19] if entry.datetime_utc else None
+    click.echo(
+        f"{_shown(entry.id)}  {_shown(when)}  {_shown(entry.model)}"
+        f"  seed {_shown(entry.seed)}  {_shown(entry.aspect_ratio)}"
+        + (f"  {cost}" if cost else "")
+        + ("  (tool)" if entry.tool_call_id else "")
+    )
+    prompt = " ".join(entry.prompt.split()) if entry.prompt is not None else None
+    click.echo(f"  {_shown(prompt)}")
+    for image in entry.images:
+        gone = "" if image.exists else f"  ({_shown(image.status)}, missing)"
+        click.echo(f"  {printable(image.path or image.url or '')}{gone}")
 
 
 def show(
@@ -289,15 +304,19 @@ def _show_fields(data: dict[str, Any]) -> None:
     data.pop("provenance")
     for name, value in data.pop("options").items():
         data[f"option {name}"] = value
-    # What has no value is left out, as --json shows it null.
-    for name, value in data.items():
-        if value is not None:
-            click.echo(f"{name}: {printable(value)}")
+    _print_fields(data, "")
     for image in images:
-        click.echo(f"image {image.pop('position') + 1}:")
-        for name, value in image.items():
-            if value is not None:
-                click.echo(f"  {name}: {printable(value)}")
+        position = image.pop("position")
+        click.echo(f"image {_shown(position + 1 if position is not None else None)}:")
+        _print_fields(image, "  ")
+
+
+def _print_fields(data: dict[str, Any], indent: str) -> None:
+    """Each field with a value, and each a generation must have: what has
+    no value is left out, as --json shows it null."""
+    for name, value in data.items():
+        if value is not None or name in history.REQUIRED:
+            click.echo(f"{indent}{name}: {_shown(value)}")
 
 
 def inspect(files: tuple[Path, ...], json_: bool, fail: Fail) -> None:
@@ -422,7 +441,7 @@ def download(
         if log_to and tracked.entry.log_to and not log_checked:
             # Before fetching anything, as a generation does.
             try:
-                turns.open_for_logging(log_to)
+                index.open_for_logging(log_to)
             except llm.ModelError as ex:
                 tracked.keep()
                 raise fail(ex) from None
@@ -542,7 +561,7 @@ def gallery(
 
 
 def datasette(database: Path | None) -> None:
-    path = (database or history.default_path()).absolute()
+    path = (database or index.default_path()).absolute()
     click.echo(dumps(history.datasette_metadata(path), indent=2))
 
 

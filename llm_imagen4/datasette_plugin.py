@@ -101,7 +101,7 @@ def _thumbnail_size(width: Any, height: Any) -> tuple[int, int]:
 
 
 async def _has_history(db: Database) -> bool:
-    from .history import VIEW
+    from .index import VIEW
 
     found = await db.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = ?", [VIEW]
@@ -122,7 +122,7 @@ def register_routes() -> list[tuple[str, Callable[..., Awaitable[Response]]]]:
 async def serve_image(datasette: Datasette, request: Request) -> Response:
     """The image at the row ``(turn_id, position)`` of the database's
     history, as its file holds it, if that file is still the one recorded."""
-    from .history import VIEW
+    from .index import VIEW
 
     name = tilde_decode(request.url_vars["database"])
     turn_id = tilde_decode(request.url_vars["turn_id"])

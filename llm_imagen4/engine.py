@@ -26,6 +26,7 @@ from . import (
     concurrency,
     errors,
     files,
+    index,
     journal,
     provenance,
     recovery,
@@ -170,13 +171,50 @@ def run(
         notify(_unsaved_line(response.id, image, tracked.journaled))
     on_llm = route.current().logging is route.Logging.BY_LLM
     if on_llm and isinstance(response, llm.Response):
-        turns.hear_logging(response, record)
+        turns.hear_logging(
+            response, lambda path, ex: _heard(response.id, record, path, ex)
+        )
     # On llm's own route llm logs the turn, except an async response's (it
     # logs another object, and nothing says when).
     tracked.over(
         record, bool(log_to) and (not on_llm or isinstance(response, llm.Response))
     )
     return record.text(response.id)
+
+
+def _heard(
+    generation_id: str,
+    record: GenerationRecord,
+    path: Path | None,
+    ex: Exception | None,
+) -> None:
+    """llm (or the caller) logged the turn in ``path``, or could not."""
+    if ex is not None:
+        notify(recovery.not_logged_line(generation_id, record, ex))
+        recovery.logged(generation_id, ok=False)
+        return
+    if path is not None:
+        recovery.logged_in(generation_id, path)
+    recovery.logged(generation_id)
+
+
+def log(
+    response: llm.Response, path: Path | None, thread: tuple[str, str] | None = None
+) -> None:
+    """Log the turn where the route says, as ``llm prompt`` does (in a
+    conversation of its own, or ``thread``). A logs database that cannot be
+    written is one line: the images are saved, and the journal keeps the
+    generation for ``llm imagen4 download`` to log later."""
+    import sqlite3
+
+    if path is None:
+        return
+    try:
+        index.log_response(response, path, thread)
+    except (sqlite3.Error, OSError) as ex:
+        _heard(response.id, record_of(response), None, ex)
+        return
+    recovery.logged(response.id)
 
 
 def _taken(answer: answers.Answer, asked: int) -> answers.Answer:
@@ -334,7 +372,7 @@ def generate(
 ) -> llm.Response:
     """One generation through llm, as ``llm prompt`` runs it, on ``on``;
     ``started`` hears of its response (and so its id) before it runs. The
-    turn is not logged yet: the route logs it (``turns.log``)."""
+    turn is not logged yet: the route logs it (``log``)."""
     with route.on(on):
         response = model.prompt(prompt, key=key, stream=False, **options)
         started(response)

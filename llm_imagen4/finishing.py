@@ -46,7 +46,7 @@ def finish(
     is logged at all) and end its entry once all is done. ``restoring``:
     a finished generation from the history, whose deleted files are
     fetched again."""
-    from . import history
+    from . import index
 
     entry = tracked.entry
     if entry.outcome != "answered" or entry.record is None:
@@ -98,7 +98,7 @@ def finish(
     if entry.log_to:
         target = log_to or Path(entry.log_to)
         try:
-            history.record_finished(target, entry)
+            index.record_finished(target, entry)
             result.logged_to = target
         except Exception as ex:  # noqa: BLE001 - the images are saved whatever the history does
             result.note = (
@@ -135,20 +135,13 @@ def from_history(
     None when every saved image of it is on disk. ModelError when the
     history has no such generation, or names a folder the files may not be
     fetched into without ``output``."""
-    import pydantic
-
     from . import history
 
     if database is not None and not database.is_file():
         raise llm.ModelError(f"No logs database at {database}")
     db = history.open_db(database)
-    try:
-        logged = history.turn(db, generation_id) if db else None
-    except (pydantic.ValidationError, ValueError) as ex:
-        raise llm.ModelError(
-            f"{generation_id}: its record in the logs database is not one the "
-            f"plugin writes ({ex.__class__.__name__})"
-        ) from None
+    # A record the plugin could not have written is none of its turns.
+    logged = history.turn(db, generation_id) if db else None
     if logged is None:
         raise llm.ModelError(
             f"No unfinished or logged generation with id {generation_id}"

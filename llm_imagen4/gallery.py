@@ -8,7 +8,7 @@ import os
 from pathlib import Path, PurePath
 from urllib.parse import quote
 
-from .history import HistoryEntry
+from .history import NOT_VALID, HistoryEntry
 from .terminal import command
 
 GENERATOR = "llm-imagen4"
@@ -93,23 +93,31 @@ def _folder_href(folder: str, page_folder: Path) -> str:
     return quote(PurePath(relative).as_posix()) + "/"
 
 
+def _text(value: object) -> str:
+    """A value of the history as text of the page: escaped, and "not valid"
+    when the history has none of the right type."""
+    return html.escape(NOT_VALID if value is None else str(value))
+
+
 def render(entries: list[HistoryEntry], page_folder: Path) -> str:
+    """The page of ``entries``. Every value in it comes from a logs
+    database, which may be crafted: each is written escaped."""
     cards = []
     # Each folder's URL, worked out once: the images of a history are in a
     # few folders.
     folders: dict[str, str] = {}
     for entry in entries:
+        prompt = entry.prompt if entry.prompt is not None else NOT_VALID
+        when = entry.datetime_utc[:16].replace("T", " ") if entry.datetime_utc else None
         fields = {
-            "search": html.escape(
-                " ".join([entry.prompt, entry.model, str(entry.seed)]).lower()
-            ),
-            "prompt": html.escape(entry.prompt),
-            "model": html.escape(entry.model),
-            "seed": entry.seed,
-            "date": html.escape(entry.datetime_utc[:16].replace("T", " ")),
-            "rerun": html.escape(command("llm", "imagen4", "rerun", entry.id)),
+            "search": _text(f"{prompt} {entry.model} {entry.seed}".lower()),
+            "prompt": _text(prompt),
+            "model": _text(entry.model),
+            "seed": _text(entry.seed),
+            "date": _text(when),
+            "rerun": _text(command("llm", "imagen4", "rerun", str(entry.id))),
         }
-        alt = html.escape(entry.prompt[:200])
+        alt = _text(prompt[:200])
         for image in entry.images:
             if image.exists and image.path:
                 folder, name = os.path.split(image.path)
@@ -118,8 +126,14 @@ def render(entries: list[HistoryEntry], page_folder: Path) -> str:
                 href = html.escape(folders[folder] + quote(name))
                 picture = f'<a href="{href}"><img src="{href}" alt="{alt}" loading="lazy"></a>'
             else:
-                picture = f'<div class="missing">{html.escape(image.status)}: file missing</div>'
-            size = f"{image.width}×{image.height}" if image.width else "?"
+                picture = (
+                    f'<div class="missing">{_text(image.status)}: file missing</div>'
+                )
+            size = (
+                _text(f"{image.width}×{image.height}")
+                if image.width and image.height
+                else "?"
+            )
             cards.append(CARD.format(picture=picture, size=size, **fields))
     return PAGE.format(generator=GENERATOR, count=len(cards), cards="\n".join(cards))
 

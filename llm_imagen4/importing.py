@@ -28,7 +28,7 @@ from pathlib import Path
 import llm
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from . import files, history, images, journal, provenance, specs, turns
+from . import files, images, index, journal, provenance, specs, turns
 from .api import MAX_IMAGE_BYTES
 from .record import GenerationRecord, ImageRecord, folder_text
 from .terminal import notify, printable
@@ -448,17 +448,17 @@ def log(
     """Log each generation whose turn id the logs database at ``target``
     has not got (made if missing, as ``llm prompt`` makes it), printing its
     paths. Returns those logged, and how many were there already."""
-    turns.open_for_logging(target)
-    db = history.connect(target)
+    index.open_for_logging(target)
+    db = index.connect(target)
     logged, already = [], 0
     now = journal.now_utc()
     try:
-        history.prepare(db)
+        index.prepare(db)
         for generation in found:
-            with history.transaction(db):
+            with index.transaction(db):
                 ours = _logged(db, generation.claim.turn_id)
                 if ours is None:
-                    history.log_new(db, _entry(generation, now))
+                    turns.log_new(db, _entry(generation, now))
                     logged.append(generation)
                 elif ours:
                     already += 1
@@ -467,7 +467,7 @@ def log(
                     print(printable(one.file.path), flush=True)
             elif not ours:
                 _another_turn(generation, report)
-        history.refresh(db)
+        index.refresh(db)
     except (sqlite3.Error, OSError) as ex:
         raise BadInput(f"Cannot log to {target}: {ex}") from None
     finally:
@@ -479,7 +479,7 @@ def _logged(db, turn_id: str) -> bool | None:
     """Whether the turn ``turn_id`` is a generation of the plugin's; None
     when there is no such turn."""
     row = db.execute(
-        f"SELECT {history.OURS} FROM turns t WHERE t.id = ?", [turn_id]
+        f"SELECT {index.OURS} FROM turns t WHERE t.id = ?", [turn_id]
     ).fetchone()
     return None if row is None else bool(row[0])
 
@@ -494,7 +494,7 @@ def _another_turn(generation: Generation, report: Report) -> None:
 
 
 def _entry(generation: Generation, now: str) -> journal.Entry:
-    """The generation as ``history.log_new`` logs one: a turn of its model,
+    """The generation as ``turns.log_new`` logs one: a turn of its model,
     at the time its record gives."""
     claim = generation.claim
     return journal.Entry(
@@ -536,7 +536,7 @@ def run(paths: Iterable[Path], database: Path | None) -> int:
     rebuilt = generations(found, report)
     logged, already = [], 0
     if rebuilt:
-        target = (database or history.default_path()).absolute()
+        target = (database or index.default_path()).absolute()
         logged, already = log(rebuilt, target, report)
     notify(summary(logged, already, report))
     return 1 if report.failed else 0

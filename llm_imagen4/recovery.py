@@ -387,13 +387,13 @@ def _record_lost(tracked: Tracked, listed: ledger.Listed) -> Settled:
     if entry.record is None or not entry.log_to:
         tracked.end()
         return Settled(line, listed=listed)
-    from . import history
+    from . import index
 
     lost = entry.model_copy(
         update={"record": lost_record(entry.record, listed)}, deep=True
     )
     try:
-        history.record_finished(Path(entry.log_to), lost)
+        index.record_finished(Path(entry.log_to), lost)
     except Exception as ex:  # noqa: BLE001 - the entry stays to record it later
         tracked.keep()
         return Settled(
@@ -401,3 +401,22 @@ def _record_lost(tracked: Tracked, listed: ledger.Listed) -> Settled:
         )
     tracked.end()
     return Settled(f"{line}; it is in the history as lost", listed=listed)
+
+
+def not_logged_line(generation_id: str, record: GenerationRecord, ex: Exception) -> str:
+    """What a logs database that could not be written leaves: what is saved,
+    and whether ``download`` can log it later (only from the journal)."""
+    saved = len(record.images) - len(record.unsaved())
+    line = f"Could not log the turn ({ex}); " + (
+        "the images are saved"
+        if saved == len(record.images)
+        else f"{saved} of {len(record.images)} images are saved"
+    )
+    if not keeps(generation_id):
+        return line + ", and the recovery journal could not keep it to log later"
+    return (
+        line
+        + ", and "
+        + command("llm", "imagen4", "download", generation_id)
+        + " logs it later"
+    )

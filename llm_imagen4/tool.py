@@ -252,7 +252,7 @@ class Imagen4(llm.Toolbox):
         return key
 
     def _generate(self, call: _Call) -> llm.ToolOutput:
-        from . import engine, turns
+        from . import engine
 
         try:
             response = engine.generate(
@@ -260,14 +260,14 @@ class Imagen4(llm.Toolbox):
             )
         except llm.ModelError as ex:
             raise self._refused(call, ex) from None
-        turns.log(response, call.log_to, call.thread)
+        engine.log(response, call.log_to, call.thread)
         return self._output(response, call)
 
     async def _generate_async(self, call: _Call) -> llm.ToolOutput:
         """``_generate`` through the async model, which runs the generation
         in a thread of its own: cancelled, it leaves the images to ``llm
         imagen4 download`` as ``llm -m imagen4 --async`` does."""
-        from . import route, turns
+        from . import engine, route
 
         model = llm.get_async_model(self._model.model_id)
         try:
@@ -279,7 +279,7 @@ class Imagen4(llm.Toolbox):
         except llm.ModelError as ex:
             raise self._refused(call, ex) from None
         done = await response.to_sync_response()
-        await asyncio.to_thread(turns.log, done, call.log_to, call.thread)
+        await asyncio.to_thread(engine.log, done, call.log_to, call.thread)
         return self._output(done, call)
 
     def _learn_prices(self) -> None:

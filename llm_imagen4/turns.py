@@ -1,23 +1,29 @@
-"""llm's side of a generation: where llm logs a turn, logging one as llm
-does, hearing when llm (or a caller) has logged one, and a model's defaults.
-
-Everything here leans on llm itself, some of it on llm's internals (its
-click context, ``LogStore``, ``_conversation_name``, a response's
-``log_to_db``), so it is kept in this one module, each use with a test
-that fails if llm changes underneath."""
+"""Every write the plugin makes to llm's own tables, and every use of llm's
+internals it takes: where llm logs a turn, a response logged as ``llm
+prompt`` logs it (in a conversation of its own or a chat's), hearing when
+llm or a caller has logged one, a logged turn rewritten in place once
+``download`` has saved its images, a generation logged that llm never
+logged, and a model's defaults. Each is written as llm itself would have
+written it: the turn, its messages, its thread's tip and its
+``turn_search`` row. Each use of llm's internals has a test that fails if
+llm changes underneath."""
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
+import datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import llm
+import sqlite_utils
 
-from . import recovery
-from .record import GenerationRecord
-from .terminal import command, notify
+from . import journal, specs
+from .record import PLUGIN, GenerationRecord
+
+
+class NotOurs(llm.ModelError):
+    """The logs database has a turn of that id that is not the plugin's."""
 
 
 def model_defaults(model_id: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -58,74 +64,32 @@ def llm_target() -> Path | None:
     )
 
 
-def open_for_logging(path: Path | None) -> None:
-    """Make sure a turn can be logged in ``path`` before anything is sent,
-    as ``llm prompt`` does: its folder made, llm's migrations (and the
-    plugin's) run."""
-    from . import history
-
-    if path is None:
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = history.open_db(path, create=True)
-        assert db is not None
-        db.close()
-    except (sqlite3.Error, OSError) as ex:
-        raise llm.ModelError(f"Cannot log to {path}: {ex}") from None
-
-
-def log(
-    response: llm.Response, path: Path | None, thread: tuple[str, str] | None = None
+def log_in(
+    db: sqlite_utils.Database,
+    response: llm.Response,
+    thread: tuple[str, str] | None = None,
 ) -> None:
     """Log the turn as ``llm prompt`` does, in a conversation of its own or
-    in ``thread`` (a conversation id and the prompt that names it). A logs
-    database that cannot be written is one line: the images are saved, and
-    the journal keeps the generation for ``llm imagen4 download`` to log."""
-    if path is None:
+    in ``thread`` (a conversation id and the prompt that names it)."""
+    if thread is None:
+        response.log_to_db(db)
         return
-    try:
-        _log(response, path, thread)
-    except (sqlite3.Error, OSError) as ex:
-        notify(_not_logged_line(response.id, _record(response), ex))
-        recovery.logged(response.id, ok=False)
-        return
-    recovery.logged(response.id)
-
-
-def _record(response: llm.Response) -> GenerationRecord:
-    return GenerationRecord.model_validate(response.response_json)
-
-
-def _log(response: llm.Response, path: Path, thread: tuple[str, str] | None) -> None:
     from llm.logs import LogStore
     from llm.models import _conversation_name
 
-    from . import history
-
-    db = history.connect(path)
-    try:
-        with history.transaction(db):
-            if thread is None:
-                response.log_to_db(db)
-            else:
-                store = LogStore(db)
-                thread_id, prompt = thread
-                store.ensure_thread(thread_id, name=_conversation_name(prompt))
-                store.log(response, thread_id=thread_id)
-        # The history's index follows; if it cannot now, the next read will.
-        with contextlib.suppress(sqlite3.Error, OSError):
-            history.prepare(db)
-    finally:
-        db.close()
+    store = LogStore(db)
+    thread_id, prompt = thread
+    store.ensure_thread(thread_id, name=_conversation_name(prompt))
+    store.log(response, thread_id=thread_id)
 
 
-def hear_logging(response: llm.Response, record: GenerationRecord) -> None:
+def hear_logging(
+    response: llm.Response, heard: Callable[[Path | None, Exception | None], None]
+) -> None:
     """On ``llm prompt`` and the Python API, llm or the caller logs the turn:
-    hear when it has (the journal entry then goes), note the database for
-    ``download`` to record in, and make a logs database that cannot be
-    written one line rather than a traceback after the images were saved."""
-    from . import history
+    ``heard`` is told when it has (the database's file, None when in memory),
+    or could not (the error, which goes no further: the images are saved)."""
+    import sqlite3
 
     log_to_db = response.log_to_db
 
@@ -133,33 +97,110 @@ def hear_logging(response: llm.Response, record: GenerationRecord) -> None:
         try:
             log_to_db(db)
         except (sqlite3.Error, OSError) as ex:
-            notify(_not_logged_line(response.id, record, ex))
-            recovery.logged(response.id, ok=False)
+            heard(None, ex)
             return
-        path = history.db_path(db)
-        if path.name:  # not in memory, nor temporary
-            recovery.logged_in(response.id, path)
-        recovery.logged(response.id)
+        name = db.execute("PRAGMA database_list").fetchone()[2]
+        heard(Path(name) if name else None, None)
 
     response.log_to_db = log_and_tell
 
 
-def _not_logged_line(
-    generation_id: str, record: GenerationRecord, ex: Exception
-) -> str:
-    """What a logs database that could not be written leaves: what is saved,
-    and whether ``download`` can log it later (only from the journal)."""
-    saved = len(record.images) - len(record.unsaved())
-    line = f"Could not log the turn ({ex}); " + (
-        "the images are saved"
-        if saved == len(record.images)
-        else f"{saved} of {len(record.images)} images are saved"
+def update_turn(
+    db: sqlite_utils.Database, generation_id: str, record: GenerationRecord
+) -> bool:
+    """Say in the logged turn what is now true of its images (after
+    ``download`` saved some), as llm would have logged it: its record, and
+    the response text llm shows. False when there is no such turn."""
+    from llm.logs import TURN_SEARCH_INSERT_SQL, LogStore, condense_payload
+    from llm.parts import Message, TextPart
+
+    row = db.execute(
+        "SELECT parent_message_hash, tip_message_hash, thread_id, model,"
+        " response_json FROM turns WHERE id = ?",
+        [generation_id],
+    ).fetchone()
+    if row is None:
+        return False
+    parent, old_tip, thread_id, model, logged = row
+    if model not in specs.SPECS_BY_ID or not _ours(logged):
+        raise NotOurs(
+            f"The logs database has a turn {generation_id} that is not a "
+            "generation of the plugin's: it is left as it is"
+        )
+    messages = [
+        Message(role="assistant", parts=[TextPart(text=record.text(generation_id))])
+    ]
+    tip = LogStore(db).ensure_chain(messages, parent=parent)
+    db.execute(
+        "UPDATE turns SET tip_message_hash = ?, response_json = ? WHERE id = ?",
+        [tip, condense_payload(record.model_dump(), messages), generation_id],
     )
-    if not recovery.keeps(generation_id):
-        return line + ", and the recovery journal could not keep it to log later"
-    return (
-        line
-        + ", and "
-        + command("llm", "imagen4", "download", generation_id)
-        + " logs it later"
+    db.execute(
+        "UPDATE threads SET tip_message_hash = ? WHERE id = ? AND tip_message_hash = ?",
+        [tip, thread_id, old_tip],
     )
+    db["turn_search"].delete_where("turn_id = ?", [generation_id])
+    db.execute(TURN_SEARCH_INSERT_SQL, {"turn_id": generation_id})
+    return True
+
+
+def _ours(logged: str | None) -> bool:
+    import json
+
+    try:
+        record = json.loads(logged or "")
+    except ValueError:
+        return False
+    return isinstance(record, dict) and record.get("plugin") == PLUGIN
+
+
+def log_new(db: sqlite_utils.Database, entry: journal.Entry) -> None:
+    """Log a generation that was finished from the journal and never logged
+    (the process stopped first), as llm would have: a turn of its model."""
+    assert entry.record is not None
+    model = llm.get_model(entry.model)
+    record = entry.record
+    options = {
+        name: value
+        for name, value in (record.provenance or {}).get("options", {}).items()
+        if name in model.Options.model_fields
+    }
+    response = llm.Response.from_dict(
+        {
+            "model": entry.model,
+            "prompt": {
+                "messages": [
+                    {
+                        "role": "user",
+                        "parts": [{"type": "text", "text": record.request["prompt"]}],
+                    }
+                ],
+                "options": options,
+            },
+            "messages": [
+                {
+                    "role": "assistant",
+                    "parts": [{"type": "text", "text": record.text(entry.id)}],
+                }
+            ],
+            "id": entry.id,
+        },
+        model=model,
+    )
+    response.response_json = record.model_dump()
+    if usage := record.usage():
+        response.set_usage(details=usage)
+    # from_dict keeps no start time; the turn's is when it was generated.
+    response._start_utcnow = datetime.datetime.fromisoformat(entry.created_utc)
+    response.log_to_db(db)
+
+
+def write_finished(db: sqlite_utils.Database, entry: journal.Entry) -> bool:
+    """A generation finished from the journal: its logged turn updated, or
+    logged if the process that made it stopped before llm could log it.
+    True when a logged turn was rewritten in place."""
+    assert entry.record is not None
+    if update_turn(db, entry.id, entry.record):
+        return True
+    log_new(db, entry)
+    return False

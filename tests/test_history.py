@@ -7,6 +7,7 @@ import hashlib
 import json
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,18 @@ from .conftest import history, journal_ids, poll, start_llm
 from .fake_api import KEY, png
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def has_trigrams() -> bool:
+    """Whether this SQLite has FTS5 with the trigram tokenizer, which the
+    prompt search needs."""
+    try:
+        sqlite3.connect(":memory:").execute(
+            "create virtual table t using fts5(x, tokenize = 'trigram')"
+        )
+    except sqlite3.Error:
+        return False
+    return True
 
 
 def test_history_lists_newest_first_with_filters(fake, generate, llm_cli):
@@ -97,7 +110,7 @@ def test_the_plugin_puts_nothing_in_llms_tables(fake, generate, migrated_logs_db
         "imagen4_image_files",
         "imagen4_sync",
         "_sqlite_migrations",
-    } | (search if history_module._trigram() else set())
+    } | (search if has_trigrams() else set())
 
 
 def test_dropping_the_plugins_objects_leaves_llm_working(
@@ -253,8 +266,8 @@ def test_query_reads_old_prompts_through_the_search_alike(fake, generate):
     assert found() == QUERIES
     assert found(limit=1) == {text: rows[:1] for text, rows in QUERIES.items()}
     assert found(missing=True) == {text: [] for text in QUERIES}
-    if history_module._trigram():
-        top = history_module._generations_top(db)
+    if has_trigrams():
+        (top,) = db.execute("select max(rowid) from imagen4_generations").fetchone()
         assert db.execute("select search_rowid from imagen4_sync").fetchone()[0] == top
         # The newest generations not in the search yet are read directly.
         db.execute("update imagen4_sync set search_rowid = ?", [top - 2])
@@ -281,42 +294,136 @@ def test_a_dropped_prompt_search_is_made_again(fake, generate, llm_cli, logs_db)
     assert [r["prompt"] for r in history(llm_cli, "-q", "lighthouse")] == [
         "a lighthouse at dawn"
     ]
-    if history_module._trigram():
+    if has_trigrams():
         db = logs_db()
         assert db["imagen4_prompt_search"].exists()
         assert db.execute("select search_rowid from imagen4_sync").fetchone()[0] == 2
 
 
-def test_search_follows_a_machine_without_trigrams(
-    fake, generate, llm_cli, monkeypatch
+def test_a_rowid_given_again_is_searched_by_its_new_prompt(
+    fake, generate, llm_cli, logs_db
 ):
-    """A logs database shared with a machine whose SQLite has no trigram
-    tokenizer: that machine leaves the search alone, and this one makes it
-    again when that one rebuilt the index."""
-    if not history_module._trigram():
-        pytest.skip("this SQLite has no trigram tokenizer")
+    """A deleted generation's place in the index given to a new one: the
+    search is made again rather than trusted. A machine whose SQLite has no
+    trigram tokenizer leaves the search this way when it rebuilds the index
+    of a shared logs database."""
     generate("an old lighthouse")
     generate("a lighthouse to delete")
     assert len(history(llm_cli, "-q", "lighthouse")) == 2
-    trigram = history_module._trigram
-    monkeypatch.setattr(history_module, "_trigram", lambda: False)
-    db = sqlite_utils.Database(fake.logs)
+    db = logs_db()
     with db.conn:
         db.execute("delete from turn_search")
         db.execute(
             "delete from turns where json_extract(response_json, '$.request.prompt') = ?",
-            ["an old lighthouse"],
+            ["a lighthouse to delete"],
         )
-    generate("a new lighthouse")
-    expected = ["a new lighthouse", "a lighthouse to delete"]
-    assert [r["prompt"] for r in history(llm_cli, "-q", "lighthouse")] == expected
-    assert db.execute("select search_rowid from imagen4_sync").fetchone()[0] is None
-    monkeypatch.setattr(history_module, "_trigram", trigram)
-    assert [r["prompt"] for r in history(llm_cli, "-q", "lighthouse")] == expected
-    assert [r["prompt"] for r in history(llm_cli, "-q", "old light")] == []
-    db.execute(
-        "insert into imagen4_prompt_search (imagen4_prompt_search) values ('integrity-check')"
+    generate("a new harbour")
+    assert db.execute(
+        "select rowid from imagen4_generations where prompt = 'a new harbour'"
+    ).fetchone() == (2,)
+    assert [r["prompt"] for r in history(llm_cli, "-q", "lighthouse")] == [
+        "an old lighthouse"
+    ]
+    assert [r["prompt"] for r in history(llm_cli, "-q", "harbour")] == ["a new harbour"]
+    assert history(llm_cli, "-q", "to delete") == []
+    if has_trigrams():
+        db.execute(
+            "insert into imagen4_prompt_search (imagen4_prompt_search)"
+            " values ('integrity-check')"
+        )
+
+
+def copy_turns(db, count: int) -> None:
+    """``count`` copies of the one turn in ``db``, logged after it in order,
+    each with an id and a prompt of its own, as a long history has them."""
+    columns = [name for name in db["turns"].columns_dict if name != "id"]
+    chosen = ", ".join(
+        "json_set(t.response_json, '$.request.prompt', 'copy ' || k.n)"
+        if name == "response_json"
+        else f"t.{name}"
+        for name in columns
     )
+    with db.conn:
+        db.execute(
+            "WITH RECURSIVE k(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM k"
+            f" WHERE n < ?) INSERT INTO turns (id, {', '.join(columns)})"
+            f" SELECT t.id || printf('%06d', k.n), {chosen} FROM turns t, k"
+            " ORDER BY k.n",
+            [count],
+        )
+
+
+def plugins_indexes(db) -> list[tuple[str, str]]:
+    return list(
+        db.execute(
+            "select name, sql from sqlite_master where type = 'index'"
+            " and tbl_name like 'imagen4%' order by name"
+        )
+    )
+
+
+def test_a_history_longer_than_one_transaction_is_indexed_whole(
+    fake, generate, llm_cli, logs_db
+):
+    """Catching up with many turns takes several short transactions; each
+    goes on from the last, the index ends with every index it had, and a
+    turn deleted since is seen."""
+    generate("the original")
+    made = plugins_indexes(logs_db())
+    copy_turns(logs_db(), 6_000)
+    rows = history(llm_cli, "-n", "0")
+    assert plugins_indexes(logs_db()) == made
+    assert len(rows) == 6_001
+    assert [r["prompt"] for r in rows[:2]] == ["copy 6000", "copy 5999"]
+    assert rows[-1]["prompt"] == "the original"
+    db = logs_db()
+    assert db.execute("select count(*) from imagen4_images").fetchone() == (6_001,)
+    with db.conn:
+        db.execute("delete from turns where id = ?", [rows[3_000]["id"]])
+    generate("a new one")
+    again = history(llm_cli, "-n", "0")
+    assert len(again) == 6_001 and again[0]["prompt"] == "a new one"
+    assert rows[3_000]["prompt"] not in {r["prompt"] for r in again}
+    assert [r["prompt"] for r in history(llm_cli, "-q", "copy 3000")] == []
+    assert [r["prompt"] for r in history(llm_cli, "-q", "copy 2999")] == ["copy 2999"]
+
+
+def test_dropped_indexes_of_the_index_are_made_again(fake, generate, llm_cli, logs_db):
+    generate("a heron", "--seed", "5")
+    db = logs_db()
+    made = plugins_indexes(db)
+    assert len(made) == 7
+    for name, _ in made[:4]:
+        db.execute(f"drop index [{name}]")
+    assert [r["seed"] for r in history(llm_cli, "--seed", "5")] == [5]
+    assert plugins_indexes(logs_db()) == made
+
+
+def test_only_a_search_for_text_brings_the_prompt_search_up_to_date(
+    fake, generate, llm_cli, logs_db
+):
+    if not has_trigrams():
+        pytest.skip("this SQLite has no trigram tokenizer")
+    generate("a lighthouse at dawn")
+    generate("a harbour at dusk")
+    assert len(history(llm_cli)) == 2
+    db = logs_db()
+
+    def searched() -> int | None:
+        return db.execute("select search_rowid from imagen4_sync").fetchone()[0]
+
+    assert searched() is None
+    assert [r["prompt"] for r in history(llm_cli, "-q", "harbour")] == [
+        "a harbour at dusk"
+    ]
+    assert searched() == 2
+    generate("another lighthouse")
+    assert searched() == 2
+    assert [r["prompt"] for r in history(llm_cli, "-q", "lighthouse")] == [
+        "another lighthouse",
+        "a lighthouse at dawn",
+    ]
+    assert searched() == 3
 
 
 def test_no_log_and_logs_off_write_nothing(fake, generate, llm_cli, logs_db):
