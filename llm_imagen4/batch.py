@@ -4,19 +4,19 @@ number of requests in flight, paced on 429s, within a budget."""
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import click
 import llm
+from sqlite_utils.utils import Format, rows_from_file
 
 from . import (
     api,
@@ -70,37 +70,47 @@ def detect_format(name: str, first_line: str) -> str:
 
 def read_rows(data: bytes, name: str, fmt: str = "auto") -> list[Row]:
     """The rows of a batch file: plain text (one prompt a line), JSONL or CSV
-    (with the columns in ROW_FIELDS)."""
+    (with the columns in ROW_FIELDS), in UTF-8 with or without a BOM."""
+    stream = io.BytesIO(data)
     try:
-        text = data.decode("utf-8-sig")
+        if fmt == "auto":
+            fmt = detect_format(name, stream.readline().decode("utf-8-sig"))
+            stream.seek(0)
+        return list(
+            _csv_rows(stream, name) if fmt == "csv" else _line_rows(stream, fmt)
+        )
     except UnicodeDecodeError:
         raise BatchError(f"{name} is not UTF-8 text") from None
-    if fmt == "auto":
-        fmt = detect_format(name, next(iter(text.splitlines()), ""))
-    if fmt == "text":
-        return [
-            Row(number, prompt=line.strip())
-            for number, line in enumerate(text.splitlines(), 1)
-            if line.strip() and not line.lstrip().startswith("#")
-        ]
-    if fmt == "jsonl":
-        return [
-            _row(number, line)
-            for number, line in enumerate(text.splitlines(), 1)
-            if line.strip()
-        ]
-    reader = csv.DictReader(io.StringIO(text))
-    unknown = set(reader.fieldnames or ()) - set(ROW_FIELDS)
-    if "prompt" not in (reader.fieldnames or ()) or unknown:
+
+
+def _line_rows(stream: BinaryIO, fmt: str) -> Iterator[Row]:
+    """Text or JSONL rows, numbered by their line. Lines end as a file's do
+    (\\n, \\r\\n or \\r), not as str.splitlines has them: that also breaks
+    at U+2028, U+0085 and others, which a JSON string may hold as they are."""
+    for number, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8-sig"), 1):
+        if not line.strip() or (fmt == "text" and line.lstrip().startswith("#")):
+            continue
+        yield _row(number, line) if fmt == "jsonl" else Row(number, prompt=line.strip())
+
+
+def _csv_rows(stream: BinaryIO, name: str) -> Iterator[Row]:
+    """CSV records, numbered from 1 after the header, which the first record
+    shows."""
+    records, _ = rows_from_file(stream, Format.CSV, encoding="utf-8-sig")
+    for number, record in enumerate(records, 1):
+        if number == 1:
+            _check_columns(set(record), name)
+        yield _fields(number, {k: v for k, v in record.items() if v not in ("", None)})
+
+
+def _check_columns(columns: set[str], name: str) -> None:
+    unknown = columns - set(ROW_FIELDS)
+    if "prompt" not in columns or unknown:
         raise BatchError(
             f"{name}: CSV columns must include prompt and be among "
             f"{', '.join(ROW_FIELDS)}"
             + (f"; unknown: {', '.join(sorted(unknown))}" if unknown else "")
         )
-    return [
-        _fields(number, {k: v for k, v in record.items() if v not in ("", None)})
-        for number, record in enumerate(reader, 1)
-    ]
 
 
 def _row(number: int, line: str) -> Row:
