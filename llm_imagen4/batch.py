@@ -4,9 +4,12 @@ number of requests in flight, paced on 429s, within a budget."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import signal
+import stat
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -57,13 +60,58 @@ class Row:
     error: str | None = None
 
 
+# How standard input is named in messages.
+STDIN = "<stdin>"
+
+
+@dataclass
+class Source:
+    """A batch file open for reading, or standard input."""
+
+    name: str
+    stream: BinaryIO
+
+    def read(self) -> bytes:
+        return self.stream.read()
+
+
+@contextlib.contextmanager
+def open_source(path: str) -> Iterator[Source]:
+    """FILE, or standard input for ``-``. A file must be a regular one, and
+    is never waited on: a FIFO, a device or a socket is refused before it is
+    opened, and opened without blocking, it is checked again (click.File
+    would block opening a FIFO nobody writes)."""
+    if path == "-":
+        yield Source(STDIN, sys.stdin.buffer)
+        return
+    try:
+        _check_regular(os.stat(path).st_mode, path)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as ex:
+        raise BatchError(f"{path}: {ex.strerror}") from None
+    with os.fdopen(fd, "rb") as stream:
+        # Another file may have taken its name since.
+        _check_regular(os.fstat(fd).st_mode, path)
+        yield Source(path, stream)
+
+
+def _check_regular(mode: int, path: str) -> None:
+    if stat.S_ISFIFO(mode):
+        raise BatchError(
+            f"{path} is a pipe, not a regular file: give - and pipe it to"
+            " standard input"
+        )
+    if not stat.S_ISREG(mode):
+        raise BatchError(f"{path} is not a regular file")
+
+
 def detect_format(name: str, first_line: str) -> str:
     lower = name.lower()
     if lower.endswith((".jsonl", ".ndjson")):
         return "jsonl"
     if lower.endswith(".csv"):
         return "csv"
-    if name in ("-", "<stdin>") and first_line.lstrip().startswith("{"):
+    if name == STDIN and first_line.lstrip().startswith("{"):
         return "jsonl"
     return "text"
 

@@ -1,7 +1,17 @@
 """`llm imagen4 batch FILE` reads untrusted input: its rows, numbered as the
-file has them."""
+file has them, and only a regular file or standard input."""
 
 import json
+import os
+import socket
+import subprocess
+
+import pytest
+
+from .conftest import llm_command
+
+# A true llm that hangs fails its test after this many seconds.
+DEADLINE = 30
 
 
 def write(fake, name: str, data: str | bytes) -> str:
@@ -21,6 +31,27 @@ def statuses(result) -> dict[int, str]:
 
 def prompts(fake) -> list[str]:
     return sorted(g.body["prompt"] for g in fake.generations)
+
+
+def refusal(code: int, stdout: str | bytes, stderr: str | bytes) -> str:
+    """The one line on stderr of a batch refused as a whole: exit 1, nothing
+    on stdout, no traceback."""
+    stderr = stderr.decode() if isinstance(stderr, bytes) else stderr
+    assert code == 1, stderr
+    assert not stdout
+    [line] = stderr.splitlines()
+    return line
+
+
+def llm_batch(fake, *args: str, **run: object) -> subprocess.CompletedProcess:
+    """A true ``llm imagen4 batch ARGS`` process, failed if it hangs."""
+    return subprocess.run(
+        llm_command("imagen4", "batch", *args),
+        capture_output=True,
+        cwd=fake.work,
+        timeout=DEADLINE,
+        **run,
+    )
 
 
 # -- rows numbered as the file has them ------------------------------------------
@@ -60,3 +91,49 @@ def test_a_row_is_numbered_by_its_line_or_record_as_the_file_has_them(fake, llm_
     assert prompts(fake) == sorted(
         ["one\u2028line", "next\x85line", "text\u2028prompt", "two\nlines", "last"]
     )
+
+
+# -- special files --------------------------------------------------------------
+
+
+def test_a_fifo_nobody_writes_is_refused_at_once(fake):
+    path = fake.work / "rows.txt"
+    os.mkfifo(path)
+    done = llm_batch(fake, str(path))
+    assert refusal(done.returncode, done.stdout, done.stderr) == (
+        f"Error: {path} is a pipe, not a regular file: give - and pipe it to"
+        " standard input"
+    )
+    assert fake.state.requests == []
+
+
+def unix_socket(path):
+    # Its file stays once the socket is closed.
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+
+
+@pytest.mark.parametrize(
+    "make,refused",
+    [
+        (lambda path: path.symlink_to("/dev/null"), " is not a regular file"),
+        (unix_socket, " is not a regular file"),
+        (lambda path: path.mkdir(), " is not a regular file"),
+        (lambda path: None, ": No such file or directory"),
+    ],
+    ids=["a device", "a socket", "a folder", "nothing"],
+)
+def test_only_a_regular_file_is_read(fake, llm_cli, make, refused):
+    path = fake.work / "rows.txt"
+    make(path)
+    result = llm_cli("imagen4", "batch", str(path))
+    assert refusal(result.exit_code, result.stdout, result.stderr) == (
+        f"Error: {path}{refused}"
+    )
+    assert fake.state.requests == []
+
+
+def test_standard_input_may_be_a_pipe(fake):
+    done = llm_batch(fake, "-", input=b'{"prompt": "piped"}\n')
+    assert done.returncode == 0, done.stderr
+    assert prompts(fake) == ["piped"]
