@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import os
 import signal
 import stat
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -47,6 +48,12 @@ ROW_FIELDS = (
 )
 
 
+# The most a batch may be: its file is read whole, and its rows checked,
+# before anything is sent.
+MAX_BYTES = 16 * 1024 * 1024
+MAX_ROWS = 10_000
+
+
 class BatchError(Exception):
     """The file as a whole cannot be read: nothing is sent."""
 
@@ -72,7 +79,15 @@ class Source:
     stream: BinaryIO
 
     def read(self) -> bytes:
-        return self.stream.read()
+        """All of it, read no further than one byte past MAX_BYTES: a file
+        (or an endless pipe) of more is refused."""
+        data = self.stream.read(MAX_BYTES + 1)
+        if len(data) > MAX_BYTES:
+            raise BatchError(
+                f"{self.name} is over {MAX_BYTES // 2**20} MiB, the most a batch"
+                " file may hold: split it"
+            )
+        return data
 
 
 @contextlib.contextmanager
@@ -118,17 +133,29 @@ def detect_format(name: str, first_line: str) -> str:
 
 def read_rows(data: bytes, name: str, fmt: str = "auto") -> list[Row]:
     """The rows of a batch file: plain text (one prompt a line), JSONL or CSV
-    (with the columns in ROW_FIELDS), in UTF-8 with or without a BOM."""
+    (with the columns in ROW_FIELDS), in UTF-8 with or without a BOM; at
+    most MAX_ROWS."""
     stream = io.BytesIO(data)
     try:
         if fmt == "auto":
             fmt = detect_format(name, stream.readline().decode("utf-8-sig"))
             stream.seek(0)
-        return list(
-            _csv_rows(stream, name) if fmt == "csv" else _line_rows(stream, fmt)
+        return _at_most(
+            _csv_rows(stream, name) if fmt == "csv" else _line_rows(stream, fmt),
+            name,
         )
     except UnicodeDecodeError:
         raise BatchError(f"{name} is not UTF-8 text") from None
+
+
+def _at_most(rows: Iterable[Row], name: str) -> list[Row]:
+    """The rows, read no further than one past MAX_ROWS: more are refused."""
+    kept = list(itertools.islice(rows, MAX_ROWS + 1))
+    if len(kept) > MAX_ROWS:
+        raise BatchError(
+            f"{name} has more than {MAX_ROWS:,} rows, the most a batch takes: split it"
+        )
+    return kept
 
 
 def _line_rows(stream: BinaryIO, fmt: str) -> Iterator[Row]:

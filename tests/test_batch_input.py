@@ -1,15 +1,18 @@
 """`llm imagen4 batch FILE` reads untrusted input: its rows, numbered as the
-file has them, and only a regular file or standard input."""
+file has them, only a regular file or standard input, and the caps on its
+size and rows."""
 
 import json
 import os
 import socket
 import subprocess
+import sys
 
 import pytest
 
 from .conftest import llm_command
 
+MIB = 1024 * 1024
 # A true llm that hangs fails its test after this many seconds.
 DEADLINE = 30
 
@@ -137,3 +140,69 @@ def test_standard_input_may_be_a_pipe(fake):
     done = llm_batch(fake, "-", input=b'{"prompt": "piped"}\n')
     assert done.returncode == 0, done.stderr
     assert prompts(fake) == ["piped"]
+
+
+# -- caps -------------------------------------------------------------------------
+
+
+def test_a_file_over_16_mib_is_refused(fake, llm_cli):
+    path = fake.work / "big.txt"
+    path.write_bytes(b"x" * 16 * MIB)
+    # 16 MiB is read: one line, a prompt too long.
+    result = llm_cli("imagen4", "batch", str(path))
+    assert result.stderr.splitlines()[0] == (
+        f"Row 1: The prompt is {16 * MIB} characters; imagen4 takes at most 4000"
+    )
+    with open(path, "ab") as f:
+        f.write(b"\n")
+    result = llm_cli("imagen4", "batch", str(path))
+    assert refusal(result.exit_code, result.stdout, result.stderr) == (
+        f"Error: {path} is over 16 MiB, the most a batch file may hold: split it"
+    )
+    assert fake.state.requests == []
+
+
+PEAK = """\
+import atexit, sys
+def peak():
+    with open('/proc/self/status') as f:
+        sys.stderr.write([l for l in f if l.startswith('VmHWM')][0])
+atexit.register(peak)
+from llm.cli import cli
+cli(sys.argv[1:], prog_name='llm')
+"""
+
+
+def test_standard_input_is_read_no_further_than_16_mib(fake, tmp_path):
+    script = tmp_path / "peak.py"
+    script.write_text(PEAK)
+    done = subprocess.run(
+        [sys.executable, str(script), "imagen4", "batch", "-"],
+        input=b"x" * 64 * MIB,
+        capture_output=True,
+        cwd=fake.work,
+        timeout=DEADLINE,
+    )
+    refused, peak = done.stderr.decode().splitlines()
+    assert refusal(done.returncode, done.stdout, refused) == (
+        "Error: <stdin> is over 16 MiB, the most a batch file may hold: split it"
+    )
+    label, kilobytes, unit = peak.split()
+    assert label == "VmHWM:" and unit == "kB"
+    assert int(kilobytes) < 100 * 1024, peak
+    assert fake.state.requests == []
+
+
+def test_more_than_10000_rows_are_refused(fake, llm_cli):
+    # Rows that are no JSON object: each fails alone, and nothing is sent.
+    path = write(fake, "many.jsonl", "[]\n" * 10_000)
+    result = llm_cli("imagen4", "batch", path)
+    assert result.exit_code == 1
+    assert result.stderr.count("not a JSON object") == 10_000
+    assert "10000 rows: 0 generated" in result.stderr
+    write(fake, "many.jsonl", "[]\n" * 10_001)
+    result = llm_cli("imagen4", "batch", path)
+    assert refusal(result.exit_code, result.stdout, result.stderr) == (
+        f"Error: {path} has more than 10,000 rows, the most a batch takes: split it"
+    )
+    assert fake.state.requests == []
