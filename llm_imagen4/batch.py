@@ -5,6 +5,7 @@ number of requests in flight, paced on 429s, within a budget."""
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import itertools
 import json
@@ -52,6 +53,9 @@ ROW_FIELDS = (
 # before anything is sent.
 MAX_BYTES = 16 * 1024 * 1024
 MAX_ROWS = 10_000
+# Where rows_from_file puts the values of a CSV record beyond its header's
+# columns: the name of no field, and a header names fields only.
+_EXTRAS = "(more values than the header has columns)"
 
 
 class BatchError(Exception):
@@ -140,10 +144,10 @@ def read_rows(data: bytes, name: str, fmt: str = "auto") -> list[Row]:
         if fmt == "auto":
             fmt = detect_format(name, stream.readline().decode("utf-8-sig"))
             stream.seek(0)
-        return _at_most(
-            _csv_rows(stream, name) if fmt == "csv" else _line_rows(stream, fmt),
-            name,
-        )
+        if fmt != "csv":
+            return _at_most(_line_rows(stream, fmt), name)
+        with _csv_field_limit(MAX_BYTES):
+            return _at_most(_csv_rows(stream, name), name)
     except UnicodeDecodeError:
         raise BatchError(f"{name} is not UTF-8 text") from None
 
@@ -165,17 +169,56 @@ def _line_rows(stream: BinaryIO, fmt: str) -> Iterator[Row]:
     for number, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8-sig"), 1):
         if not line.strip() or (fmt == "text" and line.lstrip().startswith("#")):
             continue
-        yield _row(number, line) if fmt == "jsonl" else Row(number, prompt=line.strip())
+        yield (
+            _row(number, line)
+            if fmt == "jsonl"
+            else _fields(number, {"prompt": line.strip()})
+        )
+
+
+class _StrictCSV(csv.excel):
+    """Excel's CSV, where a quote left open, or closed before its field ends,
+    is an error: read on, the rest of the file would be one prompt."""
+
+    strict = True
+
+
+@contextlib.contextmanager
+def _csv_field_limit(limit: int) -> Iterator[None]:
+    """csv reads no field over 131,072 characters, and its reader stops
+    there. With the limit at the file's own cap, a long field is a value like
+    any other, and its row is refused for what it holds, alone."""
+    previous = csv.field_size_limit(limit)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
 
 
 def _csv_rows(stream: BinaryIO, name: str) -> Iterator[Row]:
     """CSV records, numbered from 1 after the header, which the first record
-    shows."""
-    records, _ = rows_from_file(stream, Format.CSV, encoding="utf-8-sig")
-    for number, record in enumerate(records, 1):
-        if number == 1:
-            _check_columns(set(record), name)
-        yield _fields(number, {k: v for k, v in record.items() if v not in ("", None)})
+    shows. A file that is not CSV from some record on is refused whole."""
+    records, _ = rows_from_file(
+        stream,
+        Format.CSV,
+        dialect=_StrictCSV,
+        encoding="utf-8-sig",
+        extras_key=_EXTRAS,
+    )
+    number = 0
+    try:
+        for number, record in enumerate(records, 1):
+            if number == 1:
+                _check_columns(set(record) - {_EXTRAS}, name)
+            yield _record(number, record)
+    except csv.Error as ex:
+        raise BatchError(f"{name}: record {number + 1} is not CSV: {ex}") from None
+
+
+def _record(number: int, record: dict[str, Any]) -> Row:
+    if _EXTRAS in record:
+        return Row(number, error="more values than the header has columns")
+    return _fields(number, {k: v for k, v in record.items() if v not in ("", None)})
 
 
 def _check_columns(columns: set[str], name: str) -> None:
@@ -191,6 +234,8 @@ def _check_columns(columns: set[str], name: str) -> None:
 def _row(number: int, line: str) -> Row:
     try:
         record = json.loads(line)
+    except RecursionError:
+        return Row(number, error="not valid JSON: nested too deeply")
     except ValueError:
         return Row(number, error="not valid JSON")
     if not isinstance(record, dict):
@@ -199,14 +244,36 @@ def _row(number: int, line: str) -> Row:
 
 
 def _fields(number: int, record: dict[str, Any]) -> Row:
+    """The row a record's fields make, or the first reason they make none."""
     unknown = set(record) - set(ROW_FIELDS)
     if unknown:
         return Row(number, error=f"unknown fields: {', '.join(sorted(unknown))}")
+    for name, value in record.items():
+        unfit = _unfit(value)
+        if unfit:
+            return Row(number, error=f"{name}: {unfit}")
     prompt = record.pop("prompt", None)
     if not isinstance(prompt, str):
         return Row(number, error="no prompt")
     model_name = record.pop("model", None)
+    if model_name is not None and not isinstance(model_name, str):
+        return Row(number, error="model: not the name of a model")
     return Row(number, prompt=prompt, model_name=model_name, options=record)
+
+
+def _unfit(value: Any) -> str | None:
+    """What makes a text unfit for a request or a file name: a NUL, which no
+    file name can hold and the history cuts text short at, or half of a
+    surrogate pair (a JSON escape such as \\ud800), which is not UTF-8."""
+    if not isinstance(value, str):
+        return None
+    if "\0" in value:
+        return "holds a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "holds half of a surrogate pair, which is not text"
+    return None
 
 
 def request_key(request: dict[str, Any], seeded: bool) -> str:

@@ -1,7 +1,8 @@
 """`llm imagen4 batch FILE` reads untrusted input: its rows, numbered as the
-file has them, only a regular file or standard input, and the caps on its
-size and rows."""
+file has them, crafted rows and files, only a regular file or standard input,
+and the caps on its size and rows."""
 
+import csv
 import json
 import os
 import socket
@@ -94,6 +95,95 @@ def test_a_row_is_numbered_by_its_line_or_record_as_the_file_has_them(fake, llm_
     assert prompts(fake) == sorted(
         ["one\u2028line", "next\x85line", "text\u2028prompt", "two\nlines", "last"]
     )
+
+
+# -- crafted rows and files -----------------------------------------------------
+
+
+def test_json_nested_100000_deep_is_a_row_that_fails_alone(fake, llm_cli):
+    rows = [
+        '{"prompt": "first"}',
+        "[" * 100_000,
+        '{"prompt": ' + "[" * 100_000,
+        '{"prompt": "last"}',
+    ]
+    path = write(fake, "deep.jsonl", "\n".join(rows))
+    result = llm_cli("imagen4", "batch", path, "--json")
+    assert result.exit_code == 1
+    assert statuses(result) == {1: "done", 2: "failed", 3: "failed", 4: "done"}
+    assert by_row(result)[2]["error"] == "not valid JSON: nested too deeply"
+    assert by_row(result)[3]["error"] == "not valid JSON: nested too deeply"
+    assert prompts(fake) == ["first", "last"]
+
+
+def test_a_csv_field_over_csvs_limit_is_a_row_refused_for_what_it_holds(fake, llm_cli):
+    # csv reads no field over 131,072 characters; here it is a prompt too long.
+    path = write(fake, "long.csv", f"prompt,seed\nfirst,1\n{'x' * 131_073},2\nlast,3\n")
+    result = llm_cli("imagen4", "batch", path, "--json")
+    assert result.exit_code == 1
+    assert statuses(result) == {1: "done", 2: "failed", 3: "done"}
+    assert by_row(result)[2]["error"] == (
+        "The prompt is 131073 characters; imagen4 takes at most 4000"
+    )
+    assert prompts(fake) == ["first", "last"]
+    # Left as it was in llm's process.
+    assert csv.field_size_limit() == 131_072
+
+
+def test_a_csv_record_with_more_values_than_its_header_fails_alone(fake, llm_cli):
+    path = write(
+        fake, "extra.csv", "prompt,seed\nfirst,1\nsecond,2,x\nthird,3,\nlast,4\n"
+    )
+    result = llm_cli("imagen4", "batch", path, "--json")
+    assert result.exit_code == 1
+    assert statuses(result) == {1: "done", 2: "failed", 3: "failed", 4: "done"}
+    assert by_row(result)[2]["error"] == "more values than the header has columns"
+    assert by_row(result)[3]["error"] == "more values than the header has columns"
+    assert prompts(fake) == ["first", "last"]
+
+
+@pytest.mark.parametrize(
+    "record,problem",
+    [
+        ('"second,2\nthird,3\n', "record 2 is not CSV: unexpected end of data"),
+        ('"second"x,2\nthird,3\n', "record 2 is not CSV: ',' expected after '\"'"),
+    ],
+    ids=["a quote never closed", "a quote closed mid-field"],
+)
+def test_csv_quoting_gone_wrong_sends_nothing(fake, llm_cli, record, problem):
+    # Read on, the rest of the file would be one prompt, and sent.
+    path = write(fake, "quotes.csv", "prompt,seed\nfirst,1\n" + record)
+    result = llm_cli("imagen4", "batch", path)
+    assert refusal(result.exit_code, result.stdout, result.stderr) == (
+        f"Error: {path}: {problem}"
+    )
+    assert fake.state.requests == []
+
+
+def test_a_row_whose_fields_no_request_can_carry_fails_alone(fake, llm_cli):
+    rows = [
+        {"prompt": "first"},
+        {"prompt": "a", "model": 5},
+        {"prompt": "b", "model": ["imagen4"]},
+        {"prompt": "c\0d"},
+        {"prompt": "e", "output": "out\0put"},
+        {"prompt": "f", "negative_prompt": "half a pair: \ud800"},
+        {"prompt": "last"},
+    ]
+    path = write(fake, "fields.jsonl", "\n".join(map(json.dumps, rows)))
+    result = llm_cli("imagen4", "batch", path, "--json")
+    assert result.exit_code == 1
+    errors = {n: r.get("error") for n, r in by_row(result).items()}
+    assert errors == {
+        1: None,
+        2: "model: not the name of a model",
+        3: "model: not the name of a model",
+        4: "prompt: holds a NUL character",
+        5: "output: holds a NUL character",
+        6: "negative_prompt: holds half of a surrogate pair, which is not text",
+        7: None,
+    }
+    assert prompts(fake) == ["first", "last"]
 
 
 # -- special files --------------------------------------------------------------
