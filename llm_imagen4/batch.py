@@ -96,10 +96,10 @@ class Source:
 
 @contextlib.contextmanager
 def open_source(path: str) -> Iterator[Source]:
-    """FILE, or standard input for ``-``. A file must be a regular one, and
-    is never waited on: a FIFO, a device or a socket is refused before it is
-    opened, and opened without blocking, it is checked again (click.File
-    would block opening a FIFO nobody writes)."""
+    """FILE, or standard input for ``-``. A file must be a regular one and
+    is never waited on: a FIFO, a device or a socket is refused unopened, and
+    what is opened (without blocking) is checked again. click.File would
+    block opening a FIFO nobody writes."""
     if path == "-":
         yield Source(STDIN, sys.stdin.buffer)
         return
@@ -109,7 +109,7 @@ def open_source(path: str) -> Iterator[Source]:
     except OSError as ex:
         raise BatchError(f"{path}: {ex.strerror}") from None
     with os.fdopen(fd, "rb") as stream:
-        # Another file may have taken its name since.
+        # Another file may have taken its name in between.
         _check_regular(os.fstat(fd).st_mode, path)
         yield Source(path, stream)
 
