@@ -490,8 +490,23 @@ def datasette(database: Path | None) -> None:
     commands.datasette(database)
 
 
+def _batch_file(ctx: click.Context, param: click.Parameter, value: str) -> Any:
+    """FILE, open until the command ends, as batch.open_source opens it: a
+    FIFO, a device or a socket is refused in one line, never waited on."""
+    from . import batch
+    from .terminal import printable
+
+    try:
+        return ctx.with_resource(batch.open_source(value))
+    except batch.BatchError as ex:
+        raise click.ClickException(printable(str(ex))) from None
+
+
 @imagen4.command(cls=_Forgiving)
-@click.argument("file", type=click.File("rb"))
+# A Path for shell completion; open_source checks it, in one line.
+@click.argument(
+    "file", type=click.Path(allow_dash=True, readable=False), callback=_batch_file
+)
 @_model_option(specs.DEFAULT_MODEL)
 @_model_options
 @_key_option
