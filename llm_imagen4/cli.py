@@ -1,161 +1,33 @@
-"""The ``llm imagen4`` commands: click declarations that call the engine.
-
-The flags that set model options are made from the models' ``Options``, so
-names, ranges, choices and help are declared once, in ``specs``."""
+"""The ``llm imagen4`` commands: click declarations over ``commands``,
+which does the work; here alone results become output and exit statuses.
+The flags are ``flags``'."""
 
 from __future__ import annotations
 
-import typing
-from collections.abc import Callable
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
-from click_default_group import DefaultGroup
 
 from . import specs
-
-# Every option of every model, in the order the preview declares them.
-OPTION_FIELDS = {
-    name: field
-    for spec in specs.SPECS
-    for name, field in spec.options.model_fields.items()
-}
-
-
-def _flags(name: str) -> list[str]:
-    extra = OPTION_FIELDS[name].json_schema_extra or {}
-    return list(extra.get("flags") or [f"--{name.replace('_', '-')}"])
-
-
-def flag(name: str) -> str:
-    """How an option is spelled on the command line, for messages."""
-    return next(f for f in _flags(name) if f.startswith("--")).split("/")[0]
-
-
-def _bounds(name: str, kind: str) -> Any:
-    values = [
-        getattr(meta, kind)
-        for spec in specs.SPECS
-        if name in spec.options.model_fields
-        for meta in spec.options.model_fields[name].metadata
-        if hasattr(meta, kind)
-    ]
-    return (min if kind in ("ge", "gt") else max)(values) if values else None
-
-
-def _click_type(name: str) -> Any:
-    annotation = OPTION_FIELDS[name].annotation
-    inner = [arg for arg in typing.get_args(annotation) if arg is not type(None)][0]
-    if typing.get_origin(inner) is typing.Literal:
-        return click.Choice(typing.get_args(inner))
-    if inner is int:
-        return click.IntRange(_bounds(name, "ge"), _bounds(name, "le"))
-    if inner is float:
-        return click.FloatRange(_bounds(name, "gt"), _bounds(name, "le"), min_open=True)
-    return inner
-
-
-def _option(name: str) -> Callable:
-    field = OPTION_FIELDS[name]
-    flags = _flags(name)
-    if field.annotation == bool | None:
-        if not any("/" in f for f in flags):
-            flags = [f"--{name.replace('_', '-')}/--no-{name.replace('_', '-')}"]
-        return click.option(*flags, name, default=None, help=field.description)
-    return click.option(*flags, name, type=_click_type(name), help=field.description)
-
-
-def _apply(decorators: list[Callable]) -> Callable[[Callable], Callable]:
-    def apply(command: Callable) -> Callable:
-        for decorator in reversed(decorators):
-            command = decorator(command)
-        return command
-
-    return apply
-
-
-_model_options = _apply([_option(name) for name in OPTION_FIELDS])
-_database_option = click.option(
-    "-d",
-    "--database",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The logs database (default: llm logs path)",
-)
-_key_option = click.option("--key", help="API key, or the name of a stored key")
-_json_option = click.option("json_", "--json", is_flag=True, help="Print JSON")
-_preview_option = click.option(
-    "--preview",
-    is_flag=True,
-    help="Draw the images in the terminal (kitty, WezTerm, Ghostty, iTerm2)",
+from .flags import (
+    OPTION_FIELDS,
+    Forgiving,
+    Group,
+    apply,
+    database_option,
+    json_option,
+    key_option,
+    model_option,
+    model_options,
+    one_line,
+    preview_option,
+    reported,
 )
 
 
-def _model_option(default: str | None) -> Callable:
-    ids = ", ".join(spec.model_id for spec in specs.SPECS)
-    return click.option(
-        "-m",
-        "--model",
-        "model_name",
-        default=default,
-        show_default=default is not None,
-        help=f"{ids}, or an alias of one",
-    )
-
-
-def _fail(ex: Exception) -> click.ClickException:
-    """One line for an expected failure, options spelled as flags."""
-    from .specs import OptionError
-
-    if isinstance(ex, OptionError) and ex.name in OPTION_FIELDS:
-        message = str(ex).replace(ex.name, flag(ex.name), 1)
-    else:
-        message = str(ex)
-    from .terminal import printable
-
-    return click.ClickException(printable(message))
-
-
-# Set in a context's meta when a word that is no command went to generate.
-_DEFAULT_ROUTE = "llm_imagen4.default_route"
-
-
-class _Group(DefaultGroup):
-    """``llm imagen4 PROMPT`` is ``llm imagen4 generate PROMPT``. Which way
-    a command line went is noted, for generate to tell a command's name
-    mistyped from a prompt."""
-
-    def resolve_command(
-        self, ctx: click.Context, args: list[str]
-    ) -> tuple[str | None, click.Command | None, list[str]]:
-        ctx.meta[_DEFAULT_ROUTE] = bool(args) and args[0] not in self.commands
-        return super().resolve_command(ctx, args)
-
-
-class _Forgiving(click.Command):
-    """A command that answers llm habits with what to type instead, before
-    anything is sent (see ``habits``)."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if ctx.resilient_parsing:  # completing a word in the shell
-            return super().parse_args(ctx, args)
-        from . import habits
-
-        typed = list(args)
-        hint = habits.options_as_output(self, ctx, typed)
-        if hint:
-            raise click.ClickException(hint)
-        args = super().parse_args(ctx, args)
-        if ctx.meta.get(_DEFAULT_ROUTE) and ctx.parent:
-            # The group's commands as they are now, any added later included.
-            names = ctx.parent.command.list_commands(ctx.parent)
-            hint = habits.mistyped_command(ctx.params["prompt"], names, typed)
-            if hint:
-                raise click.ClickException(hint)
-        return args
-
-
-@click.group(cls=_Group, default="generate", default_if_no_args=False)
+@click.group(cls=Group, default="generate", default_if_no_args=False)
 def imagen4() -> None:
     """Generate images with Google's Imagen 4 through the AI/ML API.
 
@@ -166,41 +38,62 @@ def imagen4() -> None:
 
 
 # What generate and rerun share: the model's options and how to run.
-_run_options = _apply(
+_run_options = apply(
     [
-        _model_options,
-        _key_option,
-        _database_option,
+        model_options,
+        key_option,
+        database_option,
         click.option("--no-log", is_flag=True, help="Do not log this generation"),
-        _json_option,
+        json_option,
         click.option(
             "open_", "--open", is_flag=True, help="Open the images when saved"
         ),
-        _preview_option,
+        preview_option,
     ]
 )
 
 
-def _run(arguments: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+def _split(arguments: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     """The model's options, and how to run, from a command's arguments."""
     from . import commands
 
-    run = commands.Run(
+    how = commands.HowToRun(
         key=arguments.pop("key"),
         database=arguments.pop("database"),
         no_log=arguments.pop("no_log"),
-        json_=arguments.pop("json_"),
-        open_=arguments.pop("open_"),
-        preview=arguments.pop("preview"),
-        fail=_fail,
     )
-    return {name: arguments.pop(name) for name in OPTION_FIELDS}, run
+    return {name: arguments.pop(name) for name in OPTION_FIELDS}, how
 
 
-@imagen4.command(cls=_Forgiving)
+def _generated(generated: Any, json_: bool, open_: bool, preview: bool) -> None:
+    """A generation's saved paths (or its JSON), drawn or opened as asked; a
+    non-zero exit when an image was not saved."""
+    from . import text
+    from .terminal import dumps, notify, printable
+
+    if json_:
+        click.echo(dumps(text.generated_json(generated)))
+    else:
+        for path in generated.paths:
+            click.echo(printable(path))
+    if preview:
+        from .preview import draw
+
+        draw(generated.paths, json_=json_)
+    if open_:
+        from . import opener
+
+        if problem := opener.launch(generated.paths):
+            notify(problem)
+    if generated.problem:
+        raise click.ClickException(generated.problem)
+
+
+@imagen4.command(cls=Forgiving)
 @click.argument("prompt")
-@_model_option(specs.DEFAULT_MODEL)
+@model_option(specs.DEFAULT_MODEL)
 @_run_options
+@reported
 def generate(prompt: str, model_name: str, **arguments: Any) -> None:
     """Generate images from PROMPT (- reads it from standard input).
 
@@ -213,13 +106,15 @@ def generate(prompt: str, model_name: str, **arguments: Any) -> None:
     """
     from . import commands
 
-    options, run = _run(arguments)
-    commands.generate(prompt, model_name, options, run)
+    shown = {name: arguments.pop(name) for name in ("json_", "open_", "preview")}
+    options, how = _split(arguments)
+    text = commands.read_prompt(prompt, sys.stdin.buffer)
+    _generated(commands.generate(text, model_name, options, how), **shown)
 
 
-@imagen4.command(cls=_Forgiving)
+@imagen4.command(cls=Forgiving)
 @click.argument("source")
-@_model_option(None)
+@model_option(None)
 @click.option("--vary", is_flag=True, help="Draw a new seed")
 @click.option(
     "--as-made",
@@ -227,6 +122,7 @@ def generate(prompt: str, model_name: str, **arguments: Any) -> None:
     help="Send the prompt the API rewrote, with enhance_prompt off",
 )
 @_run_options
+@reported
 def rerun(
     source: str, model_name: str | None, vary: bool, as_made: bool, **arguments: Any
 ) -> None:
@@ -243,8 +139,10 @@ def rerun(
     """
     from . import commands
 
-    options, run = _run(arguments)
-    commands.rerun(source, model_name, vary, as_made, options, run)
+    shown = {name: arguments.pop(name) for name in ("json_", "open_", "preview")}
+    options, how = _split(arguments)
+    generated = commands.rerun(source, model_name, vary, as_made, options, how)
+    _generated(generated, **shown)
 
 
 @imagen4.command(name="history")
@@ -257,7 +155,7 @@ def rerun(
     help="At most N generations (0: all)",
 )
 @click.option("-q", "--query", help="Only prompts containing this text")
-@_model_option(None)
+@model_option(None)
 @click.option("--seed", type=int, help="Only generations with this seed")
 @click.option(
     "--since",
@@ -271,8 +169,9 @@ def rerun(
     is_flag=True,
     help="Print only the paths of the files there, one per line",
 )
-@_json_option
-@_database_option
+@json_option
+@database_option
+@reported
 def history_command(**arguments: Any) -> None:
     """Recent generations, newest first.
 
@@ -282,16 +181,24 @@ def history_command(**arguments: Any) -> None:
         llm imagen4 history --since 2026-11-01 --paths
         llm imagen4 history --missing
     """
-    from . import commands
+    from . import commands, text
+    from .terminal import dumps
 
-    commands.history_list(**arguments, fail=_fail)
+    paths, json_ = arguments.pop("paths"), arguments.pop("json_")
+    entries = commands.history_list(**arguments)
+    if json_:
+        click.echo(dumps(text.history_json(entries), indent=2))
+        return
+    for line in text.history_lines(entries, paths):
+        click.echo(line)
 
 
 @imagen4.command()
 @click.argument("generation_id")
-@_json_option
-@_database_option
-@_preview_option
+@json_option
+@database_option
+@preview_option
+@reported
 def show(generation_id: str, json_: bool, database: Path | None, preview: bool) -> None:
     """One generation in full: every field, every file and whether it exists.
 
@@ -299,14 +206,25 @@ def show(generation_id: str, json_: bool, database: Path | None, preview: bool) 
         llm imagen4 show 01jq7m2v0c8ns1xkd9y0a5e4bq
         llm imagen4 show 01jq7m2v0c8ns1xkd9y0a5e4bq --preview
     """
-    from . import commands
+    from . import commands, text
+    from .terminal import dumps
 
-    commands.show(generation_id, json_, database, preview, fail=_fail)
+    shown = commands.show(generation_id, database)
+    if json_:
+        click.echo(dumps(shown.data, indent=2))
+    else:
+        for line in text.show_lines(shown.data):
+            click.echo(line)
+    if preview:
+        from .preview import draw
+
+        draw([i.path for i in shown.entry.images if i.path], json_=json_)
 
 
 @imagen4.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@_json_option
+@json_option
+@reported
 def inspect(files: tuple[Path, ...], json_: bool) -> None:
     """Print how images were made, from the provenance written into them.
 
@@ -317,14 +235,23 @@ def inspect(files: tuple[Path, ...], json_: bool) -> None:
         llm imagen4 inspect racoon-eating-ice-cream.png
         llm imagen4 inspect *.png --json
     """
-    from . import commands
+    from . import commands, text
+    from .terminal import dumps
 
-    commands.inspect(files, json_, fail=_fail)
+    inspected = commands.inspect(files)
+    if json_:
+        click.echo(dumps(inspected.items, indent=2, ensure_ascii=False))
+    else:
+        for item in inspected.items:
+            for line in text.inspect_lines(item):
+                click.echo(line)
+    if inspected.problem:
+        raise click.ClickException(inspected.problem)
 
 
 @imagen4.command(name="import")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@_database_option
+@database_option
 def import_command(paths: tuple[Path, ...], database: Path | None) -> None:
     """Rebuild the history from the images' own records, sending nothing.
 
@@ -348,7 +275,7 @@ def import_command(paths: tuple[Path, ...], database: Path | None) -> None:
     try:
         code = importing.run(paths, database)
     except llm.ModelError as ex:
-        raise _fail(ex) from None
+        raise one_line(ex) from None
     raise SystemExit(code)
 
 
@@ -360,7 +287,8 @@ def import_command(paths: tuple[Path, ...], database: Path | None) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder to save into (default: the generation's own folder)",
 )
-@_database_option
+@database_option
+@reported
 def download(
     generation_id: str | None, output: Path | None, database: Path | None
 ) -> None:
@@ -378,14 +306,25 @@ def download(
         llm imagen4 download 01jq7m2v0c8ns1xkd9y0a5e4bq -o restored
     """
     from . import commands
+    from .terminal import notify, printable
 
-    commands.download(generation_id, output, database, fail=_fail)
+    for result in commands.download(generation_id, output, database):
+        for path in result.saved:
+            click.echo(printable(path))
+        for image in result.failed:
+            notify(
+                f"{result.id}: image {image.position + 1} could not be saved: "
+                f"{image.error}"
+            )
+        if result.note:
+            notify(f"{result.id}: {result.note}")
 
 
 @imagen4.command()
 @click.argument("generation_id")
-@_key_option
-@_database_option
+@key_option
+@database_option
+@reported
 def status(generation_id: str, key: str | None, database: Path | None) -> None:
     """Ask the API's log what became of a generation.
 
@@ -397,8 +336,9 @@ def status(generation_id: str, key: str | None, database: Path | None) -> None:
         llm imagen4 status 01jq7m2v0c8ns1xkd9y0a5e4bq
     """
     from . import commands
+    from .terminal import printable
 
-    commands.status(generation_id, key, database, fail=_fail)
+    click.echo(printable(commands.status(generation_id, key, database)))
 
 
 @imagen4.command(name="models")
@@ -407,28 +347,35 @@ def status(generation_id: str, key: str | None, database: Path | None) -> None:
     is_flag=True,
     help="Ask the API (no key needed) whether each model is still served",
 )
+@reported
 def models_command(check: bool) -> None:
     """The Imagen 4 models: their AI/ML API ids, price an image and options.
 
     The prices come from the API's published model list (no key needed),
     read at most once a day.
     """
-    from . import commands
+    from . import commands, text
 
-    commands.models(check, fail=_fail)
+    rows, problem = commands.models(check)
+    for row in rows:
+        for line in text.model_lines(row):
+            click.echo(line)
+    if problem:
+        raise click.ClickException(problem)
 
 
 @imagen4.command()
-@_key_option
+@key_option
+@reported
 def balance(key: str | None) -> None:
     """The AI/ML API account's balance, in dollars.
 
     \b
         llm imagen4 balance
     """
-    from . import commands
+    from . import commands, text
 
-    commands.balance(key, fail=_fail)
+    click.echo(text.dollars(commands.balance(key)))
 
 
 @imagen4.command()
@@ -448,8 +395,9 @@ def balance(key: str | None) -> None:
     help="At most N generations (0: all)",
 )
 @click.option("-q", "--query", help="Only prompts containing this text")
-@_model_option(None)
-@_database_option
+@model_option(None)
+@database_option
+@reported
 def gallery(
     output: Path,
     limit: int,
@@ -468,12 +416,14 @@ def gallery(
         llm imagen4 gallery -o ~/Pictures/imagen4.html -q lighthouse
     """
     from . import commands
+    from .terminal import printable
 
-    commands.gallery(output, limit, query, model_name, database, fail=_fail)
+    click.echo(printable(commands.gallery(output, limit, query, model_name, database)))
 
 
 @imagen4.command()
-@_database_option
+@database_option
+@reported
 def datasette(database: Path | None) -> None:
     """Print Datasette metadata with canned queries for the history.
 
@@ -486,8 +436,9 @@ def datasette(database: Path | None) -> None:
         datasette "$(llm logs path)" -m imagen4.json
     """
     from . import commands
+    from .terminal import dumps
 
-    commands.datasette(database)
+    click.echo(dumps(commands.datasette(database), indent=2))
 
 
 def _batch_file(ctx: click.Context, param: click.Parameter, value: str) -> Any:
@@ -502,15 +453,15 @@ def _batch_file(ctx: click.Context, param: click.Parameter, value: str) -> Any:
         raise click.ClickException(printable(str(ex))) from None
 
 
-@imagen4.command(cls=_Forgiving)
+@imagen4.command(cls=Forgiving)
 # A Path for shell completion; open_source checks it, in one line.
 @click.argument(
     "file", type=click.Path(allow_dash=True, readable=False), callback=_batch_file
 )
-@_model_option(specs.DEFAULT_MODEL)
-@_model_options
-@_key_option
-@_database_option
+@model_option(specs.DEFAULT_MODEL)
+@model_options
+@key_option
+@database_option
 @click.option("--no-log", is_flag=True, help="Do not log the generations")
 @click.option(
     "-j",
@@ -544,7 +495,7 @@ def _batch_file(ctx: click.Context, param: click.Parameter, value: str) -> Any:
     is_flag=True,
     help="Print the requests and what they would cost; send nothing",
 )
-@_json_option
+@json_option
 def batch(file: Any, **arguments: Any) -> None:
     """Generate images for every prompt in FILE (- for standard input).
 
@@ -563,4 +514,4 @@ def batch(file: Any, **arguments: Any) -> None:
     from . import batch as batches
 
     options = {name: arguments.pop(name) for name in OPTION_FIELDS}
-    batches.run(file, options=options, fail=_fail, **arguments)
+    batches.run(file, options=options, fail=one_line, **arguments)

@@ -1,24 +1,22 @@
-"""What each ``llm imagen4`` command does once click has read its
-arguments: call the engine or the history, and print the outcome. Every
-text that came from a prompt, a file or the API is printed escaped."""
+"""What each ``llm imagen4`` command does once its arguments are read, with
+no click in it: each returns what it found or made, or raises
+``llm.ModelError``, one line; ``cli`` turns that into output and an exit
+status, and ``text`` into lines."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-import click
 import llm
 
 from . import engine, history, index, journal, route, specs, turns
-from .terminal import command, dumps, notify, printable
+from .record import GenerationRecord
+from .terminal import command, notify
 
-Fail = Callable[[Exception], click.ClickException]
 ANOTHERS = "the record may be another image's"
 NOT_ONE = "it is not evidence of one request"
 
@@ -27,97 +25,69 @@ def _given(options: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in options.items() if value is not None}
 
 
-@dataclass
-class Run:
-    """How generate and rerun run a generation and report it."""
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+@dataclass(frozen=True)
+class HowToRun:
+    """How generate and rerun run a generation: the key, and where its turn
+    is logged (``-d``, ``--no-log``)."""
 
     key: str | None
     database: Path | None
     no_log: bool
-    json_: bool
-    open_: bool
-    preview: bool
-    fail: Fail
 
 
-def _run(model: llm.Model, prompt: str, options: dict[str, Any], run: Run) -> None:
-    """Check everything, generate, log, print the paths."""
-    log_to = turns.target(run.database, run.no_log)
-    try:
-        run_options, _ = engine.check(model, prompt, options, run.key)
-        index.open_for_logging(log_to)
-        response = engine.generate(
-            model, prompt, run_options, run.key, route.Route.logged_to(log_to)
-        )
-    except llm.ModelError as ex:
-        raise run.fail(ex) from None
+@dataclass
+class Generated:
+    response: llm.Response
+    record: GenerationRecord
+    # The saved images, and what keeps the command from a success.
+    paths: list[str]
+    problem: str | None = None
+
+
+def _run(
+    model: llm.Model, prompt: str, options: dict[str, Any], how: HowToRun
+) -> Generated:
+    """Check everything, generate, log."""
+    log_to = turns.target(how.database, how.no_log)
+    run_options, _ = engine.check(model, prompt, options, how.key)
+    index.open_for_logging(log_to)
+    response = engine.generate(
+        model, prompt, run_options, how.key, route.Route.logged_to(log_to)
+    )
     engine.log(response, log_to)
     record = engine.record_of(response)
-    paths = [str(path) for path in record.saved_paths()]
-    if run.json_:
-        click.echo(dumps(_summary(response, record, paths)))
-    else:
-        for path in paths:
-            click.echo(printable(path))
-    if run.preview:
-        from .preview import draw
-
-        draw(paths, json_=run.json_)
-    if run.open_:
-        from . import opener
-
-        problem = opener.launch(paths)
-        if problem:
-            notify(problem)
-    if record.unsaved():
-        raise click.ClickException(
-            f"{len(record.unsaved())} of {len(record.images)} images were not saved"
-        )
+    unsaved = record.unsaved()
+    return Generated(
+        response,
+        record,
+        [str(path) for path in record.saved_paths()],
+        f"{len(unsaved)} of {len(record.images)} images were not saved"
+        if unsaved
+        else None,
+    )
 
 
-def _summary(response: Any, record: Any, paths: list[str]) -> dict[str, Any]:
-    return {
-        "id": response.id,
-        "model": response.model.model_id,
-        "api_model": record.request["model"],
-        "prompt": record.request["prompt"],
-        "seed": record.seed,
-        "options": response.prompt.options.model_dump(exclude_none=True),
-        "credits_used": record.credits_used,
-        "usd_spent": record.usd_spent,
-        "paths": paths,
-        "images": [
-            {
-                "path": str(record.path(image)) if image.name else None,
-                **image.model_dump(exclude={"name", "directory", "placing"}),
-            }
-            for image in record.images
-        ],
-    }
-
-
-def generate(prompt: str, model_name: str, options: dict[str, Any], run: Run) -> None:
-    """``prompt`` is the text, or - to read it from standard input."""
-    try:
-        model = engine.resolve(model_name)
-    except llm.ModelError as ex:
-        raise run.fail(ex) from None
-    _run(model, _read_prompt(prompt), _given(options), run)
-
-
-def _read_prompt(prompt: str) -> str:
+def read_prompt(prompt: str, stdin: IO[bytes]) -> str:
+    """``prompt``, or the text on standard input for ``-``."""
     if prompt != "-":
         return prompt
-    data = sys.stdin.buffer.read()
     try:
-        text = data.decode("utf-8")
+        text = stdin.read().decode("utf-8")
     except UnicodeDecodeError:
-        raise click.ClickException(
-            "The prompt on standard input is not UTF-8"
-        ) from None
+        raise llm.ModelError("The prompt on standard input is not UTF-8") from None
     if not text.strip():
-        raise click.ClickException("The prompt on standard input is empty")
+        raise llm.ModelError("The prompt on standard input is empty")
     return text.strip()
+
+
+def generate(
+    prompt: str, model_name: str, options: dict[str, Any], how: HowToRun
+) -> Generated:
+    return _run(engine.resolve(model_name), prompt, _given(options), how)
 
 
 def rerun(
@@ -126,87 +96,83 @@ def rerun(
     vary: bool,
     as_made: bool,
     options: dict[str, Any],
-    run: Run,
-) -> None:
+    how: HowToRun,
+) -> Generated:
     """The request of a generation from an image file's record (read as a
     request only) or from the history, then generated as ``generate``."""
-    from . import provenance
-
     given = _given(options)
     if vary and "seed" in given:
-        raise click.ClickException("--vary and --seed cannot be used together")
-    try:
-        path = Path(source)
-        if path.exists():
-            found = provenance.read(path)
-            if found is None:
-                raise llm.ModelError(f"{source} has no provenance from llm-imagen4")
-            if found.conflicting_claims:
-                raise llm.ModelError(f"{path}: {found.conflicting_claims}: {NOT_ONE}")
-            if found.sidecar_mismatch:
-                notify(f"{path}: {found.sidecar_mismatch}: {ANOTHERS}")
-            record = found.record
-            origin_model = record.model
-            prompt, enhanced = record.prompt, record.enhanced_prompt
-            spec = specs.SPECS_BY_ID.get(origin_model)
-            if spec is None:
-                raise llm.ModelError(f"{source}: its record names no Imagen 4 model")
-            requested = provenance.rerun_options(record, spec, str(path))
-        else:
-            db = history.open_db(run.database)
-            logged = history.turn(db, source) if db else None
-            if logged is None:
-                raise llm.ModelError(f"No image file or generation id {source}")
-            made, origin_model = logged.record, logged.model
-            prompt = made.request["prompt"]
-            enhanced = next(
-                (i.enhanced_prompt for i in made.images if i.enhanced_prompt), None
-            )
-            spec = specs.SPECS_BY_ID[origin_model]
-            requested = {
-                name: made.request[name]
-                for name in specs.request_options(spec)
-                if name in made.request
-            }
-        model = engine.resolve(model_name or origin_model)
-    except llm.ModelError as ex:
-        raise run.fail(ex) from None
+        raise llm.ModelError("--vary and --seed cannot be used together")
+    path = Path(source)
+    made = _from_file(path) if path.exists() else _from_history(source, how.database)
+    origin_model, prompt, enhanced, requested = made
+    model = engine.resolve(model_name or origin_model)
     if as_made:
         if not enhanced:
-            raise click.ClickException(
+            raise llm.ModelError(
                 f"{source}: the API did not rewrite its prompt; rerun it as it is"
             )
         prompt = enhanced
         requested["enhance_prompt"] = False
     if vary:
         requested.pop("seed", None)
-    _run(model, prompt, {**requested, **given}, run)
+    return _run(model, prompt, {**requested, **given}, how)
 
 
-def _open(database: Path | None, fail: Fail) -> Any:
+def _from_file(path: Path) -> tuple[str, str, str | None, dict[str, Any]]:
+    """The model, prompt, rewritten prompt and request options of an image
+    file's record, read as a request only."""
+    from . import provenance
+
+    found = provenance.read(path)
+    if found is None:
+        raise llm.ModelError(f"{path} has no provenance from llm-imagen4")
+    if found.conflicting_claims:
+        raise llm.ModelError(f"{path}: {found.conflicting_claims}: {NOT_ONE}")
+    if found.sidecar_mismatch:
+        notify(f"{path}: {found.sidecar_mismatch}: {ANOTHERS}")
+    record = found.record
+    spec = specs.SPECS_BY_ID.get(record.model)
+    if spec is None:
+        raise llm.ModelError(f"{path}: its record names no Imagen 4 model")
+    requested = provenance.rerun_options(record, spec, str(path))
+    return record.model, record.prompt, record.enhanced_prompt, requested
+
+
+def _from_history(
+    generation_id: str, database: Path | None
+) -> tuple[str, str, str | None, dict[str, Any]]:
+    db = history.open_db(database)
+    logged = history.turn(db, generation_id) if db else None
+    if logged is None:
+        raise llm.ModelError(f"No image file or generation id {generation_id}")
+    made = logged.record
+    enhanced = next((i.enhanced_prompt for i in made.images if i.enhanced_prompt), None)
+    spec = specs.SPECS_BY_ID[logged.model]
+    requested = {
+        name: made.request[name]
+        for name in specs.request_options(spec)
+        if name in made.request
+    }
+    return logged.model, made.request["prompt"], enhanced, requested
+
+
+# -- reading the history -----------------------------------------------------------
+
+
+def _open(database: Path | None) -> Any:
     """The history in ``database`` (``llm logs path`` when None, and None if
     llm has logged nothing yet). A database named with -d must exist."""
     if database is not None and not database.is_file():
-        raise click.ClickException(f"No logs database at {printable(database)}")
+        raise llm.ModelError(f"No logs database at {database}")
     try:
         return history.open_db(database)
     except Exception as ex:  # noqa: BLE001 - any database error is one line
-        raise fail(ex) from None
+        raise llm.ModelError(str(ex)) from None
 
 
-def _model_id(model_name: str | None, fail: Fail) -> str | None:
-    if model_name is None:
-        return None
-    try:
-        return engine.resolve(model_name).model_id
-    except llm.ModelError as ex:
-        raise fail(ex) from None
-
-
-def _shown(value: Any) -> str:
-    """A value a generation must have, escaped; "not valid" when the
-    history has none of the right type."""
-    return history.NOT_VALID if value is None else printable(value)
+def _model_id(model_name: str | None) -> str | None:
+    return engine.resolve(model_name).model_id if model_name else None
 
 
 def history_list(
@@ -217,71 +183,42 @@ def history_list(
     since: Any,
     tool: bool,
     missing: bool,
-    paths: bool,
-    json_: bool,
     database: Path | None,
-    fail: Fail,
-) -> None:
+) -> list[history.HistoryEntry]:
     if seed is not None and not 0 <= seed <= specs.SEED_MAX:
-        raise click.ClickException(
+        raise llm.ModelError(
             f"--seed {seed} is not a seed: seeds are 0 to {specs.SEED_MAX}"
         )
-    db = _open(database, fail)
-    entries = []
-    if db is not None:
-        entries = history.generations(
-            db,
-            limit=limit or None,
-            query=query,
-            model=_model_id(model_name, fail),
-            seed=seed,
-            since=since.isoformat() if since else None,
-            tool=tool,
-            missing=missing,
-        )
-    if json_:
-        click.echo(dumps([dataclasses.asdict(entry) for entry in entries], indent=2))
-        return
-    for entry in entries:
-        if paths:
-            for image in entry.images:
-                if image.path and image.exists:
-                    click.echo(printable(image.path))
-            continue
-        _print_entry(entry)
-
-
-def _print_entry(entry: Any) -> None:
-    """One generation of ``history``: its line, its prompt, its files."""
-    cost = " ".join(
-        part
-        for part in (
-            f"{entry.credits_used:g} credits" if entry.credits_used is not None else "",
-            f"${entry.usd_spent:.4f}" if entry.usd_spent is not None else "",
-        )
-        if part
+    db = _open(database)
+    if db is None:
+        return []
+    return history.generations(
+        db,
+        limit=limit or None,
+        query=query,
+        model=_model_id(model_name),
+        seed=seed,
+        since=since.isoformat() if since else None,
+        tool=tool,
+        missing=missing,
     )
-    when = entry.datetime_utc[:19] if entry.datetime_utc else None
-    click.echo(
-        f"{_shown(entry.id)}  {_shown(when)}  {_shown(entry.model)}"
-        f"  seed {_shown(entry.seed)}  {_shown(entry.aspect_ratio)}"
-        + (f"  {cost}" if cost else "")
-        + ("  (tool)" if entry.tool_call_id else "")
-    )
-    prompt = " ".join(entry.prompt.split()) if entry.prompt is not None else None
-    click.echo(f"  {_shown(prompt)}")
-    for image in entry.images:
-        gone = "" if image.exists else f"  ({_shown(image.status)}, missing)"
-        click.echo(f"  {printable(image.path or image.url or '')}{gone}")
 
 
-def show(
-    generation_id: str, json_: bool, database: Path | None, preview: bool, fail: Fail
-) -> None:
-    db = _open(database, fail)
+@dataclass
+class Shown:
+    """One generation in full: its entry, and every field as --json has it."""
+
+    entry: history.HistoryEntry
+    data: dict[str, Any]
+
+
+def show(generation_id: str, database: Path | None) -> Shown:
+    import dataclasses
+
+    db = _open(database)
     entry = history.generation(db, generation_id) if db else None
     if entry is None:
-        raise click.ClickException(f"No generation with id {printable(generation_id)}")
+        raise llm.ModelError(f"No generation with id {generation_id}")
     logged = history.turn(db, generation_id)
     record = logged.record if logged else None
     data = dataclasses.asdict(entry)
@@ -289,56 +226,38 @@ def show(
     data["provenance"] = record.provenance if record else None
     data["client_request_id"] = record.client_request_id if record else None
     data["inference_id"] = record.inference_id if record else None
-    if json_:
-        click.echo(dumps(data, indent=2))
-    else:
-        _show_fields(data)
-    if preview:
-        from .preview import draw
-
-        draw([image.path for image in entry.images if image.path], json_=json_)
+    return Shown(entry, data)
 
 
-def _show_fields(data: dict[str, Any]) -> None:
-    images = data.pop("images")
-    data.pop("provenance")
-    for name, value in data.pop("options").items():
-        data[f"option {name}"] = value
-    _print_fields(data, "")
-    for image in images:
-        position = image.pop("position")
-        click.echo(f"image {_shown(position + 1 if position is not None else None)}:")
-        _print_fields(image, "  ")
+@dataclass
+class Inspected:
+    # What each file claims, as --json has it.
+    items: list[dict[str, Any]] = field(default_factory=list)
+    problem: str | None = None
 
 
-def _print_fields(data: dict[str, Any], indent: str) -> None:
-    """Each field with a value, and each a generation must have: what has
-    no value is left out, as --json shows it null."""
-    for name, value in data.items():
-        if value is not None or name in history.REQUIRED:
-            click.echo(f"{indent}{name}: {_shown(value)}")
-
-
-def inspect(files: tuple[Path, ...], json_: bool, fail: Fail) -> None:
+def inspect(files: tuple[Path, ...]) -> Inspected:
+    """What each file claims of how it was made; a line on standard error
+    for each one with none, or with a claim that is not its own."""
     from . import provenance
 
-    shown, problems = [], 0
+    inspected, unreadable = Inspected(), 0
     for path in files:
         try:
             found = provenance.read(path)
         except provenance.ProvenanceError as ex:
             notify(str(ex))
-            problems += 1
+            unreadable += 1
             continue
         if found is None:
             notify(f"{path}: no provenance from llm-imagen4")
-            problems += 1
+            unreadable += 1
             continue
         if found.conflicting_claims:
             notify(f"{path}: {found.conflicting_claims}: {NOT_ONE}")
         if found.sidecar_mismatch:
             notify(f"{path}: {found.sidecar_mismatch}: {ANOTHERS}")
-        shown.append(
+        inspected.items.append(
             {
                 "file": str(path.resolve()),
                 "source": found.source,
@@ -348,60 +267,23 @@ def inspect(files: tuple[Path, ...], json_: bool, fail: Fail) -> None:
                 "claims": found.record.model_dump(),
             }
         )
-    if json_:
-        click.echo(dumps(shown, indent=2, ensure_ascii=False))
-    else:
-        for item in shown:
-            claims = item["claims"]
-            click.echo(printable(item["file"]))
-            if item["c2pa"]:
-                click.echo(
-                    "  left as received: it carries C2PA Content Credentials,"
-                    " which a change would break"
-                )
-            if item["source"] == "sidecar":
-                where = f"{item['file']}.json"
-                click.echo(f"  record read from: {printable(where)}")
-            click.echo(f"  model: {printable(claims['model'])}")
-            click.echo(f"  prompt: {printable(claims['prompt'])}")
-            if claims.get("enhanced_prompt"):
-                click.echo(f"  enhanced prompt: {printable(claims['enhanced_prompt'])}")
-            if claims.get("negative_prompt"):
-                click.echo(f"  negative prompt: {printable(claims['negative_prompt'])}")
-            click.echo(f"  seed: {printable(claims.get('seed'))}")
-            if claims.get("options"):
-                options = ", ".join(f"{k}={v}" for k, v in claims["options"].items())
-                click.echo(f"  options: {printable(options)}")
-            for name in (
-                "created_utc",
-                "turn_id",
-                "credits_used",
-                "usd_spent",
-                "version",
-            ):
-                if claims.get(name) is not None:
-                    click.echo(f"  {name.replace('_', ' ')}: {printable(claims[name])}")
-            if claims.get("path") is not None:
-                click.echo(f"  the record claims a path: {printable(claims['path'])}")
-            if item["conflicting_claims"]:
-                conflict = printable(item["conflicting_claims"])
-                click.echo(f"  more than one claim: {conflict}")
-            elif item["sidecar_mismatch"]:
-                mismatch = printable(item["sidecar_mismatch"])
-                click.echo(f"  not this file's record: {mismatch}")
-            else:
-                again = command("llm", "imagen4", "rerun", item["file"])
-                click.echo(f"  again: {again}")
-    if problems:
-        raise click.ClickException(
-            f"{problems} of {len(files)} files have no readable provenance"
+    if unreadable:
+        inspected.problem = (
+            f"{unreadable} of {len(files)} files have no readable provenance"
         )
+    return inspected
+
+
+# -- finishing ----------------------------------------------------------------------
 
 
 def download(
-    generation_id: str | None, output: Path | None, database: Path | None, fail: Fail
-) -> None:
-    from . import finishing, recovery
+    generation_id: str | None, output: Path | None, database: Path | None
+) -> Iterator[Any]:
+    """Finish the journal's generations, or restore one's deleted files:
+    each ``finishing.Recovered`` as it is done. ModelError at the end when
+    anything is left, saying what."""
+    from . import finishing
 
     if generation_id is None:
         journal.sweep()
@@ -409,54 +291,26 @@ def download(
     if not ids:
         notify("Nothing to finish: every generation's images are saved")
         return
-    failed = left = 0
-    log_to = database.absolute() if database else None
     destination = output.absolute() if output else None
     if destination:
         try:
             destination.mkdir(parents=True, exist_ok=True)
         except OSError as ex:
-            raise click.ClickException(
-                f"Cannot create {output}: {ex.strerror}"
-            ) from None
-    log_checked = False
+            raise llm.ModelError(f"Cannot create {output}: {ex.strerror}") from None
+    failed = left = 0
+    opener = _LogOpener(database)
     for one in ids:
-        try:
-            tracked = recovery.Tracked.take(one)
-            restoring = tracked is None and generation_id is not None
-            if restoring:
-                entry = finishing.from_history(one, database, destination)
-                if entry is None:
-                    notify(f"Every saved image of {one} is on disk")
-                    return
-                tracked = recovery.Tracked.restore(entry)
-        except recovery.Busy as ex:
-            notify(str(ex))
-            failed += generation_id is not None
-            continue
-        except llm.ModelError as ex:
-            raise fail(ex) from None
+        tracked, restoring = _take(
+            one, generation_id is not None, database, destination
+        )
         if tracked is None:
-            continue  # finished by another process meanwhile
-        if log_to and tracked.entry.log_to and not log_checked:
-            # Before fetching anything, as a generation does.
-            try:
-                index.open_for_logging(log_to)
-            except llm.ModelError as ex:
-                tracked.keep()
-                raise fail(ex) from None
-            log_checked = True
-        result = finishing.finish(tracked, destination, log_to, restoring)
-        for path in result.saved:
-            click.echo(printable(path))
-        for image in result.failed:
-            notify(
-                f"{one}: image {image.position + 1} could not be saved: {image.error}"
-            )
-        if result.note:
-            notify(f"{one}: {printable(result.note)}")
+            failed += restoring
+            continue
+        opener.before(tracked)
+        result = finishing.finish(tracked, destination, opener.path, restoring)
         failed += len(result.failed) + result.lost
         left += result.left
+        yield result
     problems = []
     if failed:
         problems.append(f"{_count(failed, 'image')} could not be saved")
@@ -467,23 +321,72 @@ def download(
             + " again later"
         )
     if problems:
-        raise click.ClickException("; ".join(problems))
+        raise llm.ModelError("; ".join(problems))
 
 
-def status(
-    generation_id: str, key: str | None, database: Path | None, fail: Fail
-) -> None:
-    if database is not None and not database.is_file():
-        raise click.ClickException(f"No logs database at {printable(database)}")
-    from . import finishing
+def _take(
+    generation_id: str, named: bool, database: Path | None, output: Path | None
+) -> tuple[Any, bool]:
+    """The generation to finish: from the journal, or (when ``named``) from
+    the history, to restore its deleted files; whether it is restored. None
+    when there is nothing to do: it is said why, and the restoring flag
+    then says whether that counts as a failure."""
+    from . import finishing, recovery
 
     try:
-        click.echo(printable(finishing.status(generation_id, key, database)))
-    except llm.ModelError as ex:
-        raise fail(ex) from None
+        tracked = recovery.Tracked.take(generation_id)
+        if tracked is not None or not named:
+            return tracked, False
+        entry = finishing.from_history(generation_id, database, output)
+        if entry is None:
+            notify(f"Every saved image of {generation_id} is on disk")
+            return None, False
+        return recovery.Tracked.restore(entry), True
+    except recovery.Busy as ex:
+        notify(str(ex))
+        return None, named
 
 
-def models(check: bool, fail: Fail) -> None:
+class _LogOpener:
+    """``download -d DB`` opens DB for logging before anything is fetched,
+    as a generation does, once."""
+
+    def __init__(self, database: Path | None):
+        self.path = database.absolute() if database else None
+        self._opened = False
+
+    def before(self, tracked: Any) -> None:
+        if self.path and tracked.entry.log_to and not self._opened:
+            try:
+                index.open_for_logging(self.path)
+            except llm.ModelError:
+                tracked.keep()
+                raise
+            self._opened = True
+
+
+def status(generation_id: str, key: str | None, database: Path | None) -> str:
+    from . import finishing
+
+    if database is not None and not database.is_file():
+        raise llm.ModelError(f"No logs database at {database}")
+    return finishing.status(generation_id, key, database)
+
+
+# -- the API's catalogue and balance ----------------------------------------------
+
+
+@dataclass
+class ModelRow:
+    spec: specs.Spec
+    price: str
+    # Whether the API serves it, when asked.
+    served: bool | None = None
+
+
+def models(check: bool) -> tuple[list[ModelRow], str | None]:
+    """Each model with its price an image (and, with ``check``, whether the
+    API serves it); what keeps the command from a success."""
     from . import catalogue
 
     listed, why = None, None
@@ -491,36 +394,26 @@ def models(check: bool, fail: Fail) -> None:
         listed = catalogue.listings(fresh=check)
     except llm.ModelError as ex:
         if check:
-            raise fail(ex) from None
+            raise
         why = f"the API's model list could not be read: {ex}"
-    gone = 0
+    rows = []
     for spec in specs.SPECS:
-        default = " (default)" if spec.model_id == specs.DEFAULT_MODEL else ""
-        line = f"{spec.model_id}: {spec.api_id}{default}"
         listing = listed[spec.api_id] if listed else None
-        if check and listing is not None:
-            line += "  served" if listing.served else "  NOT SERVED"
-            gone += not listing.served
-        click.echo(line)
         price = listing.price_line() if listing else f"unknown ({why})"
-        click.echo(f"  price: {printable(price)}")
-        click.echo(f"  prompt: up to {spec.prompt_max} characters")
-        for name, field in spec.options.model_fields.items():
-            click.echo(f"  {name}: {field.description}")
-    if gone:
-        raise click.ClickException(
-            f"{gone} of the models are no longer served by the API"
-        )
+        served = listing.served if check and listing is not None else None
+        rows.append(ModelRow(spec, price, served))
+    gone = sum(row.served is False for row in rows)
+    problem = f"{gone} of the models are no longer served by the API" if gone else None
+    return rows, problem
 
 
-def balance(key: str | None, fail: Fail) -> None:
+def balance(key: str | None) -> float:
     from . import api, ledger
 
-    try:
-        dollars = ledger.balance(api.ApiClient(engine.api_key(key)))
-    except llm.ModelError as ex:
-        raise fail(ex) from None
-    click.echo(("-" if dollars < 0 else "") + f"${abs(dollars):,.2f}")
+    return ledger.balance(api.ApiClient(engine.api_key(key)))
+
+
+# -- the gallery and Datasette ----------------------------------------------------
 
 
 def gallery(
@@ -529,20 +422,19 @@ def gallery(
     query: str | None,
     model_name: str | None,
     database: Path | None,
-    fail: Fail,
-) -> None:
+) -> Path:
     from . import files
     from .gallery import is_gallery, render
 
     page = output.expanduser().absolute()
-    if page.exists() and not is_gallery(page):
-        raise click.ClickException(
-            f"{printable(output)} exists and is not a gallery; it will not be overwritten"
+    if (page.exists() or page.is_symlink()) and not is_gallery(page):
+        raise llm.ModelError(
+            f"{output} exists and is not a gallery; it will not be overwritten"
         )
-    db = _open(database, fail)
+    db = _open(database)
     entries = (
         history.generations(
-            db, limit=limit or None, query=query, model=_model_id(model_name, fail)
+            db, limit=limit or None, query=query, model=_model_id(model_name)
         )
         if db is not None
         else []
@@ -550,20 +442,14 @@ def gallery(
     try:
         page.parent.mkdir(parents=True, exist_ok=True)
     except OSError as ex:
-        raise click.ClickException(
-            f"Cannot create {printable(page.parent)}: {ex.strerror}"
-        ) from None
+        raise llm.ModelError(f"Cannot create {page.parent}: {ex.strerror}") from None
     tmp, out = files.new_file(page.parent, suffix=".html")
     with out:
         out.write(render(entries, page.parent).encode("utf-8"))
     os.replace(tmp, page)
-    click.echo(printable(page))
+    return page
 
 
-def datasette(database: Path | None) -> None:
+def datasette(database: Path | None) -> dict[str, Any]:
     path = (database or index.default_path()).absolute()
-    click.echo(dumps(history.datasette_metadata(path), indent=2))
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
+    return history.datasette_metadata(path)

@@ -139,10 +139,16 @@ def render(entries: list[HistoryEntry], page_folder: Path) -> str:
 
 
 def is_gallery(path: Path) -> bool:
-    """Whether a file is a page this module wrote, and so may be replaced."""
+    """Whether a file is a page this module wrote, and so may be replaced: a
+    regular file (a symlink is not followed, a FIFO not waited on)."""
+    import stat
+
     try:
-        with open(path, encoding="utf-8") as f:
-            head = f.read(1024)
-    except (OSError, UnicodeDecodeError):
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
         return False
-    return f'<meta name="generator" content="{GENERATOR}">' in head
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return False
+        head = f.read(1024)
+    return f'<meta name="generator" content="{GENERATOR}">'.encode() in head

@@ -214,7 +214,7 @@ def test_the_plugin_imports_next_to_nothing_for_other_commands(fake):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert proc.stdout.strip() == (
-        "['llm_imagen4', 'llm_imagen4.cli', 'llm_imagen4.models', "
+        "['llm_imagen4', 'llm_imagen4.cli', 'llm_imagen4.flags', 'llm_imagen4.models', "
         "'llm_imagen4.specs', 'llm_imagen4.tool']"
     )
 
@@ -323,13 +323,13 @@ def test_options_are_listed(fake, llm_cli):
 
 
 def test_subcommand_flags_come_from_the_models_options(fake, llm_cli):
-    from llm_imagen4 import cli, specs
+    from llm_imagen4 import flags, specs
 
-    for name, field in cli.OPTION_FIELDS.items():
+    for name, field in flags.OPTION_FIELDS.items():
         shown = llm_cli("imagen4", "generate", "--help").stdout
-        assert cli.flag(name) in shown
+        assert flags.flag(name) in shown
         assert field.description.split()[0] in shown
-    assert set(cli.OPTION_FIELDS) == {
+    assert set(flags.OPTION_FIELDS) == {
         name for spec in specs.SPECS for name in spec.options.model_fields
     }
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import pytest
 
-from llm_imagen4 import cli
+from llm_imagen4 import flags
 
 from .conftest import poll
 from .ptys import run_llm
@@ -23,7 +23,9 @@ ROUTES = {
     "batch": ["batch", "prompts.txt"],
 }
 BOOLEAN = {
-    name for name, field in cli.OPTION_FIELDS.items() if field.annotation == bool | None
+    name
+    for name, field in flags.OPTION_FIELDS.items()
+    if field.annotation == bool | None
 }
 
 
@@ -48,12 +50,12 @@ def test_o_with_a_model_option_names_the_flag_and_sends_nothing(
     nothing_happened(new_machine)
 
 
-@pytest.mark.parametrize("name", cli.OPTION_FIELDS)
+@pytest.mark.parametrize("name", flags.OPTION_FIELDS)
 def test_every_option_given_with_o_is_named_as_its_flag(new_machine, llm_cli, name):
     value = "true" if name in BOOLEAN else "x y"
     result = llm_cli("imagen4", "a cat", "-o", name, value)
     assert result.exit_code == 1
-    suggested = cli.flag(name) + ("" if name in BOOLEAN else " 'x y'")
+    suggested = flags.flag(name) + ("" if name in BOOLEAN else " 'x y'")
     assert f"give the options as flags: {suggested}" in result.stderr
     nothing_happened(new_machine)
 
@@ -112,7 +114,9 @@ def test_the_way_to_make_the_image_keeps_the_flags(new_machine, llm_cli):
 
 
 def test_every_command_of_the_group_is_recognised_mistyped(new_machine, llm_cli):
-    names = cli.imagen4.list_commands(click.Context(cli.imagen4))
+    from llm_imagen4.cli import imagen4
+
+    names = imagen4.list_commands(click.Context(imagen4))
     assert {"history", "show", "download"} <= set(names)
     for name in names:
         typo = name[:-1]  # its last letter dropped
