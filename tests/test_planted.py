@@ -212,3 +212,38 @@ def test_a_crafted_name_that_leads_out_of_its_folder_is_one_line(
     assert "Traceback" not in result.output and result.stderr.count("\n") == 1
     assert f"generation with id {turn['id']}" in result.stderr
     assert not (fake.work.parent.parent / "escaped.png").exists()
+
+
+def test_an_entry_with_a_chat_turns_id_leaves_that_turn_alone(fake, llm_cli, logs_db):
+    assert llm_cli("-m", "echo", "hello").exit_code == 0
+    [chat] = list(logs_db().query("select id, response_json from turns"))
+    entry = {
+        "id": chat["id"],
+        "model": "imagen4",
+        "outcome": "answered",
+        "created_utc": "2026-01-01T00:00:00+00:00",
+        "log_to": str(fake.logs),
+        "record": {
+            "request": {"model": "google/imagen4/preview", "prompt": "x", "seed": 1},
+            "seed": 1,
+            "directory": str(fake.work) + os.sep,
+            "images": [{"position": 0, "status": "refused", "error": "x"}],
+        },
+    }
+    (unfinished(fake) / f"{chat['id']}.json").write_text(json.dumps(entry))
+    result = llm_cli("imagen4", "download")
+    assert result.exit_code == 1
+    assert "is not a generation of the plugin's: it is left as it is" in result.stderr
+    [after] = list(logs_db().query("select id, response_json from turns"))
+    assert after == chat
+
+
+def test_an_answer_with_more_images_than_asked_takes_only_those(fake, llm_cli):
+    fake.plan_api(
+        generate=True, shape=lambda answer: {**answer, "images": answer["images"] * 50}
+    )
+    result = llm_cli("imagen4", "one asked")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("The API answered with 50 images for 1 asked for") == 1
+    assert [p.name for p in fake.work.iterdir()] == ["one-asked.png"]
+    assert len(fake.downloads) == 1
