@@ -72,9 +72,14 @@ class Tracked:
     (the journal cannot be written) each step does what it can and keeps
     nothing."""
 
-    def __init__(self, entry: journal.Entry, claim: journal.Claim | None):
+    def __init__(
+        self, entry: journal.Entry, claim: journal.Claim | None, resumed: bool = False
+    ):
         self.entry = entry
         self._claim = claim
+        # Taken up again from the journal (or the history): an earlier
+        # process may have saved an image without the entry saying so.
+        self.resumed = resumed
         self._lock = threading.Lock()
         # The journal's last failure, said once however often it recurs.
         self._failure: str | None = None
@@ -110,7 +115,7 @@ class Tracked:
         if entry is None:
             claim.release(remove_lock=True)
             return None
-        return cls(entry, claim)
+        return cls(entry, claim, resumed=True)
 
     @classmethod
     def restore(cls, entry: journal.Entry) -> Tracked:
@@ -119,7 +124,7 @@ class Tracked:
         claim = journal.claim(entry.id)
         if claim is None:
             raise Busy(f"{entry.id}: another process is saving it now")
-        return cls(entry, claim)
+        return cls(entry, claim, resumed=True)
 
     def sending(self) -> None:
         """Step 2: an attempt is going out. A journal that cannot say so

@@ -3,6 +3,7 @@ user folder or the output folder while images download. Whatever fails
 after an image is on disk, it is on disk once, recorded once, and no
 temporary file is left behind."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -64,6 +65,41 @@ def images_in(folder):
 
 def temporaries(*folders):
     return [p.name for folder in folders for p in folder.rglob("*.part*")]
+
+
+def test_a_full_disk_under_the_user_folder_never_saves_an_image_twice(
+    fake, space, tmp_path
+):
+    user, out = space.disks
+    fake.fail_downloads(hold=True)
+    proc = start(space, "imagen4", "three herons", "-n", "3", "-o", out.inside)
+    try:
+        poll(lambda: len(fake.downloads) == 3)
+        # The answer is journaled; the disk fills while the images download.
+        user.fill()
+        fake.release.set()
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert "Traceback" not in stderr
+    saved = images_in(out.path)
+    assert saved == ["three-herons-2.png", "three-herons-3.png", "three-herons.png"]
+    # One line for the journal, however often it could not be written.
+    assert stderr.count("Could not update the recovery journal") == 1, stderr
+    assert "Could not log the turn" in stderr
+    [generation_id] = journal_ids(fake)
+    user.free()
+    code, _, err = run(space, "imagen4", "download")
+    assert code == 0, err
+    assert images_in(out.path) == saved
+    assert journal_ids(fake) == []
+    record = turns(user, tmp_path)[generation_id]
+    assert sorted(image["name"] for image in record["images"]) == saved
+    for image in record["images"]:
+        data = (out.path / image["name"]).read_bytes()
+        assert image["sha256"] == hashlib.sha256(data).hexdigest()
+    assert temporaries(out.path, user.path) == []
+    assert len(fake.generations) == 1
 
 
 def test_a_full_output_folder_leaves_no_temporary_file(fake, space, tmp_path):
