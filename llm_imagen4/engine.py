@@ -176,7 +176,10 @@ def run(
     tracked.over(
         record, bool(log_to) and (not on_llm or isinstance(response, llm.Response))
     )
-    return record.text(response.id)
+    text = record.text(response.id)
+    if on_llm and isinstance(response, llm.Response):
+        turns.fail_if_unsaved(response, record, text)
+    return text
 
 
 def _taken(answer: answers.Answer, asked: int) -> answers.Answer:
@@ -316,9 +319,12 @@ async def run_async(
             + command("llm", "imagen4", "download", response.id)
         )
 
-    return await concurrency.in_thread(
+    text = await concurrency.in_thread(
         lambda: run(model_id, prompt, response, key, log_to, cancel), cancelled
     )
+    if route.current().logging is route.Logging.BY_LLM:
+        turns.fail_if_unsaved(response, record_of(response), text)
+    return text
 
 
 # -- the plugin's own routes --------------------------------------------------------

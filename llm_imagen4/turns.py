@@ -1,10 +1,11 @@
 """llm's side of a generation: where llm logs a turn, logging one as llm
-does, hearing when llm (or a caller) has logged one, and a model's defaults.
+does, hearing when llm (or a caller) has logged one, failing ``llm
+prompt`` when an image was not saved, and a model's defaults.
 
 Everything here leans on llm itself, some of it on llm's internals (its
 click context, ``LogStore``, ``_conversation_name``, a response's
-``log_to_db``), so it is kept in this one module, each use with a test
-that fails if llm changes underneath."""
+``log_to_db``, ``logs_json_for_response_ids``), so it is kept in this one
+module, each use with a test that fails if llm changes underneath."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import click
 import llm
 
 from . import recovery
@@ -42,8 +44,6 @@ def llm_target() -> Path | None:
     """Where llm's command line logs what it runs now (``llm prompt``,
     ``llm chat``), read from its click context; None when it logs nothing,
     or when llm's command line is not what is running (the Python API)."""
-    import click
-
     context = click.get_current_context(silent=True)
     while context is not None and context.command.name not in ("prompt", "chat"):
         context = context.parent
@@ -124,7 +124,9 @@ def hear_logging(response: llm.Response, record: GenerationRecord) -> None:
     """On ``llm prompt`` and the Python API, llm or the caller logs the turn:
     hear when it has (the journal entry then goes), note the database for
     ``download`` to record in, and make a logs database that cannot be
-    written one line rather than a traceback after the images were saved."""
+    written one line rather than a traceback after the images were saved.
+    On ``llm prompt``, a turn with an image not saved then fails the
+    command (see ``fail_if_unsaved``)."""
     from . import history
 
     log_to_db = response.log_to_db
@@ -135,13 +137,59 @@ def hear_logging(response: llm.Response, record: GenerationRecord) -> None:
         except (sqlite3.Error, OSError) as ex:
             notify(_not_logged_line(response.id, record, ex))
             recovery.logged(response.id, ok=False)
-            return
-        path = history.db_path(db)
-        if path.name:  # not in memory, nor temporary
-            recovery.logged_in(response.id, path)
-        recovery.logged(response.id)
+        else:
+            path = history.db_path(db)
+            if path.name:  # not in memory, nor temporary
+                recovery.logged_in(response.id, path)
+            recovery.logged(response.id)
+        context = _prompt_context()
+        if context is not None and record.unsaved():
+            if context.params.get("json_output"):
+                from llm.cli import logs_json_for_response_ids
+
+                # What llm prints with --json once the turn is logged,
+                # which the failure would keep it from printing.
+                click.echo(logs_json_for_response_ids(db, [response.id]))
+            raise click.ClickException(_unsaved_summary(record))
 
     response.log_to_db = log_and_tell
+
+
+def _prompt_context() -> click.Context | None:
+    """``llm prompt``'s click context, when that is what runs now (not
+    ``llm chat``, whose session goes on, nor the Python API)."""
+    context = click.get_current_context(silent=True)
+    while context is not None and context.command.name != "prompt":
+        context = context.parent
+    return context
+
+
+def fail_if_unsaved(response: Any, record: GenerationRecord, text: str) -> None:
+    """On ``llm prompt``, a generation with an image not saved fails the
+    command, as it fails ``llm imagen4``; it stays in the journal for
+    ``llm imagen4 download``. llm offers a model no way to fail once its
+    turn is logged, so where llm logs the turn the failure comes once it
+    has (``hear_logging``). Where it does not (``-n``, ``llm logs off``),
+    or logs another object (``--async``), the response itself fails: llm
+    then prints only the error, so its text is printed here first, and an
+    async turn is logged by ``download``."""
+    context = _prompt_context()
+    if context is None or not record.unsaved():
+        return
+    logs = llm_target() is not None or bool(context.params.get("json_output"))
+    if isinstance(response, llm.Response) and logs:
+        return
+    click.echo(text)
+    summary = _unsaved_summary(record)
+    if llm_target() is not None and recovery.keeps(response.id):
+        summary += "; the turn is logged once they are, by " + command(
+            "llm", "imagen4", "download", response.id
+        )
+    raise llm.ModelError(summary)
+
+
+def _unsaved_summary(record: GenerationRecord) -> str:
+    return f"{len(record.unsaved())} of {len(record.images)} images were not saved"
 
 
 def _not_logged_line(

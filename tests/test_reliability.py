@@ -305,7 +305,7 @@ def test_a_failed_download_is_kept_and_the_turn_says_so_once_restored(
 ):
     fake.fail_downloads(3, status=500)
     result = llm_cli("-m", "imagen4", "a heron", "-o", "num_images", "2")
-    assert result.exit_code == 0
+    assert result.exit_code == 1
     assert "Image 1 not saved: the image host answered 500" in result.stdout
     assert "finish it with: llm imagen4 download" in result.stdout
     [turn_id] = journal_ids(fake)
@@ -331,9 +331,74 @@ def test_a_failed_download_is_kept_and_the_turn_says_so_once_restored(
     assert again.exit_code == 0 and "Every saved image of" in again.stderr
 
 
+NOT_SAVED = {
+    "image host 500": ({"status": 500}, "the image host answered 500"),
+    "redirect loop": ({"redirect": "/files/loop.png"}, "redirected in a loop"),
+    "cut-off PNG": ({"half": True}, "the image arrived cut off"),
+}
+
+
+@pytest.mark.parametrize("fault,message", NOT_SAVED.values(), ids=NOT_SAVED)
+def test_llm_m_fails_when_an_image_is_not_saved_and_its_turn_is_logged(
+    fake, llm_cli, logs_db, fault, message
+):
+    if fault.get("redirect"):
+        fake.state.cdn_faults["loop.png"] = __import__("collections").deque(
+            [fault] * 20
+        )
+    fake.fail_downloads(3, **fault)
+    result = llm_cli("-m", "imagen4", "a heron")
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    [generation_id] = journal_ids(fake)
+    hint = f"finish it with: llm imagen4 download {generation_id}"
+    assert message in result.stdout and hint in result.stdout
+    assert result.stderr.splitlines()[-1] == "Error: 1 of 1 images were not saved"
+    [turn] = logs_db().query("select id, response_json from turns")
+    assert turn["id"] == generation_id
+    assert json.loads(turn["response_json"])["images"][0]["status"] == "failed"
+    fake.replan_downloads()
+    assert llm_cli("imagen4", "download").exit_code == 0
+    assert [r["id"] for r in history(llm_cli)] == [generation_id]
+    assert len(fake.generations) == 1
+
+
+@pytest.mark.parametrize(
+    "flags", [["--json"], ["-n"], ["-n", "--json"], ["--async"]], ids=" ".join
+)
+def test_llm_m_fails_when_an_image_is_not_saved_however_it_logs(
+    fake, llm_cli, logs_db, flags
+):
+    fake.fail_downloads(3, status=500)
+    result = llm_cli("-m", "imagen4", "a heron", *flags)
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    [generation_id] = journal_ids(fake)
+    assert "Error: 1 of 1 images were not saved" in result.stderr
+    if "--json" in flags:
+        [logged] = json.loads(result.stdout)
+        assert logged["id"] == generation_id
+    else:
+        assert f"finish it with: llm imagen4 download {generation_id}" in (
+            result.stdout
+        )
+    if "--async" in flags:
+        # llm logs another object than the one that failed: download logs it.
+        assert "the turn is logged once they are, by llm imagen4 download" in (
+            result.stderr
+        )
+    logged_by_llm = [] if "-n" in flags or "--async" in flags else [generation_id]
+    assert [r["id"] for r in logs_db().query("select id from turns")] == logged_by_llm
+    fake.replan_downloads()
+    assert llm_cli("imagen4", "download").exit_code == 0
+    in_history = [] if "-n" in flags else [generation_id]
+    assert [r["id"] for r in history(llm_cli)] == in_history
+    assert len(fake.generations) == 1
+
+
 def test_a_download_keeps_the_generation_in_its_place(fake, llm_cli):
     fake.fail_downloads(3, status=500)
-    assert llm_cli("-m", "imagen4", "a heron").exit_code == 0
+    assert llm_cli("-m", "imagen4", "a heron").exit_code == 1
     [turn_id] = journal_ids(fake)
     fake.replan_downloads()
     assert llm_cli("imagen4", "a later heron").exit_code == 0
@@ -801,7 +866,7 @@ def test_threads_keep_the_limit(fake):
 def test_the_download_hint_of_an_unlogged_generation_works(fake, llm_cli):
     fake.fail_downloads(3, status=500)
     result = llm_cli("-m", "imagen4", "a private heron", "-n")
-    assert result.exit_code == 0
+    assert result.exit_code == 1
     hint = result.stdout.strip().split("finish it with: ")[1]
     assert hint.startswith("llm imagen4 download ")
     restored = llm_cli(*hint.split()[1:])
