@@ -343,14 +343,13 @@ def run(
         summary += f", {len(unsent)} not started ({stopped_for})"
     never = {job.row.number for job in unsent}
     again = [
-        job.row.earlier["id"]
+        job.row.earlier
         for job in todo
         if job.row.earlier and job.row.number not in never
     ]
     if again:
-        summary += (
-            f"; {_rows(len(again))} bought again, whose earlier request may "
-            "have been charged: " + ", ".join(again)
+        summary += f"; {_rows(len(again))} bought again, " + "; ".join(
+            _settled_again(earlier, key) for earlier in again
         )
     spent = ledger.describe_cost(budget.credits or None, budget.usd or None)
     if spent:
@@ -412,6 +411,22 @@ def _recover(entry_id: str, job: Job, report: Callable[..., None]) -> str:
         return "failed"
     report(job.row, "recovered", id=entry_id, paths=paths)
     return "recovered"
+
+
+def _settled_again(earlier: dict[str, str], key: str | None) -> str:
+    """What became of the earlier request of a row bought again, asked of
+    the API's log once more now that the row's run is over, as the log
+    lists a request only once its answer was delivered: settled by it if
+    it is listed now, else left in the journal for ``status`` and
+    ``download``."""
+    what = earlier["what"]
+    try:
+        tracked = recovery.Tracked.take(earlier["id"])
+        if tracked is not None:
+            what = tracked.settle(api.ApiClient(engine.api_key(key))).note
+    except llm.ModelError as ex:
+        what += f" ({ex})"
+    return f"whose earlier request {earlier['id']}: {what}"
 
 
 def _send(

@@ -15,7 +15,7 @@ import pytest
 
 from llm_imagen4 import api, errors
 
-from .conftest import journal_ids, poll, start_llm
+from .conftest import history, journal_ids, poll, start_llm
 from .fake_api import load_schema, strict
 
 
@@ -490,6 +490,50 @@ def test_running_again_recovers_before_it_buys(fake, llm_cli):
         "b.png",
         "c.png",
     ]
+
+
+def test_a_row_bought_again_is_said_and_its_earlier_request_settled(fake, llm_cli):
+    # A batch killed while the API makes its first row: the answer is lost,
+    # and the API's log does not list the request yet when the batch runs
+    # again.
+    path = write(fake, "again.txt", "a kite\nb kite\n")
+    fake.state.service.lagging = True
+    fake.plan_api(generate=True, sleep=0.5)
+    first = start_llm(fake.work, "imagen4", "batch", path, "-j", "1")
+    try:
+        poll(lambda: fake.generations)
+        first.kill()
+        first.wait(10)
+    finally:
+        first.kill()
+    poll(lambda: len(fake.state.service.log) == 1)  # made, and charged
+    [earlier] = journal_ids(fake)
+    fake.state.delay = 0.3
+    second = start_llm(fake.work, "imagen4", "batch", path, "-j", "1", "--json")
+    try:
+        poll(lambda: len(fake.generations) == 2)
+        # The log lists the earlier request while the batch goes on.
+        fake.state.service.lagging = False
+        fake.state.service.publish()
+        out, err = second.communicate(timeout=60)
+    finally:
+        second.kill()
+    err = err.decode()
+    assert second.returncode == 0, err
+    rows = {row["prompt"]: row for row in map(json.loads, out.splitlines())}
+    assert rows["a kite"]["status"] == "done"
+    assert rows["a kite"]["earlier"]["id"] == earlier
+    assert "not known yet" in rows["a kite"]["earlier"]["what"]
+    assert "earlier" not in rows["b kite"]
+    summary = err.splitlines()[-1]
+    assert f"1 row bought again, whose earlier request {earlier}: the API's log" in (
+        summary
+    )
+    assert "it is in the history as lost" in summary
+    assert journal_ids(fake) == []
+    lost = [r for r in history(llm_cli) if r["id"] == earlier]
+    assert [i["status"] for r in lost for i in r["images"]] == ["lost"]
+    assert len(fake.generations) == 3
 
 
 def test_a_row_whose_answer_is_kept_is_never_bought_again(fake, llm_cli):
