@@ -542,13 +542,15 @@ def _send(
             if not json_:
                 for path in paths:
                     click.echo(printable(path))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as ex:
         if in_flight:
             notify("Stopped at once; these generations may be left to finish:")
             for generation_id in in_flight.values():
                 notify(f"  {generation_id}")
             notify("Finish them with: " + command("llm", "imagen4", "download"))
-        raise
+        else:
+            notify("Stopped at once, with no generation in flight")
+        concurrency.stopped(ex)
     finally:
         if progress:
             progress.render_finish()

@@ -9,6 +9,7 @@ or kept in the journal (its URL, or its bytes if it came inline) until
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime
@@ -152,8 +153,11 @@ def run(
         # A definite answer: nothing was made, nothing was charged.
         tracked.end()
         raise
-    except BaseException:
+    except BaseException as ex:
+        said = tracked.journaled  # what is left, and how to ask about it
         tracked.stopped()
+        if said:
+            concurrency.stopped(ex)
         raise
     answer = _taken(answer, chosen.request["num_images"])
     record = _record(model_id, chosen, response.id, request_id, answer)
@@ -319,9 +323,12 @@ async def run_async(
             + command("llm", "imagen4", "download", response.id)
         )
 
-    text = await concurrency.in_thread(
-        lambda: run(model_id, prompt, response, key, log_to, cancel), cancelled
-    )
+    try:
+        text = await concurrency.in_thread(
+            lambda: run(model_id, prompt, response, key, log_to, cancel), cancelled
+        )
+    except asyncio.CancelledError as ex:
+        concurrency.stopped(ex)
     if route.current().logging is route.Logging.BY_LLM:
         turns.fail_if_unsaved(response, record_of(response), text)
     return text

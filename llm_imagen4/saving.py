@@ -152,17 +152,18 @@ def save_images(
                 with lock:
                     _settle(image, outcome)
                     tracked.update()
-    except BaseException:
+    except BaseException as ex:
         stopping.set()
         # The journal still has every image not saved.
         destination.discard_partial()
-        if tracked.journaled:
-            notify(
-                "Stopped; finish it with: "
-                + command("llm", "imagen4", "download", tracked.id)
-            )
-            tracked.keep()
-        raise
+        if not tracked.journaled:
+            raise
+        notify(
+            "Stopped; finish it with: "
+            + command("llm", "imagen4", "download", tracked.id)
+        )
+        tracked.keep()
+        concurrency.stopped(ex)
 
 
 def _adopt(

@@ -466,7 +466,7 @@ def test_a_second_ctrl_c_still_says_what_to_finish(fake):
     assert len(left) == 2
     for generation_id in left:
         assert generation_id.encode() in err
-    assert b"Finish them with: llm imagen4 download" in err
+    assert err.splitlines()[-1] == b"Finish them with: llm imagen4 download"
 
 
 def test_running_again_recovers_before_it_buys(fake, llm_cli):

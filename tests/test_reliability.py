@@ -245,14 +245,19 @@ def test_a_request_the_apis_log_never_lists_is_dropped_after_a_day(fake, llm_cli
     assert len(fake.generations) == 0
 
 
-@pytest.mark.parametrize(
-    "sig", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"]
-)
+STOPS = {
+    "Ctrl-C": (signal.SIGINT, ["imagen4", "a wait"]),
+    "SIGTERM": (signal.SIGTERM, ["imagen4", "a wait"]),
+    "llm -m --async, Ctrl-C": (signal.SIGINT, ["-m", "imagen4", "a wait", "--async"]),
+}
+
+
+@pytest.mark.parametrize("sig,route", STOPS.values(), ids=STOPS)
 def test_stopped_while_waiting_for_the_answer_keeps_the_request_to_ask_about(
-    fake, llm_cli, sig
+    fake, llm_cli, sig, route
 ):
     fake.plan_api(generate=True, sleep=60)
-    proc = start_llm(fake.work, "imagen4", "a wait")
+    proc = start_llm(fake.work, *route)
     try:
         # The API has made the images (and charged); its answer is held.
         poll(lambda: fake.log)
@@ -260,10 +265,12 @@ def test_stopped_while_waiting_for_the_answer_keeps_the_request_to_ask_about(
         _, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     assert b"Traceback" not in err
     [generation_id] = journal_ids(fake)
-    assert f"llm imagen4 download {generation_id}".encode() in err
+    # One line says what is left and how to finish it, and nothing follows.
+    [line] = err.decode().splitlines()
+    assert f"llm imagen4 download {generation_id}" in line
     result = llm_cli("imagen4", "download")
     assert "the API's log says it succeeded" in result.stderr
     assert "cannot be fetched" in result.stderr
@@ -654,21 +661,29 @@ def test_two_downloads_at_once_save_each_image_once(fake, llm_cli, llm_process):
 
 
 @pytest.mark.parametrize(
-    "sig", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"]
+    "sig,route",
+    [
+        (signal.SIGINT, ["imagen4", "a stork"]),
+        (signal.SIGTERM, ["-m", "imagen4", "a stork"]),
+    ],
+    ids=["Ctrl-C", "SIGTERM on llm -m"],
 )
-def test_stopping_during_a_download_loses_nothing(fake, llm_cli, sig):
+def test_stopping_during_a_download_loses_nothing(fake, llm_cli, sig, route):
     fake.fail_downloads(hold=True)
-    proc = start_llm(fake.work, "imagen4", "a stork")
+    proc = start_llm(fake.work, *route)
     try:
         poll(lambda: fake.downloads)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     assert b"Traceback" not in err
     [generation_id] = journal_ids(fake)
-    assert f"llm imagen4 download {generation_id}".encode() in err
+    # One line says what is left and how to finish it, and nothing follows.
+    assert err.decode().splitlines() == [
+        f"Stopped; finish it with: llm imagen4 download {generation_id}"
+    ]
     assert list(fake.work.iterdir()) == []  # no partial file left behind
     fake.release.set()
     restored = llm_cli("imagen4", "download")
