@@ -288,6 +288,35 @@ def test_success_with_a_body_that_is_not_json(fake, llm_cli):
 # -- downloads --------------------------------------------------------------------
 
 
+def test_an_inline_image_in_wrapped_base64_is_saved(fake, llm_cli):
+    # Base64 as MIME writes it: lines of 76 characters, CRLF between them.
+    def wrapped(answer):
+        for item in answer["data"]:
+            text = item["b64_json"]
+            lines = [text[i : i + 76] for i in range(0, len(text), 76)]
+            item["b64_json"] = "\r\n".join(lines) + "\n"
+        return answer
+
+    fake.plan_api(generate=True, shape=wrapped)
+    result = llm_cli("imagen4", "a wrapped owl", "-m", "imagen4-fast")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    [sent] = fake.state.files.values()
+    [saved] = fake.work.glob("*.png")
+    assert png_key(saved.read_bytes()) == png_key(sent)
+    assert fake.downloads == []
+
+
+def png_key(data):
+    """A PNG's image data, which the plugin's provenance leaves as it is."""
+    from llm_imagen4 import images
+
+    start = data.index(b"IDAT") - 4
+    length = int.from_bytes(data[start : start + 4], "big")
+    assert images.PNG_SIGNATURE == data[:8]
+    return data[start : start + 12 + length]
+
+
 def test_a_cut_download_is_fetched_again(fake, llm_cli):
     fake.fail_downloads(truncate=100)
     result = llm_cli("imagen4", "a")
