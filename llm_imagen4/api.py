@@ -29,6 +29,7 @@ from .errors import (
     KEY_HELP,
     ApiError,
     Declined,
+    NotSent,
     Oversize,
     UnknownOutcome,
     WaitTooLong,
@@ -172,32 +173,58 @@ class Pacer:
     """Pacing shared by the requests of a batch. A 429, or any answer with a
     Retry-After, halves how many requests may be in flight and holds every
     request back until the wait is over, each with a jitter of its own so
-    that they do not all wake at once; each success adds one back."""
+    that they do not all wake at once; each success adds one back. A wait
+    longer than ``cap``, which the request that was told it refuses, holds
+    no other request back.
+
+    Once stopped (the first Ctrl-C of a batch), a request waiting here, to
+    be sent or sent again, is never sent: NotSent."""
 
     def __init__(
         self,
         most: int,
         *,
+        cap: float = BACKOFF_CAP,
         now: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], Any] | None = None,
         rng: Callable[[], float] = random.random,
         notify: Callable[[str], None] = notify,
     ):
         self.most = self.limit = most
+        self.cap = cap
         self.not_before = 0.0
         self.spread = 0.0
-        self.now, self.sleep, self.rng, self.notify = now, sleep, rng, notify
+        self._stopped = threading.Event()
+        # By default a wait ends early when the pacer is stopped.
+        self.sleep = sleep or self._stopped.wait
+        self.now, self.rng, self.notify = now, rng, notify
         self._lock = threading.Lock()
 
-    def before_send(self) -> None:
-        jitter = self.rng() * self.spread
-        while (wait := self.not_before + jitter - self.now()) > 0:
+    def stop(self) -> None:
+        """Send nothing more: every request waiting here gives up."""
+        self._stopped.set()
+
+    def _wait_until(self, moment: float) -> None:
+        while True:
+            if self._stopped.is_set():
+                raise NotSent("stopped before it was sent")
+            wait = moment - self.now()
+            if wait <= 0:
+                return
             self.sleep(wait)
+
+    def before_send(self) -> None:
+        self._wait_until(self.not_before + self.rng() * self.spread)
+
+    def pause(self, seconds: float) -> None:
+        """A request's own wait before it is sent again."""
+        self._wait_until(self.now() + seconds)
 
     def slow_down(self, delay: float) -> None:
         with self._lock:
-            self.not_before = max(self.not_before, self.now() + delay)
-            self.spread = min(2.0, max(0.05, delay / 4))
+            if delay <= self.cap:
+                self.not_before = max(self.not_before, self.now() + delay)
+                self.spread = min(2.0, max(0.05, delay / 4))
             limit = max(1, self.limit // 2)
             if limit < self.limit:
                 self.notify(f"Slowing down to {limit} requests in flight")
@@ -284,7 +311,7 @@ class ApiClient:
                 reason = self._error(f"could not connect to {url}: {one_line(str(ex))}")
                 if last:
                     raise ApiError(reason[0].upper() + reason[1:]) from None
-                self._wait(attempt, retry_delay(attempt, {}), reason, deadline)
+                self._wait(attempt, retry_delay(attempt, {}), reason, deadline, pacer)
                 continue
             except (httpx2.TimeoutException, Deadline):
                 raise UnknownOutcome(
@@ -329,10 +356,10 @@ class ApiClient:
             retryable = status in RETRY_STATUSES
             delay = retry_delay(attempt, headers) if retryable else 0.0
             if pacer and (status == 429 or "retry-after" in headers):
-                pacer.slow_down(min(delay, BACKOFF_CAP))
+                pacer.slow_down(delay)
             message = self._error(error_message(response, content))
             if retryable and not last:
-                self._wait(attempt, delay, message, deadline)
+                self._wait(attempt, delay, message, deadline, pacer)
                 continue
             if status == 400 and (why := specs.explain_refusal(body["model"], message)):
                 message += f" - {why}"
@@ -426,7 +453,14 @@ class ApiClient:
             raise ApiError(f"{path} answered with something that is not JSON")
         return payload
 
-    def _wait(self, attempt: int, delay: float, reason: str, deadline: float) -> None:
+    def _wait(
+        self,
+        attempt: int,
+        delay: float,
+        reason: str,
+        deadline: float,
+        pacer: Pacer | None,
+    ) -> None:
         if delay > BACKOFF_CAP:
             when = (
                 " after "
@@ -446,7 +480,10 @@ class ApiClient:
             f"{reason}; retrying in {delay:.1f} s "
             f"(attempt {attempt + 1} of {self.attempts})"
         )
-        self.sleep(delay)
+        if pacer:
+            pacer.pause(delay)
+        else:
+            self.sleep(delay)
 
 
 class Deadline(Exception):

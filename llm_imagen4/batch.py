@@ -340,17 +340,24 @@ def estimate(jobs: list[Job], prices: dict[str, float | None]) -> str:
 
 
 class Interrupts:
-    """The first Ctrl-C (or SIGTERM) stops starting rows and lets those in
-    flight finish; a second one stops at once."""
+    """The first Ctrl-C (or SIGTERM) sends nothing more: it stops starting
+    rows, stops the pacer (rows waiting on it, to be sent or sent again,
+    are not sent) and lets the rows in flight finish; a second one stops at
+    once."""
 
-    def __init__(self) -> None:
+    def __init__(self, pacer: api.Pacer) -> None:
         self.stopping = False
+        self.pacer = pacer
 
     def __call__(self, signum: int, frame: Any) -> None:
         if self.stopping:
             raise KeyboardInterrupt
         self.stopping = True
-        notify("Stopping: finishing the rows in flight (Ctrl-C again to stop now)")
+        self.pacer.stop()
+        notify(
+            "Stopping: nothing more is sent; finishing the rows in flight "
+            "(Ctrl-C again to stop now)"
+        )
 
 
 def run(
@@ -478,21 +485,24 @@ def run(
     budget = Budget(max_credits, max_usd)
     if budget.capped:
         budget.published = catalogue.prices()
-    started, stopped_for = _send(todo, jobs, key, log_to, tally, budget, report, json_)
+    unsent, stopped_for = _send(todo, jobs, key, log_to, tally, budget, report, json_)
     summary = (
         f"{len(rows)} rows: {tally.generated} generated, {tally.recovered} recovered, "
         f"{tally.skipped} skipped (already done), {tally.failed} failed"
     )
-    not_started = len(todo) - started
-    for job in todo[started:]:
+    for job in unsent:
         report(job.row, "not started", reason=stopped_for)
-    if not_started:
-        summary += f", {not_started} not started ({stopped_for})"
-    again = [job.row.earlier["id"] for job in todo[:started] if job.row.earlier]
+    if unsent:
+        summary += f", {len(unsent)} not started ({stopped_for})"
+    never = {job.row.number for job in unsent}
+    again = [
+        job.row.earlier
+        for job in todo
+        if job.row.earlier and job.row.number not in never
+    ]
     if again:
-        summary += (
-            f"; {_rows(len(again))} bought again, whose earlier request may "
-            "have been charged: " + ", ".join(again)
+        summary += f"; {_rows(len(again))} bought again, " + "; ".join(
+            _settled_again(earlier, key) for earlier in again
         )
     spent = ledger.describe_cost(budget.credits or None, budget.usd or None)
     if spent:
@@ -556,6 +566,22 @@ def _recover(entry_id: str, job: Job, report: Callable[..., None]) -> str:
     return "recovered"
 
 
+def _settled_again(earlier: dict[str, str], key: str | None) -> str:
+    """What became of the earlier request of a row bought again, asked of
+    the API's log once more now that the row's run is over, as the log
+    lists a request only once its answer was delivered: settled by it if
+    it is listed now, else left in the journal for ``status`` and
+    ``download``."""
+    what = earlier["what"]
+    try:
+        tracked = recovery.Tracked.take(earlier["id"])
+        if tracked is not None:
+            what = tracked.settle(api.ApiClient(engine.api_key(key))).note
+    except llm.ModelError as ex:
+        what += f" ({ex})"
+    return f"whose earlier request {earlier['id']}: {what}"
+
+
 def _send(
     todo: list[Job],
     jobs: int,
@@ -565,13 +591,13 @@ def _send(
     budget: Budget,
     report: Callable[..., None],
     json_: bool,
-) -> tuple[int, str]:
-    """Run the rows, at most ``jobs`` at once; returns how many were
-    started, and why the others were not."""
+) -> tuple[list[Job], str]:
+    """Run the rows, at most ``jobs`` at once; returns the rows never sent
+    (not started, or stopped while they waited on the pacer), and why."""
     pacer = api.Pacer(jobs)
-    interrupts = Interrupts()
+    interrupts = Interrupts(pacer)
     in_flight: dict[int, str] = {}
-    started = 0
+    sent: set[int] = set()
 
     on = route.Route.logged_to(log_to, pacer=pacer)
 
@@ -589,7 +615,7 @@ def _send(
                 ),
             )
             record = engine.record_of(response)
-        except errors.Declined:
+        except (errors.Declined, errors.NotSent):
             declined = True
             raise
         except recovery.LostAnswer as ex:
@@ -638,7 +664,9 @@ def _send(
             ),
         ):
             in_flight.pop(job.row.number, None)
-            started += 1
+            if isinstance(outcome, errors.NotSent):
+                continue
+            sent.add(job.row.number)
             if isinstance(outcome, BaseException):
                 tally.failed += 1
                 report(job.row, "failed", error=str(outcome) or type(outcome).__name__)
@@ -667,19 +695,22 @@ def _send(
             if not json_:
                 for path in paths:
                     click.echo(printable(path))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as ex:
         if in_flight:
             notify("Stopped at once; these generations may be left to finish:")
             for generation_id in in_flight.values():
                 notify(f"  {generation_id}")
             notify("Finish them with: " + command("llm", "imagen4", "download"))
-        raise
+        else:
+            notify("Stopped at once, with no generation in flight")
+        concurrency.stopped(ex)
     finally:
         if progress:
             progress.render_finish()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return started, "stopped" if interrupts.stopping else (budget.broken or "")
+    unsent = [job for job in todo if job.row.number not in sent]
+    return unsent, "stopped" if interrupts.stopping else (budget.broken or "")
 
 
 def _below(progress: Any, outcomes: Iterable[T]) -> Iterator[T]:

@@ -3,7 +3,8 @@
 Each thread is a daemon, so the process's exit never waits for one, and
 runs in a copy of the caller's context. Waits wake every TICK seconds, so a
 Ctrl-C is never held up by work that hangs. SIGTERM stops a command as
-Ctrl-C does."""
+Ctrl-C does, and a stop the plugin has said in a line ends a command
+quietly (``stopped``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import queue
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -118,3 +119,16 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def stopped(ex: BaseException) -> NoReturn:
+    """Go on with a stop (Ctrl-C, SIGTERM, a cancelled await) once the plugin
+    has said in a line what it leaves and how to finish it: on a command
+    line, a quiet exit with status 1, so that no ``Aborted!`` follows that
+    line; anywhere else (the Python API) the stop as it came."""
+    import click
+
+    stop = isinstance(ex, (KeyboardInterrupt, asyncio.CancelledError))
+    if stop and click.get_current_context(silent=True) is not None:
+        raise SystemExit(1) from None
+    raise ex

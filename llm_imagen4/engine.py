@@ -9,6 +9,7 @@ or kept in the journal (its URL, or its bytes if it came inline) until
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime
@@ -153,8 +154,11 @@ def run(
         # A definite answer: nothing was made, nothing was charged.
         tracked.end()
         raise
-    except BaseException:
+    except BaseException as ex:
+        said = tracked.journaled  # what is left, and how to ask about it
         tracked.stopped()
+        if said:
+            concurrency.stopped(ex)
         raise
     answer = _taken(answer, chosen.request["num_images"])
     record = _record(model_id, chosen, response.id, request_id, answer)
@@ -172,14 +176,17 @@ def run(
     on_llm = route.current().logging is route.Logging.BY_LLM
     if on_llm and isinstance(response, llm.Response):
         turns.hear_logging(
-            response, lambda path, ex: _heard(response.id, record, path, ex)
+            response, record, lambda path, ex: _heard(response.id, record, path, ex)
         )
     # On llm's own route llm logs the turn, except an async response's (it
     # logs another object, and nothing says when).
     tracked.over(
         record, bool(log_to) and (not on_llm or isinstance(response, llm.Response))
     )
-    return record.text(response.id)
+    text = record.text(response.id)
+    if on_llm and isinstance(response, llm.Response):
+        turns.fail_if_unsaved(response, record, text, recovery.keeps(response.id))
+    return text
 
 
 def _heard(
@@ -354,9 +361,17 @@ async def run_async(
             + command("llm", "imagen4", "download", response.id)
         )
 
-    return await concurrency.in_thread(
-        lambda: run(model_id, prompt, response, key, log_to, cancel), cancelled
-    )
+    try:
+        text = await concurrency.in_thread(
+            lambda: run(model_id, prompt, response, key, log_to, cancel), cancelled
+        )
+    except asyncio.CancelledError as ex:
+        concurrency.stopped(ex)
+    if route.current().logging is route.Logging.BY_LLM:
+        turns.fail_if_unsaved(
+            response, record_of(response), text, recovery.keeps(response.id)
+        )
+    return text
 
 
 # -- the plugin's own routes --------------------------------------------------------

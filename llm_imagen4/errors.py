@@ -37,6 +37,11 @@ class Refused(DownloadError):
     """An image that will not be saved however often it is fetched."""
 
 
+class NotSent(ApiError):
+    """Stopped before the request went out (or out again): nothing was made
+    or charged."""
+
+
 class WaitTooLong(ApiError):
     """The server asked to wait longer than the plugin will."""
 

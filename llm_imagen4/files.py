@@ -88,6 +88,26 @@ class Ready:
     c2pa: bool = False
 
 
+def meta_of(tmp: Path) -> Path:
+    """The temporary file an image's provenance is written into, beside the
+    temporary file it arrived in."""
+    return tmp.with_name(tmp.name + ".meta" + tmp.suffix)
+
+
+def _stream(chunks: Iterable[bytes], out, max_bytes: int) -> bytes:
+    """Write ``chunks`` to ``out`` within ``max_bytes``; the first 64 KiB,
+    which tell what the image is."""
+    size, head = 0, b""
+    for chunk in chunks:
+        size += len(chunk)
+        if size > max_bytes:
+            raise TooLarge(f"the image is larger than {max_bytes // (1024 * 1024)} MB")
+        if len(head) < 65536:
+            head += chunk[: 65536 - len(head)]
+        out.write(chunk)
+    return head
+
+
 def slugify(text: str) -> str:
     """A readable file name stem from any prompt: words joined by hyphens,
     lower case, no separators or control characters, at most SLUG_MAX_BYTES."""
@@ -229,18 +249,20 @@ class Destination:
             self._stopped = True
             for tmp in self._partial:
                 tmp.unlink(missing_ok=True)
-                tmp.with_name(tmp.name + ".meta" + tmp.suffix).unlink(missing_ok=True)
+                meta_of(tmp).unlink(missing_ok=True)
 
-    def find(self, sha256: str) -> Path | None:
+    def find(self, sha256: str, size: int | None = None) -> Path | None:
         """An image file of this destination (its stem, any image suffix)
-        whose sha256 is ``sha256``: one named by a process stopped before
-        it could say so."""
+        whose sha256 is ``sha256`` (and whose size is ``size``, which spares
+        hashing the others): one named by a process that could not say so,
+        stopped or unable to write its journal."""
         try:
             candidates = sorted(
                 path
                 for path in self.folder.iterdir()
                 if path.name.startswith(self.stem)
                 and path.suffix.lower() in IMAGE_SUFFIXES
+                and (size is None or _size(path) == size)
             )
         except OSError:
             return None
@@ -265,46 +287,39 @@ class Destination:
         finish: Callable[[Path, images.ImageType], Ready],
         max_bytes: int,
         naming: Callable[[str], None] | None = None,
+        known: Callable[[str, int], SavedFile | None] | None = None,
     ) -> SavedFile:
         """Stream chunks to a temporary file, check that they are one whole
         image, let ``finish`` add its provenance, then link it into the
         first free name (with its sidecar, if any, claimed the same way).
         ``naming`` hears the finished file's sha256 just before it gets a
         name, so that a process stopped right after can be found out by
-        ``find``."""
+        ``find``. ``known`` may answer with a file already holding these
+        very bytes: that file is the image, and no other is made. Every
+        temporary file is gone when this returns or raises."""
         with self._lock:
             self._going()
             tmp, out = new_file(self.folder)
             self._partial.add(tmp)
-        temporaries: list[Path] = [tmp]
         try:
-            size, head = 0, b""
             with out:
-                for chunk in chunks:
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise TooLarge(
-                            f"the image is larger than {max_bytes // (1024 * 1024)} MB"
-                        )
-                    if len(head) < 65536:
-                        head += chunk[: 65536 - len(head)]
-                    out.write(chunk)
+                head = _stream(chunks, out, max_bytes)
             kind = images.sniff(head)
             if not images.is_complete(tmp, kind.content_type):
                 raise images.NotAnImage("the image arrived cut off")
             kind = images.measured(tmp, kind)
             finished = finish(tmp, kind)
-            if finished.path != tmp:
-                temporaries.append(finished.path)
             sha256, size = digest(finished.path)
+            if known and (found := known(sha256, size)) is not None:
+                return found
             if naming:
                 naming(sha256)
             with self._lock:
                 self._going()
             path, sidecar = self._place(finished, position, kind.suffix, sha256)
         finally:
-            for leftover in temporaries:
-                leftover.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
+            meta_of(tmp).unlink(missing_ok=True)
             with self._lock:
                 self._partial.discard(tmp)
         return SavedFile.of(path, sha256, size, kind, sidecar, finished.c2pa)
@@ -330,6 +345,13 @@ class Destination:
                 continue
             return candidate, sidecar
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
 
 
 def same_bytes(path: Path, sha256: str) -> bool:

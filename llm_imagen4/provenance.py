@@ -153,7 +153,7 @@ def finisher(
         if has_c2pa(tmp, kind.content_type):
             return Ready(tmp, sidecar, c2pa=True)
         beside = sidecar if needs_sidecar(kind.content_type, False) else None
-        out = tmp.with_name(tmp.name + ".meta" + os.path.splitext(tmp.name)[1])
+        out = files.meta_of(tmp)
         packet = xmp(record)
         if kind.content_type == "image/png":
             texts = [

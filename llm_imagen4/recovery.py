@@ -73,9 +73,14 @@ class Tracked:
     (the journal cannot be written) each step does what it can and keeps
     nothing."""
 
-    def __init__(self, entry: journal.Entry, claim: journal.Claim | None):
+    def __init__(
+        self, entry: journal.Entry, claim: journal.Claim | None, resumed: bool = False
+    ):
         self.entry = entry
         self._claim = claim
+        # Taken up again from the journal (or the history): an earlier
+        # process may have saved an image without the entry saying so.
+        self.resumed = resumed
         self._lock = threading.Lock()
         # The journal's last failure, said once however often it recurs.
         self._failure: str | None = None
@@ -111,13 +116,13 @@ class Tracked:
         if entry is None:
             claim.release(remove_lock=True)
             return None
-        return cls(entry, claim)
+        return cls(entry, claim, resumed=True)
 
     @classmethod
     def restore(cls, entry: journal.Entry) -> Tracked:
         """A finished generation whose deleted files are to be fetched again,
         held while that is done (a claim that may not keep an entry)."""
-        return cls(entry, _held(entry.id))
+        return cls(entry, _held(entry.id), resumed=True)
 
     def sending(self) -> None:
         """Step 2: an attempt is going out. A journal that cannot say so

@@ -55,13 +55,26 @@ def _saver(
     record: GenerationRecord,
     image: ImageRecord,
     naming: Callable[[str], None],
+    resumed: bool,
 ) -> Callable[[Iterable[bytes]], files.SavedFile]:
+    """What saves one image's bytes. Resuming a generation, an earlier
+    process may have saved the image without its journal saying so (a
+    full disk, a kill): bytes already under the generation's name are that
+    file, recorded rather than saved again."""
     finish = provenance.finisher(record.image_provenance(image))
+
+    def known(sha256: str, size: int) -> files.SavedFile | None:
+        return _adopt(destination, record, image, sha256, size)
 
     def save(chunks: Iterable[bytes]) -> files.SavedFile:
         try:
             return destination.save(
-                chunks, image.position, finish, api.MAX_IMAGE_BYTES, naming
+                chunks,
+                image.position,
+                finish,
+                api.MAX_IMAGE_BYTES,
+                naming,
+                known if resumed else None,
             )
         except (files.TooLarge, images.Impossible) as ex:
             raise errors.Refused(str(ex)) from None
@@ -112,9 +125,13 @@ def save_images(
 
     def save_one(image: ImageRecord) -> None:
         try:
-            outcome: Any = image.placing and _adopt(destination, record, image)
+            outcome: Any = image.placing and _adopt(
+                destination, record, image, image.placing
+            )
             if not outcome:
-                save = _saver(destination, record, image, naming(image))
+                save = _saver(
+                    destination, record, image, naming(image), tracked.resumed
+                )
                 kept = tracked.stashed(image.position)
                 if image.position in inline:
                     outcome = save([inline[image.position]])
@@ -144,27 +161,32 @@ def save_images(
                 with lock:
                     _settle(image, outcome)
                     tracked.update()
-    except BaseException:
+    except BaseException as ex:
         stopping.set()
         # The journal still has every image not saved.
         destination.discard_partial()
-        if tracked.journaled:
-            notify(
-                "Stopped; finish it with: "
-                + command("llm", "imagen4", "download", tracked.id)
-            )
-            tracked.keep()
-        raise
+        if not tracked.journaled:
+            raise
+        notify(
+            "Stopped; finish it with: "
+            + command("llm", "imagen4", "download", tracked.id)
+        )
+        tracked.keep()
+        concurrency.stopped(ex)
 
 
 def _adopt(
-    destination: files.Destination, record: GenerationRecord, image: ImageRecord
+    destination: files.Destination,
+    record: GenerationRecord,
+    image: ImageRecord,
+    sha256: str,
+    size: int | None = None,
 ) -> files.SavedFile | None:
-    """The file an image was being named as when its process stopped, if it
-    got the name: saved already, so it is not saved again. Its sidecar, if
-    it should have one and the stop came first, is written now."""
-    assert image.placing is not None
-    path = destination.find(image.placing)
+    """The file of the generation's that holds these bytes, if there is one:
+    the image, saved already by a process that could not say so, so it is
+    not saved again. Its sidecar, if it should have one and is missing, is
+    written now."""
+    path = destination.find(sha256, size)
     if path is None:
         return None
     with open(path, "rb") as f:
@@ -173,7 +195,7 @@ def _adopt(
         kind = images.measured(path, images.sniff(head))
     except images.NotAnImage:
         return None
-    sha256, size = files.digest(path)
+    size = path.stat().st_size
     image_record = record.image_provenance(image)
     c2pa = image_record is not None and has_c2pa(path, kind.content_type)
     sidecar = None

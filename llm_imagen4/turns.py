@@ -1,7 +1,8 @@
 """Every write the plugin makes to llm's own tables, and every use of llm's
 internals it takes: where llm logs a turn, a response logged as ``llm
 prompt`` logs it (in a conversation of its own or a chat's), hearing when
-llm or a caller has logged one, a logged turn rewritten in place once
+llm or a caller has logged one, failing ``llm prompt`` when an image was
+not saved, a logged turn rewritten in place once
 ``download`` has saved its images, a generation logged that llm never
 logged, and a model's defaults. Each is written as llm itself would have
 written it: the turn, its messages, its thread's tip and its
@@ -84,12 +85,18 @@ def log_in(
 
 
 def hear_logging(
-    response: llm.Response, heard: Callable[[Path | None, Exception | None], None]
+    response: llm.Response,
+    record: GenerationRecord,
+    heard: Callable[[Path | None, Exception | None], None],
 ) -> None:
     """On ``llm prompt`` and the Python API, llm or the caller logs the turn:
     ``heard`` is told when it has (the database's file, None when in memory),
-    or could not (the error, which goes no further: the images are saved)."""
+    or could not (the error, which goes no further: the images are saved).
+    On ``llm prompt``, a turn with an image not saved then fails the
+    command (see ``fail_if_unsaved``)."""
     import sqlite3
+
+    import click
 
     log_to_db = response.log_to_db
 
@@ -98,11 +105,63 @@ def hear_logging(
             log_to_db(db)
         except (sqlite3.Error, OSError) as ex:
             heard(None, ex)
-            return
-        name = db.execute("PRAGMA database_list").fetchone()[2]
-        heard(Path(name) if name else None, None)
+        else:
+            name = db.execute("PRAGMA database_list").fetchone()[2]
+            heard(Path(name) if name else None, None)
+        context = _prompt_context()
+        if context is not None and record.unsaved():
+            if context.params.get("json_output"):
+                from llm.cli import logs_json_for_response_ids
+
+                # What llm prints with --json once the turn is logged,
+                # which the failure would keep it from printing.
+                click.echo(logs_json_for_response_ids(db, [response.id]))
+            raise click.ClickException(_unsaved_summary(record))
 
     response.log_to_db = log_and_tell
+
+
+def _prompt_context() -> Any:
+    """``llm prompt``'s click context, when that is what runs now (not
+    ``llm chat``, whose session goes on, nor the Python API)."""
+    import click
+
+    context = click.get_current_context(silent=True)
+    while context is not None and context.command.name != "prompt":
+        context = context.parent
+    return context
+
+
+def fail_if_unsaved(
+    response: Any, record: GenerationRecord, text: str, kept: bool
+) -> None:
+    """On ``llm prompt``, a generation with an image not saved fails the
+    command, as it fails ``llm imagen4``; it stays in the journal (``kept``)
+    for ``llm imagen4 download``. llm offers a model no way to fail once its
+    turn is logged, so where llm logs the turn the failure comes once it
+    has (``hear_logging``). Where it does not (``-n``, ``llm logs off``),
+    or logs another object (``--async``), the response itself fails: llm
+    then prints only the error, so its text is printed here first, and an
+    async turn is logged by ``download``."""
+    import click
+
+    context = _prompt_context()
+    if context is None or not record.unsaved():
+        return
+    logs = llm_target() is not None or bool(context.params.get("json_output"))
+    if isinstance(response, llm.Response) and logs:
+        return
+    click.echo(text)
+    summary = _unsaved_summary(record)
+    if llm_target() is not None and kept:
+        summary += "; the turn is logged once they are, by llm imagen4 download " + (
+            response.id
+        )
+    raise llm.ModelError(summary)
+
+
+def _unsaved_summary(record: GenerationRecord) -> str:
+    return f"{len(record.unsaved())} of {len(record.images)} images were not saved"
 
 
 def update_turn(

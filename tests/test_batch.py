@@ -1,19 +1,21 @@
 """`llm imagen4 batch`: formats, resuming, pacing, budget, dry run, Ctrl-C."""
 
 import json
+import math
 import os
 import pty
 import signal
 import subprocess
 import sys
 import threading
+import time
 
 import jsonschema
 import pytest
 
-from llm_imagen4 import api
+from llm_imagen4 import api, errors
 
-from .conftest import journal_ids, poll, start_llm
+from .conftest import history, journal_ids, poll, start_llm
 from .fake_api import load_schema, strict
 
 
@@ -313,6 +315,58 @@ def test_a_429_slows_the_whole_batch(fake, llm_cli):
     assert "8 generated" in result.stderr
 
 
+def test_a_wait_too_long_fails_its_own_row_and_holds_no_other(fake):
+    # Three answers ask to wait forever: those rows fail, and the others are
+    # not held back for a wait the plugin has refused.
+    fake.fail_api(429, {"message": "Too Many Requests"}, {"Retry-After": "inf"}, 3)
+    path = write(fake, "storm.txt", "\n".join(f"p {i}" for i in range(6)))
+    started = time.monotonic()
+    proc = start_llm(fake.work, "imagen4", "batch", path, "-j", "4", "--no-log")
+    try:
+        _, err = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+    assert time.monotonic() - started < 15
+    err = err.decode()
+    assert proc.returncode == 1, err
+    assert err.count("the server asked to wait too long: try again much later") == 3
+    assert "3 generated, 0 recovered, 0 skipped (already done), 3 failed" in err
+    assert len(fake.generations) == 6
+
+
+def waiting(fake):
+    folder = fake.user_path / "imagen4" / "unfinished"
+    entries = [json.loads(path.read_text()) for path in folder.glob("*.json")]
+    return sorted(entry["outcome"] for entry in entries)
+
+
+def test_ctrl_c_sends_nothing_that_was_waiting(fake):
+    # One row is told to wait 30 s, and every row after it waits with it:
+    # after a Ctrl-C none of them is sent, the waiting ones counting as not
+    # started.
+    fake.plan_api(status=429, headers={"Retry-After": "30"}, sleep=0.2)
+    fake.state.delay = 0.5  # the three others are sent before the 429 comes
+    path = write(fake, "wait.txt", "\n".join(f"row {i}" for i in range(6)))
+    proc = start_llm(fake.work, "imagen4", "batch", path, "-j", "4")
+    try:
+        # The row told to wait, and the two after it held back with it.
+        poll(lambda: waiting(fake) == ["prepared", "prepared", "sent"])
+        stopped = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    err = err.decode()
+    assert time.monotonic() - stopped < 5
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err and "Aborted" not in err
+    assert [r.at < stopped + 1 for r in fake.generations] == [True] * 4
+    assert "3 generated, 0 recovered, 0 skipped (already done), 0 failed" in err
+    assert "3 not started (stopped)" in err
+    assert len(out.splitlines()) == 3
+    assert journal_ids(fake) == []
+
+
 def test_the_pacer_halves_and_recovers():
     clock = [100.0]
     waits = []
@@ -336,6 +390,30 @@ def test_the_pacer_halves_and_recovers():
     for _ in range(10):
         pacer.succeeded()
     assert pacer.limit == 8
+
+
+def test_the_pacer_holds_no_one_for_a_wait_it_refuses_and_stops_at_once():
+    clock = [100.0]
+    waits = []
+
+    def sleep(seconds):
+        waits.append(seconds)
+        clock[0] += seconds
+
+    pacer = api.Pacer(4, now=lambda: clock[0], sleep=sleep, rng=lambda: 1.0)
+    pacer.slow_down(math.inf)
+    pacer.slow_down(api.BACKOFF_CAP + 1)
+    assert pacer.limit == 1
+    pacer.before_send()
+    assert waits == []
+    pacer.slow_down(api.BACKOFF_CAP)
+    pacer.before_send()
+    assert waits == [api.BACKOFF_CAP + 2.0]  # the cap, and a jitter of 2 s
+    pacer.stop()
+    with pytest.raises(errors.NotSent):
+        pacer.before_send()
+    with pytest.raises(errors.NotSent):
+        pacer.pause(0)
 
 
 def test_ctrl_c_finishes_the_rows_in_flight(fake, logs_db):
@@ -388,7 +466,7 @@ def test_a_second_ctrl_c_still_says_what_to_finish(fake):
     assert len(left) == 2
     for generation_id in left:
         assert generation_id.encode() in err
-    assert b"Finish them with: llm imagen4 download" in err
+    assert err.splitlines()[-1] == b"Finish them with: llm imagen4 download"
 
 
 def test_running_again_recovers_before_it_buys(fake, llm_cli):
@@ -412,6 +490,50 @@ def test_running_again_recovers_before_it_buys(fake, llm_cli):
         "b.png",
         "c.png",
     ]
+
+
+def test_a_row_bought_again_is_said_and_its_earlier_request_settled(fake, llm_cli):
+    # A batch killed while the API makes its first row: the answer is lost,
+    # and the API's log does not list the request yet when the batch runs
+    # again.
+    path = write(fake, "again.txt", "a kite\nb kite\n")
+    fake.state.service.lagging = True
+    fake.plan_api(generate=True, sleep=0.5)
+    first = start_llm(fake.work, "imagen4", "batch", path, "-j", "1")
+    try:
+        poll(lambda: fake.generations)
+        first.kill()
+        first.wait(10)
+    finally:
+        first.kill()
+    poll(lambda: len(fake.state.service.log) == 1)  # made, and charged
+    [earlier] = journal_ids(fake)
+    fake.state.delay = 0.3
+    second = start_llm(fake.work, "imagen4", "batch", path, "-j", "1", "--json")
+    try:
+        poll(lambda: len(fake.generations) == 2)
+        # The log lists the earlier request while the batch goes on.
+        fake.state.service.lagging = False
+        fake.state.service.publish()
+        out, err = second.communicate(timeout=60)
+    finally:
+        second.kill()
+    err = err.decode()
+    assert second.returncode == 0, err
+    rows = {row["prompt"]: row for row in map(json.loads, out.splitlines())}
+    assert rows["a kite"]["status"] == "done"
+    assert rows["a kite"]["earlier"]["id"] == earlier
+    assert "not known yet" in rows["a kite"]["earlier"]["what"]
+    assert "earlier" not in rows["b kite"]
+    summary = err.splitlines()[-1]
+    assert f"1 row bought again, whose earlier request {earlier}: the API's log" in (
+        summary
+    )
+    assert "it is in the history as lost" in summary
+    assert journal_ids(fake) == []
+    lost = [r for r in history(llm_cli) if r["id"] == earlier]
+    assert [i["status"] for r in lost for i in r["images"]] == ["lost"]
+    assert len(fake.generations) == 3
 
 
 def test_a_row_whose_answer_is_kept_is_never_bought_again(fake, llm_cli):

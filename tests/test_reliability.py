@@ -246,14 +246,19 @@ def test_a_request_the_apis_log_never_lists_is_dropped_after_a_day(fake, llm_cli
     assert len(fake.generations) == 0
 
 
-@pytest.mark.parametrize(
-    "sig", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"]
-)
+STOPS = {
+    "Ctrl-C": (signal.SIGINT, ["imagen4", "a wait"]),
+    "SIGTERM": (signal.SIGTERM, ["imagen4", "a wait"]),
+    "llm -m --async, Ctrl-C": (signal.SIGINT, ["-m", "imagen4", "a wait", "--async"]),
+}
+
+
+@pytest.mark.parametrize("sig,route", STOPS.values(), ids=STOPS)
 def test_stopped_while_waiting_for_the_answer_keeps_the_request_to_ask_about(
-    fake, llm_cli, sig
+    fake, llm_cli, sig, route
 ):
     fake.plan_api(generate=True, sleep=60)
-    proc = start_llm(fake.work, "imagen4", "a wait")
+    proc = start_llm(fake.work, *route)
     try:
         # The API has made the images (and charged); its answer is held.
         poll(lambda: fake.log)
@@ -261,10 +266,12 @@ def test_stopped_while_waiting_for_the_answer_keeps_the_request_to_ask_about(
         _, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     assert b"Traceback" not in err
     [generation_id] = journal_ids(fake)
-    assert f"llm imagen4 download {generation_id}".encode() in err
+    # One line says what is left and how to finish it, and nothing follows.
+    [line] = err.decode().splitlines()
+    assert f"llm imagen4 download {generation_id}" in line
     result = llm_cli("imagen4", "download")
     assert "the API's log says it succeeded" in result.stderr
     assert "cannot be fetched" in result.stderr
@@ -280,6 +287,35 @@ def test_success_with_a_body_that_is_not_json(fake, llm_cli):
 
 
 # -- downloads --------------------------------------------------------------------
+
+
+def test_an_inline_image_in_wrapped_base64_is_saved(fake, llm_cli):
+    # Base64 as MIME writes it: lines of 76 characters, CRLF between them.
+    def wrapped(answer):
+        for item in answer["data"]:
+            text = item["b64_json"]
+            lines = [text[i : i + 76] for i in range(0, len(text), 76)]
+            item["b64_json"] = "\r\n".join(lines) + "\n"
+        return answer
+
+    fake.plan_api(generate=True, shape=wrapped)
+    result = llm_cli("imagen4", "a wrapped owl", "-m", "imagen4-fast")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    [sent] = fake.state.files.values()
+    [saved] = fake.work.glob("*.png")
+    assert png_key(saved.read_bytes()) == png_key(sent)
+    assert fake.downloads == []
+
+
+def png_key(data):
+    """A PNG's image data, which the plugin's provenance leaves as it is."""
+    from llm_imagen4 import images
+
+    start = data.index(b"IDAT") - 4
+    length = int.from_bytes(data[start : start + 4], "big")
+    assert images.PNG_SIGNATURE == data[:8]
+    return data[start : start + 12 + length]
 
 
 def test_a_cut_download_is_fetched_again(fake, llm_cli):
@@ -306,7 +342,7 @@ def test_a_failed_download_is_kept_and_the_turn_says_so_once_restored(
 ):
     fake.fail_downloads(3, status=500)
     result = llm_cli("-m", "imagen4", "a heron", "-o", "num_images", "2")
-    assert result.exit_code == 0
+    assert result.exit_code == 1
     assert "Image 1 not saved: the image host answered 500" in result.stdout
     assert "finish it with: llm imagen4 download" in result.stdout
     [turn_id] = journal_ids(fake)
@@ -332,9 +368,74 @@ def test_a_failed_download_is_kept_and_the_turn_says_so_once_restored(
     assert again.exit_code == 0 and "Every saved image of" in again.stderr
 
 
+NOT_SAVED = {
+    "image host 500": ({"status": 500}, "the image host answered 500"),
+    "redirect loop": ({"redirect": "/files/loop.png"}, "redirected in a loop"),
+    "cut-off PNG": ({"half": True}, "the image arrived cut off"),
+}
+
+
+@pytest.mark.parametrize("fault,message", NOT_SAVED.values(), ids=NOT_SAVED)
+def test_llm_m_fails_when_an_image_is_not_saved_and_its_turn_is_logged(
+    fake, llm_cli, logs_db, fault, message
+):
+    if fault.get("redirect"):
+        fake.state.cdn_faults["loop.png"] = __import__("collections").deque(
+            [fault] * 20
+        )
+    fake.fail_downloads(3, **fault)
+    result = llm_cli("-m", "imagen4", "a heron")
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    [generation_id] = journal_ids(fake)
+    hint = f"finish it with: llm imagen4 download {generation_id}"
+    assert message in result.stdout and hint in result.stdout
+    assert result.stderr.splitlines()[-1] == "Error: 1 of 1 images were not saved"
+    [turn] = logs_db().query("select id, response_json from turns")
+    assert turn["id"] == generation_id
+    assert json.loads(turn["response_json"])["images"][0]["status"] == "failed"
+    fake.replan_downloads()
+    assert llm_cli("imagen4", "download").exit_code == 0
+    assert [r["id"] for r in history(llm_cli)] == [generation_id]
+    assert len(fake.generations) == 1
+
+
+@pytest.mark.parametrize(
+    "flags", [["--json"], ["-n"], ["-n", "--json"], ["--async"]], ids=" ".join
+)
+def test_llm_m_fails_when_an_image_is_not_saved_however_it_logs(
+    fake, llm_cli, logs_db, flags
+):
+    fake.fail_downloads(3, status=500)
+    result = llm_cli("-m", "imagen4", "a heron", *flags)
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    [generation_id] = journal_ids(fake)
+    assert "Error: 1 of 1 images were not saved" in result.stderr
+    if "--json" in flags:
+        [logged] = json.loads(result.stdout)
+        assert logged["id"] == generation_id
+    else:
+        assert f"finish it with: llm imagen4 download {generation_id}" in (
+            result.stdout
+        )
+    if "--async" in flags:
+        # llm logs another object than the one that failed: download logs it.
+        assert "the turn is logged once they are, by llm imagen4 download" in (
+            result.stderr
+        )
+    logged_by_llm = [] if "-n" in flags or "--async" in flags else [generation_id]
+    assert [r["id"] for r in logs_db().query("select id from turns")] == logged_by_llm
+    fake.replan_downloads()
+    assert llm_cli("imagen4", "download").exit_code == 0
+    in_history = [] if "-n" in flags else [generation_id]
+    assert [r["id"] for r in history(llm_cli)] == in_history
+    assert len(fake.generations) == 1
+
+
 def test_a_download_keeps_the_generation_in_its_place(fake, llm_cli):
     fake.fail_downloads(3, status=500)
-    assert llm_cli("-m", "imagen4", "a heron").exit_code == 0
+    assert llm_cli("-m", "imagen4", "a heron").exit_code == 1
     [turn_id] = journal_ids(fake)
     fake.replan_downloads()
     assert llm_cli("imagen4", "a later heron").exit_code == 0
@@ -590,21 +691,29 @@ def test_two_downloads_at_once_save_each_image_once(fake, llm_cli, llm_process):
 
 
 @pytest.mark.parametrize(
-    "sig", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"]
+    "sig,route",
+    [
+        (signal.SIGINT, ["imagen4", "a stork"]),
+        (signal.SIGTERM, ["-m", "imagen4", "a stork"]),
+    ],
+    ids=["Ctrl-C", "SIGTERM on llm -m"],
 )
-def test_stopping_during_a_download_loses_nothing(fake, llm_cli, sig):
+def test_stopping_during_a_download_loses_nothing(fake, llm_cli, sig, route):
     fake.fail_downloads(hold=True)
-    proc = start_llm(fake.work, "imagen4", "a stork")
+    proc = start_llm(fake.work, *route)
     try:
         poll(lambda: fake.downloads)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     assert b"Traceback" not in err
     [generation_id] = journal_ids(fake)
-    assert f"llm imagen4 download {generation_id}".encode() in err
+    # One line says what is left and how to finish it, and nothing follows.
+    assert err.decode().splitlines() == [
+        f"Stopped; finish it with: llm imagen4 download {generation_id}"
+    ]
     assert list(fake.work.iterdir()) == []  # no partial file left behind
     fake.release.set()
     restored = llm_cli("imagen4", "download")
@@ -802,7 +911,7 @@ def test_threads_keep_the_limit(fake):
 def test_the_download_hint_of_an_unlogged_generation_works(fake, llm_cli):
     fake.fail_downloads(3, status=500)
     result = llm_cli("-m", "imagen4", "a private heron", "-n")
-    assert result.exit_code == 0
+    assert result.exit_code == 1
     hint = result.stdout.strip().split("finish it with: ")[1]
     assert hint.startswith("llm imagen4 download ")
     restored = llm_cli(*hint.split()[1:])
