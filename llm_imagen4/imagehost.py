@@ -26,7 +26,9 @@ from .terminal import one_line
 
 DOWNLOAD_DEADLINE = 120.0  # each image's download, retries included
 DOWNLOAD_ATTEMPTS = 3
-DOWNLOAD_BACKOFF = 0.2
+# A cut-off download is fetched again at once, or nearly: the image host
+# answered, and its connection is what broke.
+DOWNLOAD_BACKOFF = 0.05
 MAX_REDIRECTS = 5
 T = TypeVar("T")
 

@@ -56,15 +56,15 @@ def test_a_cap_of_five_rows_buys_exactly_five_at_four_in_flight(fake, llm_cli):
 )
 def test_an_unknown_price_is_learned_from_the_first_row_alone(fake, llm_cli, pricing):
     fake.state.service.pricing[PREVIEW] = pricing
-    fake.state.delay = 0.2
+    fake.state.delay = 0.1
     path = write(fake, "five.txt", "\n".join(f"row {i}" for i in range(5)))
     result = llm_cli("imagen4", "batch", path, "-j", "4", "--max-usd", "0.18")
     assert result.exit_code == 0, result.output
     first, *others = fake.generations
     assert len(others) == 2
     # The first ran alone; the two that fit went together once it ended.
-    assert all(other.at - first.at >= 0.2 for other in others)
-    assert abs(others[0].at - others[1].at) < 0.15
+    assert all(other.at - first.at >= 0.1 for other in others)
+    assert abs(others[0].at - others[1].at) < 0.08
     assert "spent 360000 credits / $0.1800" in result.stderr
 
 
