@@ -442,15 +442,56 @@ def datasette(database: Path | None) -> None:
 
 
 def _batch_file(ctx: click.Context, param: click.Parameter, value: str) -> Any:
-    """FILE, open until the command ends, as batch.open_source opens it: a
-    FIFO, a device or a socket is refused in one line, never waited on."""
-    from . import batch
-    from .terminal import printable
+    """FILE, open until the command ends, as batchfile.open_source opens it:
+    a FIFO, a device or a socket is refused in one line, never waited on."""
+    from . import batchfile
 
     try:
-        return ctx.with_resource(batch.open_source(value))
-    except batch.BatchError as ex:
-        raise click.ClickException(printable(str(ex))) from None
+        return ctx.with_resource(batchfile.open_source(value))
+    except batchfile.BatchError as ex:
+        raise one_line(ex) from None
+
+
+class _BatchPrinter:
+    """Each row's outcome as it comes: its paths on standard output (or one
+    JSON object a row), a failure on standard error, and on a terminal a
+    progress bar of the rows sent, drawn again below what is printed."""
+
+    def __init__(self, json_: bool):
+        self.json_ = json_
+        self.bar: Any = None
+
+    def sending(self, count: int) -> None:
+        if sys.stderr.isatty():
+            self.bar = click.progressbar(
+                length=count,
+                label="Generating",
+                file=sys.stderr,
+                show_pos=True,
+                show_percent=True,
+            )
+            self.bar.render_progress()
+
+    def reported(self, report: Any) -> None:
+        from .terminal import dumps, notify, printable
+
+        if self.bar and report.sent:
+            # The bar off its line while the row is printed.
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+        if self.json_:
+            click.echo(dumps(report.json()))
+        else:
+            if report.status == "failed":
+                notify(f"Row {report.row.number}: {report.fields.get('error')}")
+            for path in report.fields.get("paths", []):
+                click.echo(printable(path))
+        if self.bar and report.sent:
+            self.bar.update(1)
+
+    def finish(self) -> None:
+        if self.bar:
+            self.bar.render_finish()
 
 
 @imagen4.command(cls=Forgiving)
@@ -496,6 +537,7 @@ def _batch_file(ctx: click.Context, param: click.Parameter, value: str) -> Any:
     help="Print the requests and what they would cost; send nothing",
 )
 @json_option
+@reported
 def batch(file: Any, **arguments: Any) -> None:
     """Generate images for every prompt in FILE (- for standard input).
 
@@ -512,6 +554,20 @@ def batch(file: Any, **arguments: Any) -> None:
         llm imagen4 batch shots.csv --dry-run
     """
     from . import batch as batches
+    from .terminal import dumps, notify
 
     options = {name: arguments.pop(name) for name in OPTION_FIELDS}
-    batches.run(file, options=options, fail=one_line, **arguments)
+    printer = _BatchPrinter(arguments.pop("json_"))
+    dry_run = arguments.pop("dry_run")
+    settings = batches.Settings(options=options, **arguments)
+    try:
+        outcome = batches.run(file, settings, printer, dry_run)
+    finally:
+        printer.finish()
+    for request in outcome.requests or []:
+        click.echo(dumps(request))
+    notify(outcome.summary)
+    if outcome.estimate:
+        notify(outcome.estimate)
+    if outcome.failed:
+        raise SystemExit(1)

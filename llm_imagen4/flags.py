@@ -16,22 +16,9 @@ from click_default_group import DefaultGroup
 
 from . import specs
 
-# Every option of every model, in the order the preview declares them.
-OPTION_FIELDS = {
-    name: field
-    for spec in specs.SPECS
-    for name, field in spec.options.model_fields.items()
-}
-
-
-def _flags(name: str) -> list[str]:
-    extra = OPTION_FIELDS[name].json_schema_extra or {}
-    return list(extra.get("flags") or [f"--{name.replace('_', '-')}"])
-
-
-def flag(name: str) -> str:
-    """How an option is spelled on the command line, for messages."""
-    return next(f for f in _flags(name) if f.startswith("--")).split("/")[0]
+OPTION_FIELDS = specs.OPTION_FIELDS
+flag = specs.flag
+_flags = specs.flags_of
 
 
 def _bounds(name: str, kind: str) -> Any:
@@ -106,15 +93,9 @@ def model_option(default: str | None) -> Callable:
 
 def one_line(ex: Exception) -> click.ClickException:
     """One line for an expected failure, options spelled as flags."""
-    from .specs import OptionError
-
-    if isinstance(ex, OptionError) and ex.name in OPTION_FIELDS:
-        message = str(ex).replace(ex.name, flag(ex.name), 1)
-    else:
-        message = str(ex)
     from .terminal import printable
 
-    return click.ClickException(printable(message))
+    return click.ClickException(printable(specs.as_typed(ex)))
 
 
 # Set in a context's meta when a word that is no command went to generate.

@@ -170,6 +170,31 @@ PREVIEW_NEWER_ONLY = (
 )
 
 
+# Every option of every model, in the order the preview declares them.
+OPTION_FIELDS = {
+    name: field for spec in SPECS for name, field in spec.options.model_fields.items()
+}
+
+
+def flags_of(name: str) -> list[str]:
+    """An option's command-line spellings."""
+    extra = OPTION_FIELDS[name].json_schema_extra or {}
+    return list(extra.get("flags") or [f"--{name.replace('_', '-')}"])  # type: ignore[union-attr]
+
+
+def flag(name: str) -> str:
+    """How an option is spelled on the command line, for messages."""
+    return next(f for f in flags_of(name) if f.startswith("--")).split("/")[0]
+
+
+def as_typed(ex: Exception) -> str:
+    """An error's message with the option it names spelled as its flag, as
+    it was typed on the command line."""
+    if isinstance(ex, OptionError) and ex.name in OPTION_FIELDS:
+        return str(ex).replace(ex.name, flag(ex.name), 1)
+    return str(ex)
+
+
 class OptionError(llm.ModelError):
     """An option the model does not take, or a value it does not take."""
 
