@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from . import specs
+from . import output, specs
 from .flags import (
     OPTION_FIELDS,
     Forgiving,
@@ -65,30 +65,6 @@ def _split(arguments: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     return {name: arguments.pop(name) for name in OPTION_FIELDS}, how
 
 
-def _generated(generated: Any, json_: bool, open_: bool, preview: bool) -> None:
-    """A generation's saved paths (or its JSON), drawn or opened as asked; a
-    non-zero exit when an image was not saved."""
-    from . import text
-    from .terminal import dumps, notify, printable
-
-    if json_:
-        click.echo(dumps(text.generated_json(generated)))
-    else:
-        for path in generated.paths:
-            click.echo(printable(path))
-    if preview:
-        from .preview import draw
-
-        draw(generated.paths, json_=json_)
-    if open_:
-        from . import opener
-
-        if problem := opener.launch(generated.paths):
-            notify(problem)
-    if generated.problem:
-        raise click.ClickException(generated.problem)
-
-
 @imagen4.command(cls=Forgiving)
 @click.argument("prompt")
 @model_option(specs.DEFAULT_MODEL)
@@ -109,7 +85,7 @@ def generate(prompt: str, model_name: str, **arguments: Any) -> None:
     shown = {name: arguments.pop(name) for name in ("json_", "open_", "preview")}
     options, how = _split(arguments)
     text = commands.read_prompt(prompt, sys.stdin.buffer)
-    _generated(commands.generate(text, model_name, options, how), **shown)
+    output.generated(commands.generate(text, model_name, options, how), **shown)
 
 
 @imagen4.command(cls=Forgiving)
@@ -142,7 +118,7 @@ def rerun(
     shown = {name: arguments.pop(name) for name in ("json_", "open_", "preview")}
     options, how = _split(arguments)
     generated = commands.rerun(source, model_name, vary, as_made, options, how)
-    _generated(generated, **shown)
+    output.generated(generated, **shown)
 
 
 @imagen4.command(name="history")
@@ -452,48 +428,6 @@ def _batch_file(ctx: click.Context, param: click.Parameter, value: str) -> Any:
         raise one_line(ex) from None
 
 
-class _BatchPrinter:
-    """Each row's outcome as it comes: its paths on standard output (or one
-    JSON object a row), a failure on standard error, and on a terminal a
-    progress bar of the rows sent, drawn again below what is printed."""
-
-    def __init__(self, json_: bool):
-        self.json_ = json_
-        self.bar: Any = None
-
-    def sending(self, count: int) -> None:
-        if sys.stderr.isatty():
-            self.bar = click.progressbar(
-                length=count,
-                label="Generating",
-                file=sys.stderr,
-                show_pos=True,
-                show_percent=True,
-            )
-            self.bar.render_progress()
-
-    def reported(self, report: Any) -> None:
-        from .terminal import dumps, notify, printable
-
-        if self.bar and report.sent:
-            # The bar off its line while the row is printed.
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
-        if self.json_:
-            click.echo(dumps(report.json()))
-        else:
-            if report.status == "failed":
-                notify(f"Row {report.row.number}: {report.fields.get('error')}")
-            for path in report.fields.get("paths", []):
-                click.echo(printable(path))
-        if self.bar and report.sent:
-            self.bar.update(1)
-
-    def finish(self) -> None:
-        if self.bar:
-            self.bar.render_finish()
-
-
 @imagen4.command(cls=Forgiving)
 # A Path for shell completion; open_source checks it, in one line.
 @click.argument(
@@ -557,7 +491,7 @@ def batch(file: Any, **arguments: Any) -> None:
     from .terminal import dumps, notify
 
     options = {name: arguments.pop(name) for name in OPTION_FIELDS}
-    printer = _BatchPrinter(arguments.pop("json_"))
+    printer = output.BatchPrinter(arguments.pop("json_"))
     dry_run = arguments.pop("dry_run")
     settings = batches.Settings(options=options, **arguments)
     try:

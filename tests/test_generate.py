@@ -215,7 +215,7 @@ def test_the_plugin_imports_next_to_nothing_for_other_commands(fake):
     )
     assert proc.stdout.strip() == (
         "['llm_imagen4', 'llm_imagen4.cli', 'llm_imagen4.flags', 'llm_imagen4.models', "
-        "'llm_imagen4.specs', 'llm_imagen4.tool']"
+        "'llm_imagen4.output', 'llm_imagen4.specs', 'llm_imagen4.tool']"
     )
 
 
