@@ -301,72 +301,94 @@ class ApiClient:
                     f"No answer from the API within {self.timeout:g} s "
                     "(--timeout); nothing more was sent"
                 )
-            seen: dict[str, str] = {}
             try:
-                status, headers, content = self._post(
-                    url, body, request_id, remaining, going, seen
+                status, headers, content = self._attempt(
+                    url, body, request_id, remaining, going
                 )
-            except (httpx2.ConnectError, httpx2.ConnectTimeout) as ex:
-                # Nothing reached the server: safe to send again.
-                reason = self._error(f"could not connect to {url}: {one_line(str(ex))}")
+            except _Unconnected as ex:
                 if last:
-                    raise ApiError(reason[0].upper() + reason[1:]) from None
-                self._wait(attempt, retry_delay(attempt, {}), reason, deadline, pacer)
+                    raise ApiError(ex.reason[0].upper() + ex.reason[1:]) from None
+                delay = retry_delay(attempt, {})
+                self._wait(attempt, delay, ex.reason, deadline, pacer)
                 continue
-            except (httpx2.TimeoutException, Deadline):
-                raise UnknownOutcome(
-                    f"No whole answer from the API within {self.timeout:g} s "
-                    "after the request was sent",
-                    request_id,
-                    seen.get("inference_id"),
-                ) from None
-            except Oversize:
-                raise UnknownOutcome(
-                    "The API's answer is larger than any answer can be",
-                    request_id,
-                    seen.get("inference_id"),
-                ) from None
-            except (httpx2.HTTPError, ApiError) as ex:
-                raise UnknownOutcome(
-                    self._error(
-                        "The connection to the API failed after the request was "
-                        f"sent ({one_line(str(ex)) or type(ex).__name__})"
-                    ),
-                    request_id,
-                    seen.get("inference_id"),
-                ) from None
-            response = httpx2.Response(status, headers=headers)
             if 200 <= status < 300:
                 if pacer:
                     pacer.succeeded()
-                payload = parse_json(content)
-                try:
-                    if payload is None:
-                        raise ApiError(
-                            f"The API answered {status} with a body that is not JSON"
-                        )
-                    return self._without_key(parse_answer(payload, headers))
-                except Declined as ex:
-                    raise Declined(self._error(str(ex))) from None
-                except ApiError as ex:
-                    # A success the plugin cannot read may still be charged.
-                    raise UnknownOutcome(
-                        self._error(str(ex)), request_id, headers.get("x-inference-id")
-                    ) from None
+                return self._answer(status, headers, content, request_id)
             retryable = status in RETRY_STATUSES
             delay = retry_delay(attempt, headers) if retryable else 0.0
             if pacer and (status == 429 or "retry-after" in headers):
                 pacer.slow_down(delay)
-            message = self._error(error_message(response, content))
+            message = self._error(
+                error_message(httpx2.Response(status, headers=headers), content)
+            )
             if retryable and not last:
                 self._wait(attempt, delay, message, deadline, pacer)
                 continue
-            if status == 400 and (why := specs.explain_refusal(body["model"], message)):
-                message += f" - {why}"
-            if 400 <= status < 500:
-                raise Declined(message)
-            raise ApiError(message)
+            raise self._refusal(status, message, body["model"])
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _attempt(
+        self,
+        url: str,
+        body: dict[str, Any],
+        request_id: str,
+        remaining: float,
+        going: Callable[[], None],
+    ) -> tuple[int, httpx2.Headers, bytes]:
+        """One POST of the generation: its status, headers and body, or
+        ``_Unconnected`` when nothing reached the server, or
+        ``UnknownOutcome`` when it may have been paid for but no whole
+        answer came back."""
+        seen: dict[str, str] = {}
+        try:
+            return self._post(url, body, request_id, remaining, going, seen)
+        except (httpx2.ConnectError, httpx2.ConnectTimeout) as ex:
+            raise _Unconnected(
+                self._error(f"could not connect to {url}: {one_line(str(ex))}")
+            ) from None
+        except (httpx2.TimeoutException, Deadline):
+            reason = (
+                f"No whole answer from the API within {self.timeout:g} s "
+                "after the request was sent"
+            )
+        except Oversize:
+            reason = "The API's answer is larger than any answer can be"
+        except (httpx2.HTTPError, ApiError) as ex:
+            reason = self._error(
+                "The connection to the API failed after the request was "
+                f"sent ({one_line(str(ex)) or type(ex).__name__})"
+            )
+        raise UnknownOutcome(reason, request_id, seen.get("inference_id"))
+
+    def _answer(
+        self, status: int, headers: httpx2.Headers, content: bytes, request_id: str
+    ) -> Answer:
+        """A success's answer, without the key; one the plugin cannot read
+        may still have been charged."""
+        payload = parse_json(content)
+        try:
+            if payload is None:
+                raise ApiError(
+                    f"The API answered {status} with a body that is not JSON"
+                )
+            return self._without_key(parse_answer(payload, headers))
+        except Declined as ex:
+            raise Declined(self._error(str(ex))) from None
+        except ApiError as ex:
+            raise UnknownOutcome(
+                self._error(str(ex)), request_id, headers.get("x-inference-id")
+            ) from None
+
+    @staticmethod
+    def _refusal(status: int, message: str, model: str) -> ApiError:
+        """The error for an answer the plugin does not retry: a 4xx is a
+        refusal (nothing charged), with why when the schemas can tell."""
+        if status == 400 and (why := specs.explain_refusal(model, message)):
+            message += f" - {why}"
+        if 400 <= status < 500:
+            return Declined(message)
+        return ApiError(message)
 
     def _post(
         self,
@@ -484,6 +506,14 @@ class ApiClient:
             pacer.pause(delay)
         else:
             self.sleep(delay)
+
+
+class _Unconnected(Exception):
+    """Nothing reached the server: safe to send again."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 class Deadline(Exception):

@@ -145,9 +145,30 @@ def run(
         attempts=chosen.options.retries or specs.DEFAULT_ATTEMPTS,
         timeout=chosen.options.timeout or specs.DEFAULT_TIMEOUT,
     )
+    answer = _taken(
+        _sent(client, chosen.request, request_id, tracked),
+        chosen.request["num_images"],
+    )
+    record = _record(model_id, chosen, response.id, request_id, answer)
+    inline = _inline(answer, record)
+    if not tracked.answered(record, inline):
+        _say_where_the_images_are(response.id, record, answer, chosen.destination)
+    with concurrency.sigterm_as_interrupt():
+        saving.save_images(tracked, chosen.destination, inline, cancel)
+    return _recorded(response, record, tracked, bool(log_to))
+
+
+def _sent(
+    client: api.ApiClient,
+    request: dict[str, Any],
+    request_id: str,
+    tracked: recovery.Tracked,
+) -> answers.Answer:
+    """The API's answer to the generation; whatever else happens, the
+    journal entry is left saying what is known."""
     try:
         with concurrency.sigterm_as_interrupt():
-            answer = client.generate(chosen.request, request_id, tracked.sending)
+            return client.generate(request, request_id, tracked.sending)
     except errors.UnknownOutcome as ex:
         raise recovery.lost(tracked, client, ex) from None
     except llm.ModelError:
@@ -160,13 +181,13 @@ def run(
         if said:
             concurrency.stopped(ex)
         raise
-    answer = _taken(answer, chosen.request["num_images"])
-    record = _record(model_id, chosen, response.id, request_id, answer)
-    inline = _inline(answer, record)
-    if not tracked.answered(record, inline):
-        _say_where_the_images_are(response.id, record, answer, chosen.destination)
-    with concurrency.sigterm_as_interrupt():
-        saving.save_images(tracked, chosen.destination, inline, cancel)
+
+
+def _recorded(
+    response: Any, record: GenerationRecord, tracked: recovery.Tracked, logged: bool
+) -> str:
+    """The record on ``response``, what was not saved said, and the turn
+    handed to whoever logs it; returns the response's text."""
     response.response_json = record.model_dump()
     if usage := record.usage():
         response.set_usage(details=usage)
@@ -180,9 +201,7 @@ def run(
         )
     # On llm's own route llm logs the turn, except an async response's (it
     # logs another object, and nothing says when).
-    tracked.over(
-        record, bool(log_to) and (not on_llm or isinstance(response, llm.Response))
-    )
+    tracked.over(record, logged and (not on_llm or isinstance(response, llm.Response)))
     text = record.text(response.id)
     if on_llm and isinstance(response, llm.Response):
         turns.fail_if_unsaved(response, record, text, recovery.keeps(response.id))
