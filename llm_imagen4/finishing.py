@@ -13,7 +13,7 @@ import llm
 
 from . import api, concurrency, errors, files, journal, ledger, recovery, saving, specs
 from .engine import api_key
-from .record import ImageRecord
+from .record import GenerationRecord, ImageRecord
 
 
 @dataclass
@@ -46,24 +46,11 @@ def finish(
     is logged at all) and end its entry once all is done. ``restoring``:
     a finished generation from the history, whose deleted files are
     fetched again."""
-    from . import index
-
     entry = tracked.entry
     if entry.outcome != "answered" or entry.record is None:
         return _unanswered(tracked)
     record = entry.record
-    gone, deleted = [], set()
-    for image in record.images:
-        path = record.path(image)
-        if image.status == "saved" and not (
-            path and image.sha256 and files.same_bytes(path, image.sha256)
-        ):
-            if image.url or tracked.stashed(image.position):
-                image.status = "pending"
-                deleted.add(image.position)
-            else:
-                # It came inside the answer, and only its file had it.
-                gone.append(image.position + 1)
+    gone, deleted = _missing(tracked, record)
     before = {image.position for image in record.images if image.status == "saved"}
     destination = files.Destination(
         output or Path(record.directory),
@@ -95,21 +82,51 @@ def finish(
             "inside the answer, so it cannot be fetched again"
         )
         result.lost = len(gone)
-    if entry.log_to:
-        target = log_to or Path(entry.log_to)
-        try:
-            index.record_finished(target, entry)
-            result.logged_to = target
-        except Exception as ex:  # noqa: BLE001 - the images are saved whatever the history does
-            result.note = (
-                f"could not record it in {target}: {ex} (download -d DATABASE "
-                "records it in another)"
-            )
-            result.left = True
-            tracked.keep()
-            return result
+    if entry.log_to and not _logged(tracked, log_to or Path(entry.log_to), result):
+        return result
     tracked.over(record, logged_later=False)
     return result
+
+
+def _missing(
+    tracked: recovery.Tracked, record: GenerationRecord
+) -> tuple[list[int], set[int]]:
+    """The record's saved images whose files are no longer what was saved:
+    those that can be fetched again (from their URL or the journal's stash)
+    are marked pending and their positions returned second; the numbers of
+    those that came inside the answer, and only their file had, first."""
+    gone, deleted = [], set()
+    for image in record.images:
+        path = record.path(image)
+        if image.status == "saved" and not (
+            path and image.sha256 and files.same_bytes(path, image.sha256)
+        ):
+            if image.url or tracked.stashed(image.position):
+                image.status = "pending"
+                deleted.add(image.position)
+            else:
+                gone.append(image.position + 1)
+    return gone, deleted
+
+
+def _logged(tracked: recovery.Tracked, target: Path, result: Recovered) -> bool:
+    """Record the finished generation in ``target``; when that fails the
+    entry is kept (the images are saved whatever the history does) and
+    ``result`` says how to record it elsewhere."""
+    from . import index
+
+    try:
+        index.record_finished(target, tracked.entry)
+    except Exception as ex:  # noqa: BLE001 - the images are saved whatever the history does
+        result.note = (
+            f"could not record it in {target}: {ex} (download -d DATABASE "
+            "records it in another)"
+        )
+        result.left = True
+        tracked.keep()
+        return False
+    result.logged_to = target
+    return True
 
 
 def _unanswered(tracked: recovery.Tracked) -> Recovered:

@@ -72,9 +72,7 @@ def fetch_image(
     check_image_url(url)
     client = image_client()
     end = time.monotonic() + deadline
-    error: DownloadError = DownloadError(
-        f"the download took longer than {deadline:g} s"
-    )
+    error = DownloadError(f"the download took longer than {deadline:g} s")
     wait = 0.0
     for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
         if attempt > 1:
@@ -82,49 +80,64 @@ def fetch_image(
         remaining = end - time.monotonic()
         if remaining <= 0:
             break
-        retry, wait = True, DOWNLOAD_BACKOFF * attempt
         try:
-            with client.stream(
-                "GET",
-                url,
-                timeout=httpx2.Timeout(
-                    remaining, connect=min(CONNECT_TIMEOUT, remaining)
-                ),
-            ) as response:
-                if response.is_success:
-                    return save(_until(decoded(response, MAX_IMAGE_BYTES), end))
-                error = DownloadError(f"the image host answered {response.status_code}")
-                retry = response.status_code in RETRY_STATUSES
-                asked = retry_delay(attempt, response.headers, rng=lambda: 0.0)
-                if (
-                    "retry-after" in response.headers
-                    or "retry-after-ms" in response.headers
-                ):
-                    wait = asked
-        except Refused:
-            raise
-        except Oversize:
-            raise Refused(
-                f"the image is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MB"
-            ) from None
-        except httpx2.TooManyRedirects:
-            raise DownloadError("the image host redirected in a loop") from None
-        except httpx2.InvalidURL:
-            raise Refused(f"not a valid URL: {one_line(url, 100)}") from None
-        except DownloadError as ex:
-            error = ex
-        except ApiError as ex:
-            error = DownloadError(f"the download failed: {ex}")
-        except Deadline:
-            error = DownloadError(f"the download took longer than {deadline:g} s")
-            break
-        except httpx2.HTTPError as ex:
-            error = DownloadError(
-                f"the download failed: {one_line(str(ex)) or type(ex).__name__}"
-            )
-        if not retry:
-            break
+            return _download(client, url, save, remaining, end, attempt, deadline)
+        except _Again as again:
+            error, wait = again.error, again.wait
     raise error
+
+
+class _Again(Exception):
+    """A download that another try may mend, after ``wait`` seconds."""
+
+    def __init__(self, error: DownloadError, wait: float):
+        super().__init__(str(error))
+        self.error, self.wait = error, wait
+
+
+def _download(
+    client: httpx2.Client,
+    url: str,
+    save: Callable[[Iterator[bytes]], T],
+    remaining: float,
+    end: float,
+    attempt: int,
+    deadline: float,
+) -> T:
+    """One try: what ``save`` made of the image, or ``_Again``, or the
+    DownloadError or Refused that ends the download."""
+    wait = DOWNLOAD_BACKOFF * attempt
+    timeout = httpx2.Timeout(remaining, connect=min(CONNECT_TIMEOUT, remaining))
+    try:
+        with client.stream("GET", url, timeout=timeout) as response:
+            if response.is_success:
+                return save(_until(decoded(response, MAX_IMAGE_BYTES), end))
+            status, headers = response.status_code, response.headers
+    except Refused:
+        raise
+    except Oversize:
+        raise Refused(
+            f"the image is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MB"
+        ) from None
+    except httpx2.TooManyRedirects:
+        raise DownloadError("the image host redirected in a loop") from None
+    except httpx2.InvalidURL:
+        raise Refused(f"not a valid URL: {one_line(url, 100)}") from None
+    except DownloadError as ex:
+        raise _Again(ex, wait) from None
+    except ApiError as ex:
+        raise _Again(DownloadError(f"the download failed: {ex}"), wait) from None
+    except Deadline:
+        raise DownloadError(f"the download took longer than {deadline:g} s") from None
+    except httpx2.HTTPError as ex:
+        why = one_line(str(ex)) or type(ex).__name__
+        raise _Again(DownloadError(f"the download failed: {why}"), wait) from None
+    error = DownloadError(f"the image host answered {status}")
+    if status not in RETRY_STATUSES:
+        raise error
+    if "retry-after" in headers or "retry-after-ms" in headers:
+        wait = retry_delay(attempt, headers, rng=lambda: 0.0)
+    raise _Again(error, wait)
 
 
 def _until(chunks: Iterator[bytes], end: float) -> Iterator[bytes]:
