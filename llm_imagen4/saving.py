@@ -113,54 +113,14 @@ def save_images(
             _settle(image, ex)
         tracked.update()
         return
-    lock = threading.Lock()
-
-    def naming(image: ImageRecord) -> Callable[[str], None]:
-        def note(sha256: str) -> None:
-            with lock:
-                image.placing = sha256
-                tracked.update()
-
-        return note
-
-    def save_one(image: ImageRecord) -> None:
-        try:
-            outcome: Any = image.placing and _adopt(
-                destination, record, image, image.placing
-            )
-            if not outcome:
-                save = _saver(
-                    destination, record, image, naming(image), tracked.resumed
-                )
-                kept = tracked.stashed(image.position)
-                if image.position in inline:
-                    outcome = save([inline[image.position]])
-                elif kept is not None:
-                    outcome = save(_read_blocks(kept))
-                elif not isinstance(image.url, str) or not image.url:
-                    raise errors.DownloadError("the API gave no URL to fetch it from")
-                else:
-                    outcome = imagehost.fetch_image(image.url, save)
-        except Exception as ex:  # noqa: BLE001 - every failure is the image's
-            outcome = ex
-        with lock:
-            _settle(image, outcome)
-            if isinstance(outcome, files.SavedFile):
-                folder = folder_text(outcome.path.parent)
-                # Saved elsewhere than the generation's folder (download -o).
-                image.directory = None if folder == record.directory else folder
-                tracked.unstash(image.position)
-            tracked.update()
-
+    saving = _Saving(tracked, destination, record, inline)
     stopping = cancel or threading.Event()
     try:
         for image, outcome in concurrency.in_threads(
-            todo, save_one, should_start=lambda image: not stopping.is_set()
+            todo, saving.save_one, should_start=lambda image: not stopping.is_set()
         ):
             if isinstance(outcome, BaseException):
-                with lock:
-                    _settle(image, outcome)
-                    tracked.update()
+                saving.settle(image, outcome)
     except BaseException as ex:
         stopping.set()
         # The journal still has every image not saved.
@@ -173,6 +133,73 @@ def save_images(
         )
         tracked.keep()
         concurrency.stopped(ex)
+
+
+class _Saving:
+    """The images of one generation being saved, each in a thread of its
+    own; every change to the record goes to the journal under one lock."""
+
+    def __init__(
+        self,
+        tracked: Tracked,
+        destination: files.Destination,
+        record: GenerationRecord,
+        inline: dict[int, bytes],
+    ):
+        self.tracked, self.destination = tracked, destination
+        self.record, self.inline = record, inline
+        self.lock = threading.Lock()
+
+    def naming(self, image: ImageRecord) -> Callable[[str], None]:
+        """What the saver calls with the image's sha256 just before it
+        gives the file its name: the journal then knows which file to
+        look for should the process stop there."""
+
+        def note(sha256: str) -> None:
+            with self.lock:
+                image.placing = sha256
+                self.tracked.update()
+
+        return note
+
+    def save_one(self, image: ImageRecord) -> None:
+        try:
+            outcome: Any = image.placing and _adopt(
+                self.destination, self.record, image, image.placing
+            )
+            if not outcome:
+                outcome = self._saved(image)
+        except Exception as ex:  # noqa: BLE001 - every failure is the image's
+            outcome = ex
+        self.settle(image, outcome)
+
+    def _saved(self, image: ImageRecord) -> files.SavedFile:
+        """The image saved from the answer, the journal's stash or its URL."""
+        save = _saver(
+            self.destination,
+            self.record,
+            image,
+            self.naming(image),
+            self.tracked.resumed,
+        )
+        kept = self.tracked.stashed(image.position)
+        if image.position in self.inline:
+            return save([self.inline[image.position]])
+        if kept is not None:
+            return save(_read_blocks(kept))
+        if not isinstance(image.url, str) or not image.url:
+            raise errors.DownloadError("the API gave no URL to fetch it from")
+        return imagehost.fetch_image(image.url, save)
+
+    def settle(self, image: ImageRecord, outcome: Any) -> None:
+        with self.lock:
+            _settle(image, outcome)
+            if isinstance(outcome, files.SavedFile):
+                folder = folder_text(outcome.path.parent)
+                # Saved elsewhere than the generation's folder (download -o).
+                image.directory = None if folder == self.record.directory else folder
+                self.tracked.unstash(image.position)
+            self.tracked.update()
 
 
 def _adopt(
