@@ -336,13 +336,31 @@ class ApiClient:
         remaining: float,
         going: Callable[[], None],
     ) -> tuple[int, httpx2.Headers, bytes]:
-        """One POST of the generation: its status, headers and body, or
+        """One POST of the generation, its answer read whole by the deadline
+        however slowly it arrives: its status, headers and body, or
         ``_Unconnected`` when nothing reached the server, or
         ``UnknownOutcome`` when it may have been paid for but no whole
         answer came back."""
-        seen: dict[str, str] = {}
+        deadline = time.monotonic() + remaining
+        timeout = httpx2.Timeout(remaining, connect=min(CONNECT_TIMEOUT, remaining))
+        request = self.http.build_request(
+            "POST", url, json=body, headers=self._headers(request_id), timeout=timeout
+        )
+        request.stream = _Announcing(request.content, going)
+        inference_id = None
         try:
-            return self._post(url, body, request_id, remaining, going, seen)
+            response = self.http.send(request, stream=True, follow_redirects=False)
+            try:
+                # Known as soon as the headers come, to ask the log about.
+                inference_id = response.headers.get("x-inference-id")
+                content = bytearray()
+                for chunk in decoded(response, MAX_ANSWER_BYTES):
+                    content += chunk
+                    if time.monotonic() > deadline:
+                        raise Deadline
+                return response.status_code, response.headers, bytes(content)
+            finally:
+                response.close()
         except (httpx2.ConnectError, httpx2.ConnectTimeout) as ex:
             raise _Unconnected(
                 self._error(f"could not connect to {url}: {one_line(str(ex))}")
@@ -359,7 +377,7 @@ class ApiClient:
                 "The connection to the API failed after the request was "
                 f"sent ({one_line(str(ex)) or type(ex).__name__})"
             )
-        raise UnknownOutcome(reason, request_id, seen.get("inference_id"))
+        raise UnknownOutcome(reason, request_id, inference_id)
 
     def _answer(
         self, status: int, headers: httpx2.Headers, content: bytes, request_id: str
@@ -389,36 +407,6 @@ class ApiClient:
         if 400 <= status < 500:
             return Declined(message)
         return ApiError(message)
-
-    def _post(
-        self,
-        url: str,
-        body: dict[str, Any],
-        request_id: str,
-        remaining: float,
-        going: Callable[[], None],
-        seen: dict[str, str],
-    ) -> tuple[int, httpx2.Headers, bytes]:
-        """POST and read the whole answer by the deadline, however slowly it
-        arrives. ``seen`` gets the inference id as soon as the headers come."""
-        deadline = time.monotonic() + remaining
-        timeout = httpx2.Timeout(remaining, connect=min(CONNECT_TIMEOUT, remaining))
-        request = self.http.build_request(
-            "POST", url, json=body, headers=self._headers(request_id), timeout=timeout
-        )
-        request.stream = _Announcing(request.content, going)
-        response = self.http.send(request, stream=True, follow_redirects=False)
-        try:
-            if "x-inference-id" in response.headers:
-                seen["inference_id"] = response.headers["x-inference-id"]
-            content = bytearray()
-            for chunk in decoded(response, MAX_ANSWER_BYTES):
-                content += chunk
-                if time.monotonic() > deadline:
-                    raise Deadline
-            return response.status_code, response.headers, bytes(content)
-        finally:
-            response.close()
 
     def get(
         self,
