@@ -247,3 +247,35 @@ def test_an_answer_with_more_images_than_asked_takes_only_those(fake, llm_cli):
     assert result.stderr.count("The API answered with 50 images for 1 asked for") == 1
     assert [p.name for p in fake.work.iterdir()] == ["one-asked.png"]
     assert len(fake.downloads) == 1
+
+
+def test_a_bomb_from_the_log_or_the_billing_endpoint_is_refused(fake, llm_cli):
+    assert llm_cli("imagen4", "a").exit_code == 0
+    [turn_id] = [r["id"] for r in history(llm_cli)]
+    bomb = b'{"data": [' + b" " * (64 * 1024 * 1024) + b"]}"
+    fake.plan_service("/v2/logs", body=bomb, gzip=True)
+    status = llm_cli("imagen4", "status", turn_id)
+    assert status.exit_code == 1
+    assert "answer larger than 4096 kB" in status.stderr
+    fake.plan_service("/v2/billing", body=bomb, gzip=True)
+    balance = llm_cli("imagen4", "balance")
+    assert balance.exit_code == 1
+    assert balance.stderr.count("\n") == 1
+    assert "answer larger than 4096 kB" in balance.stderr
+
+
+def test_a_fifo_as_the_gallery_page_hangs_nothing(fake, llm_cli):
+    assert llm_cli("imagen4", "a").exit_code == 0
+    os.mkfifo(fake.work / "imagen4-gallery.html")
+    done = subprocess.run(
+        llm_command("imagen4", "gallery"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=dict(os.environ),
+        cwd=fake.work,
+    )
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "imagen4-gallery.html exists and is not a gallery" in done.stderr
+    assert (fake.work / "imagen4-gallery.html").is_fifo()
