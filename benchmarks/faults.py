@@ -5,6 +5,8 @@ what ended up on disk.
     python benchmarks/faults.py --runs 200 --seed 7  # the same choices again
     python benchmarks/faults.py --signal mixed       # SIGKILL, SIGINT, SIGTERM, 2 x SIGINT
     python benchmarks/faults.py --kill-recovery      # and half the recoveries too
+    python benchmarks/faults.py --disk full          # disks that fill up instead
+    python benchmarks/faults.py --retry-after storm  # 429s with waits too long
 
 Not part of the test suite. Run it in an environment where the plugin is
 installed (`pip install -e '.[test]'`).
@@ -23,6 +25,24 @@ no latency, and at the end one more `download`. With `--kill-recovery` the
 first of those steps is itself SIGKILLed in half the runs, just after its
 first request, before recovery starts over.
 
+Two modes replace the signal by another fault:
+
+- ``--disk full``: llm's user folder (logs.db and the journal) and the runs'
+  output folders are small tmpfs disks (mounted in a mount namespace of
+  their own, see ``tests/disks.py``; where the machine lets none be
+  mounted, the script says so and runs nothing). At the run's stage one of
+  them, or both, fills up but for a few kB (none, part of an image, an
+  image and a half, ...); the process runs on to its end, the space is
+  freed, and the user recovers as above. Nothing is signalled.
+- ``--retry-after storm``: each run meets a few answers of 429 asking to
+  wait as long as the plugin honours (0 to 1 s) or longer than it ever
+  will (``inf``, ``99999999999``, a date centuries away), mostly on
+  ``batch -j 4``; some runs are signalled at their stage as ``--signal``
+  says, the others run to their end. A run that is not stopped must end
+  within seconds (``longest run not stopped``), and after a first Ctrl-C or
+  SIGTERM nothing may reach the API more than 1 s later (``sent > 1 s after
+  the stop``).
+
 Everything is counted from the API's side, per route:
 
 - paid: images in the answers of generations that succeeded (the fake made
@@ -36,12 +56,14 @@ Everything is counted from the API's side, per route:
   API's log, and does, or they count as lost;
 - lost: paid images neither saved nor in flight;
 - bought twice: a request generated again by the API although an earlier
-  answer to it had been kept, plus every image saved more than once.
+  answer to it had been kept;
+- saved twice: a paid image saved in more than one file.
 
 Anything else that goes wrong is listed as a problem, with the run, route,
 stage and signal, and the script exits 1 keeping its work folder: a
 traceback, a recovery step that fails, a process still running a minute
-after SIGINT or SIGTERM, temporary files left by a single SIGINT or SIGTERM,
+after SIGINT or SIGTERM, temporary files left by anything but a SIGKILL or a
+second Ctrl-C, a request sent more than 1 s after a first Ctrl-C or SIGTERM,
 a turn missing from logs.db or saying an image saved on disk is not, journal
 entries or journal temporary files left at the end.
 
@@ -52,6 +74,7 @@ outcomes."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
@@ -73,6 +96,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from llm_imagen4 import images  # noqa: E402
+from tests.disks import Namespace, Unavailable, small_disks  # noqa: E402
 from tests.fake_api import KEY, SIZES, FakeAPI, png  # noqa: E402
 
 ROUTES = ("llm imagen4", "llm -m imagen4", "batch")
@@ -91,6 +115,19 @@ SIGNALS = {
 # How long a stopped process may take to end before it counts as hung.
 EXIT_GRACE = 60.0
 LOST_MARK = "cannot be fetched"
+# --disk full: the two disks' sizes, which fills, and the room it leaves (an
+# image of the fake is some 6 kB, 8 with its provenance).
+USER_DISK, OUTPUT_DISK = 8 * 1024 * 1024, 16 * 1024 * 1024
+FULL = ("user folder", "output folder", "both")
+LEAVES = (0, 2048, 6144, 12288, 24576)
+# --retry-after storm: waits the plugin honours, and waits it refuses.
+HONOURED_WAITS = ("0", "0.5", "1")
+REFUSED_WAITS = ("inf", "99999999999", "Sat, 01 Jan 2500 00:00:00 GMT")
+REFUSED_MARK = "the server asked to wait too long"
+# How long a storm run that is not stopped may take.
+STORM_LIMIT = 30.0
+# After a first Ctrl-C or SIGTERM, nothing may reach the API later than this.
+STOP_GRACE = 1.0
 
 
 def image_key(data: bytes) -> str | None:
@@ -116,8 +153,12 @@ class Run:
     download_delay: float
     wait: float  # seconds after the stage's event
     expected_images: int
-    folder: Path
+    folder: Path  # where its images go, as this process sees it
+    cwd: Path  # the same folder, as the run sees it
+    notes: Path  # its output and the recovery's, on this machine's disk
     command: list[str]
+    fill: tuple[str, int] | None = None  # --disk full: which, and room left
+    planned: list[dict[str, Any]] = field(default_factory=list)  # storm answers
     killed: bool = False  # the signal reached a running process
     hung: bool = False
     exit_code: int | None = None
@@ -127,21 +168,36 @@ class Run:
     killed_at: float = 0.0
     recovery: list[tuple[str, int, str]] = field(default_factory=list)
     recovery_killed: bool = False
+    elapsed: float = 0.0
+    late: int = 0  # requests that arrived STOP_GRACE after the stop
 
 
 class Campaign:
-    def __init__(self, base: Path, rng: random.Random, kill_recovery: bool = False):
+    def __init__(
+        self,
+        base: Path,
+        rng: random.Random,
+        kill_recovery: bool = False,
+        namespace: Namespace | None = None,
+        storm: bool = False,
+    ):
         self.base = base
         self.rng = rng
         self.kill_recovery = kill_recovery
-        self.user = base / "llm-user"
-        self.user.mkdir()
+        self.namespace = namespace
+        self.storm = storm
+        if namespace:
+            user_disk, self.output_disk = namespace.disks
+            self.user, user_inside = user_disk.path, user_disk.inside
+        else:
+            self.user = user_inside = base / "llm-user"
+            self.user.mkdir()
         self.fake = FakeAPI()
         self.answered: dict[str, tuple[float, bool]] = {}
         self._time_answers()
         self.env = dict(
             os.environ,
-            LLM_USER_PATH=str(self.user),
+            LLM_USER_PATH=str(user_inside),
             AIMLAPI_BASE_URL=self.fake.base_url,
             AIMLAPI_KEY=KEY,
         )
@@ -171,6 +227,20 @@ class Campaign:
 
         self.fake.api.RequestHandlerClass = Timed
 
+    def _llm(self, args: list[str], cwd: Path) -> list[str]:
+        """The command line of ``llm ARGS`` run in ``cwd`` (as the run sees
+        it): inside the disks' namespace when there is one."""
+        argv = [sys.executable, "-m", "llm", *args]
+        if not self.namespace:
+            return argv
+        # nsenter's --wd is looked up before the mounts: cd once inside.
+        inside = ["sh", "-c", 'cd "$0" && exec "$@"', str(cwd), *argv]
+        return self.namespace.command(inside, self.base)
+
+    def _cwd(self, cwd: Path) -> Path:
+        """Where to start the process: the namespace's command line moves it."""
+        return self.base if self.namespace else cwd
+
     # -- one run -----------------------------------------------------------
 
     def plan(self, number: int, route: str, signal_name: str) -> Run:
@@ -178,21 +248,29 @@ class Campaign:
         stage = rng.choice(STAGES)
         delay = 0.0 if rng.random() < 0.2 else rng.uniform(0.05, 0.6)
         download_delay = 0.0 if rng.random() < 0.2 else rng.uniform(0.02, 0.4)
-        folder = self.base / f"r{number:04d}"
-        folder.mkdir()
         tag = f"r{number:04d}"
+        notes = self.base / tag
+        notes.mkdir()
+        folder = cwd = notes
+        if self.namespace:
+            folder = self.output_disk.path / tag
+            folder.mkdir()
+            cwd = self.output_disk.inside / tag
+        if self.storm:
+            stage = rng.choice(("post", "any", "waiting"))
         if route == "batch":
             rows = []
-            for row in range(rng.randint(2, 4)):
+            for row in range(rng.randint(4, 8) if self.storm else rng.randint(2, 4)):
                 fields: dict[str, Any] = {"prompt": f"{tag}b{row} a kite over hills"}
                 if rng.random() < 0.5:
                     fields["seed"] = rng.randint(0, 2**31 - 1)
                 if rng.random() < 0.4:
                     fields["num_images"] = rng.randint(2, 3)
                 rows.append(fields)
-            path = folder / "rows.jsonl"
+            path = notes / "rows.jsonl"
             path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-            command = ["imagen4", "batch", str(path), "-j", str(rng.randint(1, 3))]
+            jobs = 4 if self.storm else rng.randint(1, 3)
+            command = ["imagen4", "batch", str(path), "-j", str(jobs)]
             images = sum(r.get("num_images", 1) for r in rows)
         else:
             images = rng.randint(1, 4)
@@ -207,22 +285,61 @@ class Campaign:
                 if rng.random() < 0.5:
                     command += ["-o", "seed", seed[1]]
         wait = rng.random()  # a fraction of the stage's window, drawn now
+        fill = None
+        if self.namespace:
+            fill = (rng.choice(FULL), rng.choice(LEAVES))
         return Run(
-            number,
-            route,
-            stage,
-            signal_name,
-            delay,
-            download_delay,
-            wait,
-            images,
-            folder,
-            command,
+            number=number,
+            route=route,
+            stage=stage,
+            signal_name=signal_name,
+            delay=delay,
+            download_delay=download_delay,
+            wait=wait,
+            expected_images=images,
+            folder=folder,
+            cwd=cwd,
+            notes=notes,
+            command=command,
+            fill=fill,
+            planned=self._storm() if self.storm else [],
         )
+
+    def _storm(self) -> list[dict[str, Any]]:
+        """The first answers of a storm run, in the order they are given: a
+        few 429s, each asking for a wait honoured or refused, among
+        answers that make their images."""
+        planned = []
+        for _ in range(self.rng.randint(2, 6)):
+            if self.rng.random() < 0.3:
+                planned.append({"generate": True})
+                continue
+            waits = REFUSED_WAITS if self.rng.random() < 0.5 else HONOURED_WAITS
+            planned.append(
+                {
+                    "status": 429,
+                    "body": {"message": "Too Many Requests"},
+                    "headers": {"Retry-After": self.rng.choice(waits)},
+                }
+            )
+        return planned
+
+    def _fill(self, run: Run) -> None:
+        """Take the space of the run's disk (or both) away, but for its few kB."""
+        assert self.namespace and run.fill
+        which, leave = run.fill
+        user_disk, output_disk = self.namespace.disks
+        disks = {"user folder": [user_disk], "output folder": [output_disk]}
+        for disk in disks.get(which, [user_disk, output_disk]):
+            disk.fill(leave)
 
     def _counts(self) -> tuple[int, int, int]:
         state = self.fake.state
-        return len(self.fake.generations), len(state.log), len(self.fake.downloads)
+        return (
+            len(self.fake.generations),
+            len(state.service.log),
+            len(self.fake.downloads),
+        )
 
     def _images_on_disk(self, folder: Path) -> int:
         return sum(
@@ -237,9 +354,9 @@ class Campaign:
         posts, logs, downloads = before
         d, dd = run.delay, run.download_delay
         conditions = {
-            "start": (lambda: True, 2.5),
+            "start": (lambda: True, 0.0 if self.namespace else 2.5),
             "post": (lambda: len(self.fake.generations) > posts, d),
-            "answer": (lambda: len(self.fake.state.log) > logs, 0.015),
+            "answer": (lambda: len(self.fake.state.service.log) > logs, 0.015),
             "download": (lambda: len(self.fake.downloads) > downloads, dd + 0.02),
             "between saves": (lambda: self._images_on_disk(run.folder) >= 1, 0.03),
             "logging": (
@@ -250,6 +367,8 @@ class Campaign:
                 lambda: len(self.fake.generations) > posts,
                 d + dd * 2 + 0.6,
             ),
+            # A storm's rows waiting on the pacer, or on their own retry.
+            "waiting": (lambda: len(self.fake.generations) > posts, 3.0),
         }
         condition, window = conditions[run.stage]
         while not condition():
@@ -261,12 +380,16 @@ class Campaign:
     def execute(self, run: Run, signals: list[int]) -> None:
         fake = self.fake
         fake.state.delay, fake.state.download_delay = run.delay, run.download_delay
+        fake.state.api_faults.clear()
+        for answer in run.planned:
+            fake.plan_api(**answer)
         before = self._counts()
-        out = open(run.folder / "stdout", "wb")
-        err = open(run.folder / "stderr", "wb")
+        out = open(run.notes / "stdout", "wb")
+        err = open(run.notes / "stderr", "wb")
+        started = time.monotonic()
         self.proc = proc = subprocess.Popen(
-            [sys.executable, "-m", "llm", *run.command],
-            cwd=run.folder,
+            self._llm(run.command, run.cwd),
+            cwd=self._cwd(run.cwd),
             env=self.env,
             stdout=out,
             stderr=err,
@@ -276,25 +399,37 @@ class Campaign:
             end = time.monotonic() + run.wait * window
             while time.monotonic() < end and proc.poll() is None:
                 time.sleep(0.001)
-        if proc.poll() is None:
+        if proc.poll() is None and (signals or run.fill):
             run.killed = True
             run.killed_at = time.monotonic()
+            if run.fill:
+                self._fill(run)
             for n, sig in enumerate(signals):
                 if n:
                     time.sleep(0.05)
                 if proc.poll() is None:
                     proc.send_signal(sig)
-            try:
-                proc.wait(EXIT_GRACE)
-            except subprocess.TimeoutExpired:
-                run.hung = True
-                proc.kill()
-                proc.wait()
         else:
             run.killed_at = time.monotonic() + 1e9
+        try:
+            proc.wait(EXIT_GRACE)
+        except subprocess.TimeoutExpired:
+            run.hung = True
+            proc.kill()
+            proc.wait()
+        run.elapsed = time.monotonic() - started
         run.exit_code = proc.returncode
         out.close()
         err.close()
+        run.late = sum(
+            1
+            for request in fake.generations[before[0] :]
+            if request.at > run.killed_at + STOP_GRACE
+        )
+        fake.state.api_faults.clear()
+        if self.namespace:
+            for disk in self.namespace.disks:
+                disk.free()
         self._quiesce()
         self._snapshot(run)
         # Recovery runs without latency: it is not what is measured.
@@ -307,8 +442,8 @@ class Campaign:
             self._killed_recovery(run, steps[0], self.rng.uniform(0.0, 0.15))
         for step in steps:
             result = subprocess.run(
-                [sys.executable, "-m", "llm", *step],
-                cwd=run.folder,
+                self._llm(step, run.cwd),
+                cwd=self._cwd(run.cwd),
                 env=self.env,
                 capture_output=True,
                 text=True,
@@ -316,7 +451,7 @@ class Campaign:
             )
             run.recovery.append((" ".join(step[:2]), result.returncode, result.stderr))
             n = len(run.recovery)
-            (run.folder / f"recovery-{n}.txt").write_text(
+            (run.notes / f"recovery-{n}.txt").write_text(
                 f"$ llm {' '.join(step)}\nexit {result.returncode}\n"
                 f"{result.stdout}{result.stderr}"
             )
@@ -327,10 +462,10 @@ class Campaign:
         its first request to the API or the image host (if it makes one);
         what it left is snapshot as the first stop's was."""
         before = len(self.fake.state.requests)
-        out = open(run.folder / "recovery-killed.txt", "w")
+        out = open(run.notes / "recovery-killed.txt", "w")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "llm", *step],
-            cwd=run.folder,
+            self._llm(step, run.cwd),
+            cwd=self._cwd(run.cwd),
             env=self.env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -345,7 +480,7 @@ class Campaign:
             proc.wait()
             run.recovery_killed = True
         out.close()
-        text = (run.folder / "recovery-killed.txt").read_text()
+        text = (run.notes / "recovery-killed.txt").read_text()
         run.recovery.append(("stopped " + " ".join(step[:2]), 0, text))
         self._quiesce()
         self._snapshot(run)
@@ -382,13 +517,15 @@ class Campaign:
 
     def paid_generations(self) -> list[dict[str, Any]]:
         """Every generation the API sold, with its images' keys, in order."""
-        status = {e["client_request_id"]: e["status"] for e in self.fake.state.log}
-        sold = []
+        status = {e["client_request_id"]: e["status"] for e in self.fake.log}
+        sold, counted = [], set()
         for request in self.fake.generations:
             body = request.body
             request_id = request.headers.get("X-Client-Request-Id")
-            if status.get(request_id) != "succeeded":
+            # The attempts of one request (after a 429, say) are one sale.
+            if status.get(request_id) != "succeeded" or request_id in counted:
                 continue
+            counted.add(request_id)
             width, height = SIZES[body.get("aspect_ratio", "1:1")]
             seed = body.get("seed", 1234)
             keys = []
@@ -420,6 +557,15 @@ class Campaign:
         path = self.user / "logs.db"
         if not path.exists():
             return {}
+        if self.namespace:
+            # SQLite would resolve /proc/PID/root and miss the disk: a copy.
+            for suffix in ("", "-wal"):
+                if (self.user / f"logs.db{suffix}").exists():
+                    shutil.copyfile(
+                        self.user / f"logs.db{suffix}",
+                        self.base / f"logs-copy.db{suffix}",
+                    )
+            path = self.base / "logs-copy.db"
         db = sqlite3.connect(path)
         try:
             rows = db.execute(
@@ -482,12 +628,17 @@ class Campaign:
         for run in self.runs:
             row = totals[run.route]
             row["runs"] += 1
-            row["kills"] += run.killed
+            row["stopped"] += run.killed
+            row["sent > 1 s after the stop"] += run.late
+            if not run.killed:
+                row["longest run not stopped (s)"] = max(
+                    row["longest run not stopped (s)"], round(run.elapsed, 1)
+                )
             row["recovery kills"] += run.recovery_killed
             row["hung"] += run.hung
             row["temporary files left"] += len(list(run.folder.glob(".imagen4-*")))
         for key, count in on_disk.items():
-            totals[runs[self._run_number(owner[key], sold)].route]["bought twice"] += (
+            totals[runs[self._run_number(owner[key], sold)].route]["saved twice"] += (
                 count - 1
             )
         earlier: dict[tuple[int, str], list[bool]] = defaultdict(list)
@@ -559,7 +710,7 @@ class Campaign:
 
     def check_outputs(self) -> None:
         for run in self.runs:
-            stderr = (run.folder / "stderr").read_text(errors="replace")
+            stderr = (run.notes / "stderr").read_text(errors="replace")
             outputs = [("stopped run", run.exit_code or 0, stderr), *run.recovery]
             for name, code, text in outputs:
                 last = text.strip().splitlines()[-1] if text.strip() else ""
@@ -587,7 +738,17 @@ class Campaign:
                     f"run {run.number} ({run.route}, {run.stage}, {run.signal_name}):"
                     f" still running {EXIT_GRACE:g} s after the signal"
                 )
-            if not run.killed and run.exit_code:
+            if run.late:
+                self.problems.append(
+                    f"run {run.number} ({self._describe(run)}): {run.late} "
+                    f"requests sent more than {STOP_GRACE:g} s after the stop"
+                )
+            if self.storm and not run.killed and run.elapsed > STORM_LIMIT:
+                self.problems.append(
+                    f"run {run.number} ({run.route}): took {run.elapsed:.0f} s"
+                )
+            refused = self.storm and REFUSED_MARK in stderr
+            if not run.killed and run.exit_code and not refused:
                 self.problems.append(
                     f"run {run.number} ({run.route}): exited {run.exit_code} "
                     "before it was stopped"
@@ -595,9 +756,10 @@ class Campaign:
         for run in self.runs:
             # A SIGKILL (or a second Ctrl-C: stop at once) leaves its
             # temporary files for a later run of the plugin in that folder
-            # to remove once they are an hour old; a single Ctrl-C or
-            # SIGTERM must remove them itself.
-            if run.signal_name in ("INT", "TERM"):
+            # to remove once they are an hour old; anything else (a single
+            # Ctrl-C or SIGTERM, a full disk, a storm) must remove them.
+            outright = run.signal_name in ("KILL", "INT x2") or run.recovery_killed
+            if not outright:
                 for part in run.folder.glob(".imagen4-*"):
                     self.problems.append(f"left behind: {part}")
         journal = self.user / "imagen4" / "unfinished"
@@ -618,8 +780,21 @@ class Campaign:
             self.problems.append(f"journal temporary file left at the end: {path}")
 
 
-COLUMNS = ("runs", "kills", "paid", "saved", "in flight", "lost", "bought twice")
+COLUMNS = (
+    "runs",
+    "stopped",
+    "paid",
+    "saved",
+    "in flight",
+    "lost",
+    "bought twice",
+    "saved twice",
+)
+# Counted as the largest of the runs', not their sum.
+LARGEST = ("ms from answer to stop (max)", "longest run not stopped (s)")
 EXTRA = (
+    "sent > 1 s after the stop",
+    "longest run not stopped (s)",
     "recovery kills",
     "history behind",
     "hung",
@@ -630,7 +805,7 @@ EXTRA = (
 )
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=60, help="how many runs (60)")
     parser.add_argument("--seed", type=int, help="for the random choices")
@@ -646,55 +821,128 @@ def main() -> None:
         action="store_true",
         help="also SIGKILL the first recovery step of half the runs",
     )
+    parser.add_argument(
+        "--disk",
+        choices=["full"],
+        help="full: disks that fill up at each run's stage, instead of a signal",
+    )
+    parser.add_argument(
+        "--retry-after",
+        choices=["storm"],
+        help="storm: 429s asking for waits honoured and refused",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = arguments()
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     rng = random.Random(seed)
     routes = [r.strip() for r in args.routes.split(",")]
     base = Path(tempfile.mkdtemp(prefix="imagen4-faults-"))
-    campaign = Campaign(base, rng, args.kill_recovery)
-    started = time.monotonic()
-    try:
-        for number in range(1, args.runs + 1):
-            route = rng.choice(routes)
-            name, signals = rng.choice(SIGNALS[args.signal])
-            run = campaign.plan(number, route, name)
-            campaign.runs.append(run)
-            campaign.execute(run, signals)
-            print(
-                f"run {number:3d}/{args.runs}: {route:15s} {run.stage:13s} {name:6s}"
-                + (" stopped" if run.killed else " ended first")
-                + (f" (exit {run.exit_code})" if run.killed else ""),
-                file=sys.stderr,
-                flush=True,
-            )
-        final = subprocess.run(
-            [sys.executable, "-m", "llm", "imagen4", "download"],
-            cwd=base,
-            env=campaign.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
+    with contextlib.ExitStack() as stack:
+        namespace = None
+        if args.disk:
+            try:
+                namespace = stack.enter_context(
+                    small_disks(base / "mounts", USER_DISK, OUTPUT_DISK)
+                )
+            except Unavailable as ex:
+                print(f"--disk full: {ex}; nothing was run")
+                shutil.rmtree(base, ignore_errors=True)
+                return
+        campaign = Campaign(
+            base, rng, args.kill_recovery, namespace, args.retry_after == "storm"
         )
-        campaign.final_output = final.stderr
-        if final.returncode != 0 or "Traceback" in final.stderr:
-            campaign.problems.append(f"final download: {final.stderr.strip()}")
-        campaign.check_outputs()
-        totals = campaign.tally()
-    finally:
-        campaign.fake.close()
+        started = time.monotonic()
+        try:
+            campaign_runs(campaign, args, routes)
+            totals = campaign.tally()
+        finally:
+            campaign.fake.close()
+        report(campaign, args, seed, totals, time.monotonic() - started)
+        problems = campaign.problems
+        if args.keep or problems:
+            # The disks' files are copied out before the namespace ends.
+            if namespace:
+                for n, disk in enumerate(namespace.disks):
+                    shutil.copytree(disk.path, base / f"disk{n}-copy", symlinks=True)
+            print(f"\nwork folder kept: {base}")
+    if not (args.keep or problems):
+        shutil.rmtree(base, ignore_errors=True)
+    if problems:
+        sys.exit(1)
+
+
+def campaign_runs(
+    campaign: Campaign, args: argparse.Namespace, routes: list[str]
+) -> None:
+    """Every run, then the last ``download``, then the outputs checked."""
+    rng = campaign.rng
+    signals_of = SIGNALS[args.signal]
+    if campaign.namespace:
+        signals_of = [("disk full", [])]
+    elif campaign.storm:
+        signals_of = [*signals_of, ("none", [])]
+    for number in range(1, args.runs + 1):
+        route = rng.choice(routes)
+        if campaign.storm and "batch" in routes and rng.random() < 0.5:
+            route = "batch"
+        name, signals = rng.choice(signals_of)
+        run = campaign.plan(number, route, name)
+        campaign.runs.append(run)
+        campaign.execute(run, signals)
+        print(
+            f"run {number:3d}/{args.runs}: {route:15s} {run.stage:13s} {name:9s}"
+            + (f" {run.fill[0]}, {run.fill[1]} B left" if run.fill else "")
+            + (" stopped" if run.killed else " ended first")
+            + f" (exit {run.exit_code}, {run.elapsed:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+    final = subprocess.run(
+        campaign._llm(["imagen4", "download"], campaign.base),
+        cwd=campaign.base,
+        env=campaign.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    campaign.final_output = final.stderr
+    if final.returncode != 0 or "Traceback" in final.stderr:
+        campaign.problems.append(f"final download: {final.stderr.strip()}")
+    campaign.check_outputs()
+
+
+def report(
+    campaign: Campaign,
+    args: argparse.Namespace,
+    seed: int,
+    totals: dict[str, Counter],
+    seconds: float,
+) -> None:
+    """The table, the other counts, and the problems."""
     total: Counter = Counter()
     for row in totals.values():
         for name, value in row.items():
-            if name.startswith("ms "):
+            if name in LARGEST:
                 total[name] = max(total[name], value)
             else:
                 total[name] += value
+    mode = (
+        "disk full"
+        if args.disk
+        else f"signal {args.signal}"
+        + (", Retry-After storm" if args.retry_after else "")
+    )
+    flags = f"--runs {args.runs} --seed {seed}"
+    flags += " --disk full" if args.disk else f" --signal {args.signal}"
+    flags += " --retry-after storm" if args.retry_after else ""
+    flags += " --kill-recovery" if args.kill_recovery else ""
     print(
-        f"{args.runs} runs, signal {args.signal}, seed {seed}, "
-        f"{time.monotonic() - started:.0f} s; "
-        f"python benchmarks/faults.py --runs {args.runs} --signal {args.signal} "
-        f"--seed {seed}" + (" --kill-recovery" if args.kill_recovery else "")
+        f"{args.runs} runs, {mode}, seed {seed}, {seconds:.0f} s; "
+        f"python benchmarks/faults.py {flags}"
     )
     print()
     print("| route | " + " | ".join(COLUMNS) + " |")
@@ -702,7 +950,8 @@ def main() -> None:
     for route in ROUTES:
         if route in totals:
             row = totals[route]
-            print(f"| `{route}` | " + " | ".join(str(row[c]) for c in COLUMNS) + " |")
+            label = "llm imagen4 batch" if route == "batch" else route
+            print(f"| `{label}` | " + " | ".join(str(row[c]) for c in COLUMNS) + " |")
     print("| total | " + " | ".join(str(total[c]) for c in COLUMNS) + " |")
     print()
     print(
@@ -715,7 +964,7 @@ def main() -> None:
         "stopped at: "
         + ", ".join(
             f"{stage} {stages[(stage, True)]}/{stages[(stage, True)] + stages[(stage, False)]}"
-            for stage in STAGES
+            for stage in sorted({run.stage for run in campaign.runs})
         )
     )
     if campaign.problems:
@@ -723,12 +972,6 @@ def main() -> None:
         print(f"{len(campaign.problems)} problems:")
         for problem in campaign.problems:
             print(f"- {problem}")
-    if args.keep or campaign.problems:
-        print(f"\nwork folder kept: {base}")
-    else:
-        shutil.rmtree(base, ignore_errors=True)
-    if campaign.problems:
-        sys.exit(1)
 
 
 if __name__ == "__main__":
