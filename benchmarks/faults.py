@@ -80,6 +80,7 @@ import io
 import json
 import os
 import random
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -87,6 +88,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,6 +126,7 @@ LEAVES = (0, 2048, 6144, 12288, 24576)
 HONOURED_WAITS = ("0", "0.5", "1")
 REFUSED_WAITS = ("inf", "99999999999", "Sat, 01 Jan 2500 00:00:00 GMT")
 REFUSED_MARK = "the server asked to wait too long"
+IMPORT_MARK = "to log it from the images: "
 # How long a storm run that is not stopped may take.
 STORM_LIMIT = 30.0
 # After a first Ctrl-C or SIGTERM, nothing may reach the API later than this.
@@ -170,6 +173,9 @@ class Run:
     recovery_killed: bool = False
     elapsed: float = 0.0
     late: int = 0  # requests that arrived STOP_GRACE after the stop
+    # Generations whose images the printed curl commands fetched: neither
+    # journal nor logs.db could keep them.
+    fetched_by_hand: set[str] = field(default_factory=set)
 
 
 class Campaign:
@@ -421,11 +427,12 @@ class Campaign:
         run.exit_code = proc.returncode
         out.close()
         err.close()
-        run.late = sum(
-            1
-            for request in fake.generations[before[0] :]
-            if request.at > run.killed_at + STOP_GRACE
-        )
+        if signals and signals[0] in (signal.SIGINT, signal.SIGTERM):
+            run.late = sum(
+                1
+                for request in fake.generations[before[0] :]
+                if request.at > run.killed_at + STOP_GRACE
+            )
         fake.state.api_faults.clear()
         if self.namespace:
             for disk in self.namespace.disks:
@@ -434,13 +441,14 @@ class Campaign:
         self._snapshot(run)
         # Recovery runs without latency: it is not what is measured.
         fake.state.delay = fake.state.download_delay = 0.0
+        told = self._follow_hints(run)
         steps = [["imagen4", "download"]]
         if run.route == "batch":
             again = run.command
             steps = [steps[0], again] if self.rng.random() < 0.5 else [again, steps[0]]
         if self.kill_recovery and self.rng.random() < 0.5:
             self._killed_recovery(run, steps[0], self.rng.uniform(0.0, 0.15))
-        for step in steps:
+        for step in [*told, *steps]:
             result = subprocess.run(
                 self._llm(step, run.cwd),
                 cwd=self._cwd(run.cwd),
@@ -456,6 +464,37 @@ class Campaign:
                 f"{result.stdout}{result.stderr}"
             )
         self._quiesce()
+
+    def _follow_hints(self, run: Run) -> list[list[str]]:
+        """What the stopped run told the user to do beyond ``download``:
+        the ``curl`` commands of images not saved whose journal could not
+        be written are carried out here (with urllib), and the ``import``
+        that logs images whose turn could not be logged is returned, to run
+        first."""
+        stderr = (run.notes / "stderr").read_text(errors="replace")
+        unsaved = {
+            word.strip("()")
+            for line in stderr.splitlines()
+            if "was not saved" in line
+            for word in line.split()
+            if "://" in word
+        }
+        for line in stderr.splitlines():
+            if "curl -fL -o " not in line:
+                continue
+            words = shlex.split(line.split("curl ", 1)[1])
+            if words[-1] not in unsaved:
+                continue
+            target = run.folder / Path(words[words.index("-o") + 1]).name
+            if not target.exists():
+                with urllib.request.urlopen(words[-1]) as answer:
+                    target.write_bytes(answer.read())
+                run.fetched_by_hand.add(target.stem.rsplit("-", 1)[-1])
+        return [
+            shlex.split(line.split(IMPORT_MARK, 1)[1])[1:]
+            for line in stderr.splitlines()
+            if IMPORT_MARK in line
+        ][:1]
 
     def _killed_recovery(self, run: Run, step: list[str], after: float) -> None:
         """The first step of the recovery, SIGKILLed ``after`` seconds after
@@ -687,7 +726,9 @@ class Campaign:
             elif earlier[request]:
                 row["bought again after an answer in flight"] += len(keys)
             earlier[request].append(g["kept"])
-            if g["kept"] and not unsaved:
+            if g["generation_id"] in run.fetched_by_hand:
+                row["fetched by the printed curl, not in the history"] += len(keys)
+            elif g["kept"] and not unsaved:
                 statuses = logged.get(g["generation_id"])
                 if statuses is None or any(s != "saved" for s in statuses):
                     row["history behind"] += 1
@@ -794,6 +835,7 @@ COLUMNS = (
 LARGEST = ("ms from answer to stop (max)", "longest run not stopped (s)")
 EXTRA = (
     "sent > 1 s after the stop",
+    "fetched by the printed curl, not in the history",
     "longest run not stopped (s)",
     "recovery kills",
     "history behind",

@@ -216,7 +216,7 @@ def _heard(
 ) -> None:
     """llm (or the caller) logged the turn in ``path``, or could not."""
     if ex is not None:
-        notify(recovery.not_logged_line(generation_id, record, ex))
+        notify(recovery.not_logged_line(generation_id, record, ex, path))
         recovery.logged(generation_id, ok=False)
         return
     if path is not None:
@@ -238,7 +238,7 @@ def log(
     try:
         index.log_response(response, path, thread)
     except (sqlite3.Error, OSError) as ex:
-        _heard(response.id, record_of(response), None, ex)
+        _heard(response.id, record_of(response), path, ex)
         return
     recovery.logged(response.id)
 

@@ -408,9 +408,15 @@ def _record_lost(tracked: Tracked, listed: ledger.Listed) -> Settled:
     return Settled(f"{line}; it is in the history as lost", listed=listed)
 
 
-def not_logged_line(generation_id: str, record: GenerationRecord, ex: Exception) -> str:
+def not_logged_line(
+    generation_id: str,
+    record: GenerationRecord,
+    ex: Exception,
+    database: Path | None = None,
+) -> str:
     """What a logs database that could not be written leaves: what is saved,
-    and whether ``download`` can log it later (only from the journal)."""
+    and how to log it later: ``download`` from the journal, or else
+    ``import`` from the record written into each saved image."""
     saved = len(record.images) - len(record.unsaved())
     line = f"Could not log the turn ({ex}); " + (
         "the images are saved"
@@ -418,7 +424,24 @@ def not_logged_line(generation_id: str, record: GenerationRecord, ex: Exception)
         else f"{saved} of {len(record.images)} images are saved"
     )
     if not keeps(generation_id):
-        return line + ", and the recovery journal could not keep it to log later"
+        line += ", and the recovery journal could not keep it to log later"
+        if not saved:
+            return line
+        from llm.cli import logs_db_path
+
+        elsewhere = database and database.absolute() != logs_db_path().absolute()
+        folders = sorted({str(path.parent) for path in record.saved_paths()})
+        return (
+            line
+            + "; to log it from the images: "
+            + command(
+                "llm",
+                "imagen4",
+                "import",
+                *folders,
+                *(["-d", str(database)] if elsewhere else []),
+            )
+        )
     return (
         line
         + ", and "

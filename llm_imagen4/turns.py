@@ -102,11 +102,14 @@ def hear_logging(
 
     def log_and_tell(db: Any) -> None:
         try:
+            name = db.execute("PRAGMA database_list").fetchone()[2]
+        except sqlite3.Error:
+            name = None
+        try:
             log_to_db(db)
         except (sqlite3.Error, OSError) as ex:
-            heard(None, ex)
+            heard(Path(name) if name else None, ex)
         else:
-            name = db.execute("PRAGMA database_list").fetchone()[2]
             heard(Path(name) if name else None, None)
         context = _prompt_context()
         if context is not None and record.unsaved():

@@ -133,3 +133,41 @@ def test_a_full_output_folder_leaves_no_temporary_file(fake, space, tmp_path):
     assert journal_ids(fake) == []
     [record] = turns(user, tmp_path).values()
     assert [image["status"] for image in record["images"]] == ["saved"]
+
+
+def test_a_user_folder_full_from_the_start_is_logged_by_import_and_bought_once(
+    fake, space, tmp_path
+):
+    # Room for logs.db to be opened, not for the journal or the turn: the
+    # images are saved with their records, and the one line says how to
+    # log them from those.
+    user, out = space.disks
+    assert run(space, "imagen4", "history")[0] == 0  # the index made
+    user.fill(leave=4096)
+    code, stdout, stderr = run(
+        space, "imagen4", "two herons", "-n", "2", "--seed", "7", "-o", out.inside
+    )
+    assert "Traceback" not in stderr
+    assert len(stdout.splitlines()) == 2, stderr
+    [hint] = [
+        line.split("to log it from the images: ", 1)[1]
+        for line in stderr.splitlines()
+        if "to log it from the images: " in line
+    ]
+    assert hint == f"llm imagen4 import {out.inside}"
+    user.free()
+    code, _, err = run(space, *hint.split()[1:])
+    assert code == 0, err
+    [record] = turns(user, tmp_path).values()
+    assert record["request"]["prompt"] == "two herons" and record["seed"] == 7
+    # A batch of the same request finds it done, and buys nothing.
+    (out.path / "rows.jsonl").write_text(
+        '{"prompt": "two herons", "num_images": 2, "seed": 7}\n'
+    )
+    code, _, err = run(
+        space, "imagen4", "batch", out.inside / "rows.jsonl", "-o", out.inside
+    )
+    assert code == 0, err
+    assert "0 generated, 0 recovered, 1 skipped (already done)" in err
+    assert len(fake.generations) == 1
+    assert images_in(out.path) == ["two-herons-2.png", "two-herons.png"]
