@@ -129,9 +129,10 @@ def slugify(text: str) -> str:
 
 def new_file(folder: Path, prefix: str = PART_PREFIX, suffix: str = PART_SUFFIX):
     """A new temporary file in ``folder``, open for writing, made with the
-    mode any new file gets."""
+    mode any new file gets. Its name carries the writing process's id, so
+    that a sweep can tell a killed writer's file from a running one's."""
     while True:
-        path = folder / f"{prefix}{secrets.token_hex(8)}{suffix}"
+        path = folder / f"{prefix}{os.getpid()}-{secrets.token_hex(8)}{suffix}"
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
@@ -180,7 +181,9 @@ def _check_writable(folder: Path, shown: str) -> None:
 
 
 def remove_stale_parts(folder: Path, now: float | None = None) -> None:
-    """Remove temporary files that a killed process left in ``folder``."""
+    """Remove temporary files that a killed process left in ``folder``: any
+    older than an hour, and at once one that already has an image's name
+    (a second hard link) whose writer is no longer running."""
     cutoff = (now or time.time()) - STALE_PART_SECONDS
     try:
         leftovers = list(folder.glob(f"{PART_PREFIX}*{PART_SUFFIX}"))
@@ -188,10 +191,25 @@ def remove_stale_parts(folder: Path, now: float | None = None) -> None:
         return
     for path in leftovers:
         try:
-            if path.lstat().st_mtime < cutoff:
+            stat = path.lstat()
+            if stat.st_mtime < cutoff or (stat.st_nlink > 1 and _orphaned(path)):
                 path.unlink()
         except OSError:
             pass
+
+
+def _orphaned(part: Path) -> bool:
+    """Whether the process named in a temporary file's name has ended."""
+    pid = part.name[len(PART_PREFIX) :].partition("-")[0]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 import os
 import stat
+import subprocess
+import sys
 import threading
 import time
 
@@ -232,3 +234,31 @@ def test_stale_temporary_files_are_removed_when_writing_there(tmp_path):
         [fresh.name, other.name]
     )
     Destination(tmp_path / "sub", "x").create()  # a folder written to is cleaned
+
+
+def test_a_named_temporary_of_a_killed_writer_is_removed_at_once(tmp_path):
+    # Killed between naming an image (a hard link) and removing its
+    # temporary: the temporary is the image under a second name, and goes
+    # at the next sweep, however fresh. A running writer's is left alone.
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead, alive = int(ended.stdout), os.getppid()
+    image = tmp_path / "x.png"
+    image.write_bytes(b"image")
+    named = {
+        pid: tmp_path / f".imagen4-{pid}-0123456789abcdef.part.meta.part"
+        for pid in (dead, alive)
+    }
+    for part in named.values():
+        os.link(image, part)
+    unnamed = tmp_path / f".imagen4-{dead}-fedcba9876543210.part"
+    unnamed.write_bytes(b"half an image")
+    remove_stale_parts(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [image.name, named[alive].name, unnamed.name]
+    )
+    assert image.read_bytes() == b"image"
