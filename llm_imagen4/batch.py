@@ -315,9 +315,11 @@ def _dry_run(todo: list[Job], tally: Tally) -> Outcome:
         for job in todo
     ]
     summary = (
-        f"{len(todo)} requests would be sent; {tally.recovered} rows would be "
-        f"finished from the journal, {tally.skipped} rows already done, "
-        f"{tally.failed} rows with errors (a row without a seed gets one when sent)"
+        f"{_count(len(todo), 'request')} would be sent; "
+        f"{_count(tally.recovered, 'row')} would be finished from the journal, "
+        f"{_count(tally.skipped, 'row')} already done, "
+        f"{_count(tally.failed, 'row')} with errors "
+        "(a row without a seed gets one when sent)"
     )
     return Outcome(
         summary,
@@ -360,7 +362,8 @@ def _summary(
     key: str | None,
 ) -> Outcome:
     summary = (
-        f"{total} rows: {tally.generated} generated, {tally.recovered} recovered, "
+        f"{_count(total, 'row')}: {tally.generated} generated, "
+        f"{tally.recovered} recovered, "
         f"{tally.skipped} skipped (already done), {tally.failed} failed"
     )
     if unsent:

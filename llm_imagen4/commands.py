@@ -145,7 +145,7 @@ def _from_history(
     db = history.open_db(database)
     logged = history.turn(db, generation_id) if db else None
     if logged is None:
-        raise llm.ModelError(f"No image file or generation id {generation_id}")
+        raise _not_in_history(generation_id, "No image file or generation id")
     made = logged.record
     enhanced = next((i.enhanced_prompt for i in made.images if i.enhanced_prompt), None)
     spec = specs.SPECS_BY_ID[logged.model]
@@ -169,6 +169,19 @@ def _open(database: Path | None) -> Any:
         return history.open_db(database)
     except Exception as ex:  # noqa: BLE001 - any database error is one line
         raise llm.ModelError(str(ex)) from None
+
+
+def _not_in_history(
+    generation_id: str, unknown: str = "No generation with id"
+) -> llm.ModelError:
+    """The error for an id the history does not have: one the recovery
+    journal still holds is a generation not finished yet."""
+    if journal.load(generation_id) is not None:
+        return llm.ModelError(
+            f"{generation_id} is not finished yet; finish it with: "
+            + command("llm", "imagen4", "download", generation_id)
+        )
+    return llm.ModelError(f"{unknown} {generation_id}")
 
 
 def _model_id(model_name: str | None) -> str | None:
@@ -218,7 +231,7 @@ def show(generation_id: str, database: Path | None) -> Shown:
     db = _open(database)
     entry = history.generation(db, generation_id) if db else None
     if entry is None:
-        raise llm.ModelError(f"No generation with id {generation_id}")
+        raise _not_in_history(generation_id)
     logged = history.turn(db, generation_id)
     record = logged.record if logged else None
     data = dataclasses.asdict(entry)

@@ -50,8 +50,8 @@ def _option(name: str) -> Callable:
     if field.annotation == bool | None:
         if not any("/" in f for f in flags):
             flags = [f"--{name.replace('_', '-')}/--no-{name.replace('_', '-')}"]
-        return click.option(*flags, name, default=None, help=field.description)
-    return click.option(*flags, name, type=_click_type(name), help=field.description)
+        return click.option(*flags, name, default=None, help=specs.help_of(name))
+    return click.option(*flags, name, type=_click_type(name), help=specs.help_of(name))
 
 
 def apply(decorators: list[Callable]) -> Callable[[Callable], Callable]:

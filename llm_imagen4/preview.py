@@ -33,16 +33,17 @@ DRAWING_TERMINALS = "kitty, WezTerm, Ghostty and iTerm2"
 def protocol(environ: Mapping[str, str]) -> str | None:
     """The protocol the terminal in ``environ`` speaks, if any.
 
-    ``TERM`` is set by the terminal the program runs in, so it is read first;
-    tmux and screen pass no images on, whatever terminal they run in; then
-    ``TERM_PROGRAM``; and last kitty's ``KITTY_WINDOW_ID``, which anything
-    started from kitty inherits, other terminals included."""
+    tmux and screen pass no images on, whatever terminal they run in and
+    whatever ``TERM`` they were told to set, so they are ruled out first.
+    ``TERM`` is set by the terminal the program runs in, so it is read next;
+    then ``TERM_PROGRAM``; and last kitty's ``KITTY_WINDOW_ID``, which
+    anything started from kitty inherits, other terminals included."""
     term = environ.get("TERM", "")
     program = environ.get("TERM_PROGRAM", "")
+    if environ.get("TMUX") or program == "tmux" or term.startswith(("screen", "tmux")):
+        return None
     if term in ("xterm-kitty", "xterm-ghostty"):
         return KITTY
-    if environ.get("TMUX") or term.startswith(("screen", "tmux")):
-        return None
     if program == "iTerm.app":
         return ITERM2
     if program in ("WezTerm", "ghostty") or environ.get("KITTY_WINDOW_ID"):

@@ -35,11 +35,23 @@ DEFAULT_TIMEOUT = 300.0
 TIMEOUT_MAX = 3600.0
 
 
-def option(description: str, *flags: str, **constraints: Any) -> Any:
+def option(
+    description: str, *flags: str, across: str | None = None, **constraints: Any
+) -> Any:
     """A model option: ``flags`` are its command-line spellings, where they
-    are not simply ``--name-with-hyphens``."""
-    extra = {"flags": list(flags)} if flags else None
-    return Field(None, description=description, json_schema_extra=extra, **constraints)
+    are not simply ``--name-with-hyphens``; ``across`` describes it for
+    every model at once, where the models differ."""
+    extra: dict[str, Any] = {"flags": list(flags)} if flags else {}
+    if across:
+        extra["across"] = across
+    return Field(
+        None, description=description, json_schema_extra=extra or None, **constraints
+    )
+
+
+INLINE = (
+    "Ask for each image inside the answer instead of by URL, which saves a round trip"
+)
 
 
 class Imagen4Options(llm.Options):
@@ -53,7 +65,8 @@ class Imagen4Options(llm.Options):
         "How many images, 1 to 4 (default 1)", "-n", "--num-images", ge=1, le=4
     )
     seed: int | None = option(
-        "Seed, 0 (imagen4: 1) to 4294967295; drawn at random when not given",
+        "Seed, 0 to 4294967295; drawn at random when not given",
+        across="Seed, 0 (imagen4: 1) to 4294967295; drawn at random when not given",
         ge=0,
         le=SEED_MAX,
     )
@@ -71,9 +84,9 @@ class Imagen4Options(llm.Options):
         "Add an invisible watermark (default false)", "--watermark/--no-watermark"
     )
     inline: bool | None = option(
-        "Ask for each image inside the answer instead of by URL, which saves a "
-        "round trip (default true, false on imagen4)",
+        f"{INLINE} (default true)",
         "--inline/--no-inline",
+        across=f"{INLINE} (default true, false on imagen4)",
     )
     output: str | None = option(
         "Folder to save into (created if missing), or a file name for one "
@@ -104,6 +117,7 @@ class PreviewOptions(Imagen4Options):
         "Seed, 1 to 4294967295; drawn at random when not given", ge=1, le=SEED_MAX
     )
     negative_prompt: str | None = option("What to leave out of the image")
+    inline: bool | None = option(f"{INLINE} (default false)", "--inline/--no-inline")
 
 
 # How to run a generation: never sent, and never taken from an image file.
@@ -174,6 +188,13 @@ PREVIEW_NEWER_ONLY = (
 OPTION_FIELDS = {
     name: field for spec in SPECS for name, field in spec.options.model_fields.items()
 }
+
+
+def help_of(name: str) -> str:
+    """What an option does, said for every model."""
+    field = OPTION_FIELDS[name]
+    extra = field.json_schema_extra or {}
+    return extra.get("across") or field.description  # type: ignore[union-attr,return-value]
 
 
 def flags_of(name: str) -> list[str]:

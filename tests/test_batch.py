@@ -49,6 +49,8 @@ def test_plain_text_one_prompt_a_line(fake, llm_cli):
         "2 rows: 2 generated, 0 recovered, 0 skipped (already done), 0 failed"
         in result.stderr
     )
+    result = llm_cli("imagen4", "batch", write(fake, "one.txt", "a grey heron\n"))
+    assert "1 row: 1 generated, 0 recovered" in result.stderr
 
 
 def test_jsonl_rows_carry_their_own_fields(fake, llm_cli, logs_db):
@@ -187,7 +189,7 @@ def test_dry_run_prints_the_exact_requests_and_sends_nothing(fake, llm_cli):
     # A seed drawn now would not be the one sent: none is shown.
     assert "seed" not in bodies[0] and bodies[1]["seed"] == 9
     assert "2 requests would be sent" in result.stderr
-    assert "1 rows already done, 0 rows with errors" in result.stderr
+    assert "1 row already done, 0 rows with errors" in result.stderr
     assert result.stderr.endswith(
         "Estimated cost: $0.12 for 2 images at $0.06 an image\n"
     )

@@ -320,15 +320,23 @@ def test_options_are_listed(fake, llm_cli):
     listed = llm_cli("imagen4", "models").stdout
     assert "imagen4: google/imagen4/preview (default)" in listed
     assert "prompt: up to 400 characters" in listed
+    # Each model's own range and default; the shared flags say both.
+    assert "Seed, 1 to 4294967295" in preview and "Seed, 0 to 4294967295" in fast
+    assert "round trip (default false)" in " ".join(preview.split())
+    assert "round trip (default true)" in " ".join(fast.split())
+    assert "imagen4: 1" not in listed + preview + fast
+    assert "false on imagen4" not in listed + preview + fast
+    shared = llm_cli("imagen4", "generate", "--help").stdout
+    assert "0 (imagen4: 1) to" in shared and "false on imagen4" in shared
 
 
 def test_subcommand_flags_come_from_the_models_options(fake, llm_cli):
     from llm_imagen4 import flags, specs
 
-    for name, field in flags.OPTION_FIELDS.items():
-        shown = llm_cli("imagen4", "generate", "--help").stdout
+    shown = llm_cli("imagen4", "generate", "--help").stdout
+    for name in flags.OPTION_FIELDS:
         assert flags.flag(name) in shown
-        assert field.description.split()[0] in shown
+        assert specs.help_of(name).split()[0] in shown
     assert set(flags.OPTION_FIELDS) == {
         name for spec in specs.SPECS for name in spec.options.model_fields
     }

@@ -236,6 +236,9 @@ def test_only_a_regular_file_within_the_cap_is_drawn(fake, made):
         ({"TERM": "tmux-256color", "KITTY_WINDOW_ID": "3"}, None),
         ({"TERM": "screen", "TERM_PROGRAM": "iTerm.app"}, None),
         ({"TMUX": "/tmp/tmux-0/default", "TERM_PROGRAM": "WezTerm"}, None),
+        # tmux told to set TERM=xterm-kitty still passes no images on.
+        ({"TMUX": "/tmp/tmux-0/default", "TERM": "xterm-kitty"}, None),
+        ({"TERM_PROGRAM": "tmux", "TERM": "xterm-kitty"}, None),
         ({"TERM": "xterm-256color", "TERM_PROGRAM": "Apple_Terminal"}, None),
         ({}, None),
     ],

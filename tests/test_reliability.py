@@ -193,6 +193,14 @@ def test_a_process_killed_while_waiting_leaves_the_request_id_to_ask_about(
     finally:
         proc.kill()
     [generation_id] = journal_ids(fake)
+    # Not in the history yet: show and rerun say how to finish it.
+    for verb in ("show", "rerun"):
+        unfinished = llm_cli("imagen4", verb, generation_id)
+        assert unfinished.exit_code == 1
+        assert unfinished.output == (
+            f"Error: {generation_id} is not finished yet; finish it with: "
+            f"llm imagen4 download {generation_id}\n"
+        )
     fake.release.set()
     poll(lambda: fake.log)
     result = llm_cli("imagen4", "download")
