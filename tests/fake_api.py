@@ -364,8 +364,6 @@ class FakeAPI:
                 except jsonschema.ValidationError as ex:
                     fake._log(request_id, "failed", 0, asked, arrived)
                     where = ".".join(str(p) for p in ex.absolute_path) or "body"
-                    if ex.validator == "additionalProperties":
-                        where = ex.message
                     return self._error(
                         400, f"Body validation error! {where}: {ex.message}"
                     )

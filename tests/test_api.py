@@ -270,6 +270,7 @@ def test_a_refused_field_says_which_schema_the_server_follows(fake, llm_cli):
     result = llm_cli("imagen4", "a", "--no-enhance-prompt")
     assert result.exit_code == 1
     assert "Body validation error" in result.output
+    assert result.output.count("'enhance_prompt' was unexpected") == 1, result.output
     assert "the server follows the preview's page schema (2025-08)" in result.output
     fake.reset()
     fake.state.preview_2026 = True
