@@ -511,18 +511,20 @@ def test_a_row_bought_again_is_said_and_its_earlier_request_settled(fake, llm_cl
     poll(lambda: len(fake.state.service.log) == 1)  # made, and charged
     [earlier] = journal_ids(fake)
     fake.state.delay = 0.3
-    second = start_llm(fake.work, "imagen4", "batch", path, "-j", "1", "--json")
-    try:
-        poll(lambda: len(fake.generations) == 2)
+
+    def publish_once_the_batch_goes_on():
         # The log lists the earlier request while the batch goes on.
+        poll(lambda: len(fake.generations) == 2)
         fake.state.service.lagging = False
         fake.state.service.publish()
-        out, err = second.communicate(timeout=60)
-    finally:
-        second.kill()
-    err = err.decode()
-    assert second.returncode == 0, err
-    rows = {row["prompt"]: row for row in map(json.loads, out.splitlines())}
+
+    publisher = threading.Thread(target=publish_once_the_batch_goes_on)
+    publisher.start()
+    second = llm_cli("imagen4", "batch", path, "-j", "1", "--json")
+    publisher.join(30)
+    err = second.stderr
+    assert second.exit_code == 0, err
+    rows = {row["prompt"]: row for row in map(json.loads, second.stdout.splitlines())}
     assert rows["a kite"]["status"] == "done"
     assert rows["a kite"]["earlier"]["id"] == earlier
     assert "not known yet" in rows["a kite"]["earlier"]["what"]

@@ -363,8 +363,8 @@ def test_import_in_a_process_makes_its_database_as_llm_does(
     result = llm_process("imagen4", "import", "lib", "-d", str(target), cwd=fake.work)
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode().splitlines() == made
-    shown = llm_process("imagen4", "history", "--json", "-d", str(target))
+    shown = llm_cli("imagen4", "history", "--json", "-d", str(target))
     assert [e["prompt"] for e in json.loads(shown.stdout)] == ["a lighthouse"]
-    logged = llm_process("logs", "-d", str(target), "--json")
+    logged = llm_cli("logs", "-d", str(target), "--json")
     [turn] = json.loads(logged.stdout)
     assert turn["model"] == "imagen4"

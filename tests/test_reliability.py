@@ -151,10 +151,10 @@ def test_the_429_wait_keeps_a_jitter_per_request():
 
 
 def test_a_slow_drip_answer_ends_at_the_timeout(fake, llm_cli):
-    fake.plan_api(generate=True, drip=0.3)
-    result = llm_cli("imagen4", "a", "--timeout", "1")
+    fake.plan_api(generate=True, drip=0.2)
+    result = llm_cli("imagen4", "a", "--timeout", "0.5")
     assert result.exit_code == 1
-    assert "No whole answer from the API within 1 s" in result.output
+    assert "No whole answer from the API within 0.5 s" in result.output
     assert len(fake.generations) == 1
 
 
