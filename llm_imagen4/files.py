@@ -6,6 +6,7 @@ half-written under a real name. Files get the mode any new file gets (0666 less 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -182,20 +183,31 @@ def _check_writable(folder: Path, shown: str) -> None:
 
 def remove_stale_parts(folder: Path, now: float | None = None) -> None:
     """Remove temporary files that a killed process left in ``folder``: any
-    older than an hour, and at once one that already has an image's name
-    (a second hard link) whose writer is no longer running."""
+    older than an hour, and at once those of an image that already has its
+    name (its temporary file is a second hard link of it) whose writer is
+    no longer running: that file, and the one the image arrived in."""
     cutoff = (now or time.time()) - STALE_PART_SECONDS
     try:
-        leftovers = list(folder.glob(f"{PART_PREFIX}*{PART_SUFFIX}"))
+        found = list(folder.glob(f"{PART_PREFIX}*{PART_SUFFIX}"))
     except OSError:
         return
-    for path in leftovers:
-        try:
-            stat = path.lstat()
-            if stat.st_mtime < cutoff or (stat.st_nlink > 1 and _orphaned(path)):
+    leftovers = {path: stat for path in found if (stat := _lstat(path)) is not None}
+    named = {
+        path
+        for path, stat in leftovers.items()
+        if stat.st_nlink > 1 and _orphaned(path)
+    }
+    for path, stat in leftovers.items():
+        if stat.st_mtime < cutoff or path in named or meta_of(path) in named:
+            with contextlib.suppress(OSError):
                 path.unlink()
-        except OSError:
-            pass
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return path.lstat()
+    except OSError:
+        return None
 
 
 def _orphaned(part: Path) -> bool:

@@ -255,6 +255,9 @@ def test_a_named_temporary_of_a_killed_writer_is_removed_at_once(tmp_path):
     }
     for part in named.values():
         os.link(image, part)
+    # The file the named image arrived in, before its provenance was added.
+    arrived = tmp_path / f".imagen4-{dead}-0123456789abcdef.part"
+    arrived.write_bytes(b"the image without its provenance")
     unnamed = tmp_path / f".imagen4-{dead}-fedcba9876543210.part"
     unnamed.write_bytes(b"half an image")
     remove_stale_parts(tmp_path)
