@@ -360,7 +360,7 @@ class FakeAPI:
                     return self._error(400, "Body validation error! model is invalid")
                 schema = load_schema(model, state.preview_2026)
                 try:
-                    jsonschema.validate(body, strict(schema["request_schema"]))
+                    openapi.validate(body, strict(schema["request_schema"]))
                 except jsonschema.ValidationError as ex:
                     fake._log(request_id, "failed", 0, asked, arrived)
                     where = ".".join(str(p) for p in ex.absolute_path) or "body"
@@ -662,7 +662,7 @@ class FakeAPI:
             answer["meta"] = {"usage": usage}
         if state.cost_in == "body" and shape == "data" and not state.enhanced_prompt:
             # The documented shape for the newer models, as published.
-            jsonschema.validate(
+            openapi.validate(
                 answer,
                 openapi.nullable(
                     load_schema("google/imagen-4.0-generate-001")["response_schema"]

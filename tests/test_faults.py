@@ -136,13 +136,14 @@ def test_a_full_output_folder_leaves_no_temporary_file(fake, space, tmp_path):
 
 
 def test_a_user_folder_full_from_the_start_is_logged_by_import_and_bought_once(
-    fake, space, tmp_path
+    fake, space, tmp_path, llm_cli
 ):
     # Room for logs.db to be opened, not for the journal or the turn: the
     # images are saved with their records, and the one line says how to
     # log them from those.
     user, out = space.disks
-    assert run(space, "imagen4", "history")[0] == 0  # the index made
+    assert llm_cli("imagen4", "history", "-d", str(fake.logs)).exit_code == 0
+    shutil.copy(fake.logs, user.path / "logs.db")  # with its index made
     user.fill(leave=4096)
     code, stdout, stderr = run(
         space, "imagen4", "two herons", "-n", "2", "--seed", "7", "-o", out.inside
