@@ -4,6 +4,7 @@ a subprocess, and a few helpers."""
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import json
 import os
@@ -21,6 +22,16 @@ from click.testing import CliRunner
 
 from . import openapi
 from .fake_api import KEY, SERVICE_PATHS, FakeAPI
+
+
+def pytest_configure(config):
+    """Where bytecode is not written (PYTHONDONTWRITEBYTECODE), every llm
+    process the tests start would compile the plugin from source again:
+    compile it, and the fake's modules, once before the tests start."""
+    if sys.dont_write_bytecode and not hasattr(config, "workerinput"):
+        root = Path(__file__).parent.parent
+        for folder in ("llm_imagen4", "tests"):
+            compileall.compile_dir(root / folder, quiet=1)
 
 
 @pytest.fixture(autouse=True)
