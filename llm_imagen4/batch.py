@@ -31,7 +31,7 @@ from . import (
 from .batchfile import Row, Source, read_rows
 from .budget import Budget
 from .sending import Sending, send
-from .terminal import command, notify, printable
+from .terminal import command, counted, notify, printable
 
 
 @dataclass(frozen=True)
@@ -120,10 +120,6 @@ class Tally:
     recovered: int = 0
     skipped: int = 0
     failed: int = 0
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def run(
@@ -315,10 +311,10 @@ def _dry_run(todo: list[Job], tally: Tally) -> Outcome:
         for job in todo
     ]
     summary = (
-        f"{_count(len(todo), 'request')} would be sent; "
-        f"{_count(tally.recovered, 'row')} would be finished from the journal, "
-        f"{_count(tally.skipped, 'row')} already done, "
-        f"{_count(tally.failed, 'row')} with errors "
+        f"{counted(len(todo), 'request')} would be sent; "
+        f"{counted(tally.recovered, 'row')} would be finished from the journal, "
+        f"{counted(tally.skipped, 'row')} already done, "
+        f"{counted(tally.failed, 'row')} with errors "
         "(a row without a seed gets one when sent)"
     )
     return Outcome(
@@ -337,7 +333,7 @@ def _estimate(jobs: list[Job], prices: dict[str, float | None]) -> str:
     )
     if unpriced:
         return (
-            f"Estimated cost: unknown for {_count(images, 'image')}: "
+            f"Estimated cost: unknown for {counted(images, 'image')}: "
             f"no price an image is published for {', '.join(unpriced)}"
         )
     rates = sorted({prices[job.model.model_id] for job in jobs})
@@ -347,7 +343,7 @@ def _estimate(jobs: list[Job], prices: dict[str, float | None]) -> str:
         for r in (rates[:1] + rates[-1:] if len(rates) > 1 else rates)
     )
     return (
-        f"Estimated cost: {catalogue.usd_text(usd)} for {_count(images, 'image')}"
+        f"Estimated cost: {catalogue.usd_text(usd)} for {counted(images, 'image')}"
         f" at {rate} an image"
     )
 
@@ -362,7 +358,7 @@ def _summary(
     key: str | None,
 ) -> Outcome:
     summary = (
-        f"{_count(total, 'row')}: {tally.generated} generated, "
+        f"{counted(total, 'row')}: {tally.generated} generated, "
         f"{tally.recovered} recovered, "
         f"{tally.skipped} skipped (already done), {tally.failed} failed"
     )
@@ -375,7 +371,7 @@ def _summary(
         if job.row.earlier and job.row.number not in never
     ]
     if again:
-        summary += f"; {_count(len(again), 'row')} bought again, " + "; ".join(
+        summary += f"; {counted(len(again), 'row')} bought again, " + "; ".join(
             _settled_again(earlier, key) for earlier in again
         )
     spent = ledger.describe_cost(budget.credits or None, budget.usd or None)

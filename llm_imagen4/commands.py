@@ -15,7 +15,7 @@ import llm
 
 from . import engine, history, index, journal, route, specs, turns
 from .record import GenerationRecord
-from .terminal import command, notify
+from .terminal import command, counted, notify
 
 ANOTHERS = "the record may be another image's"
 NOT_ONE = "it is not evidence of one request"
@@ -23,10 +23,6 @@ NOT_ONE = "it is not evidence of one request"
 
 def _given(options: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in options.items() if value is not None}
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 @dataclass(frozen=True)
@@ -326,10 +322,10 @@ def download(
         yield result
     problems = []
     if failed:
-        problems.append(f"{_count(failed, 'image')} could not be saved")
+        problems.append(f"{counted(failed, 'image')} could not be saved")
     if left:
         problems.append(
-            f"{_count(left, 'generation')} not finished yet: run "
+            f"{counted(left, 'generation')} not finished yet: run "
             + command("llm", "imagen4", "download")
             + " again later"
         )

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from . import files, images, index, journal, provenance, specs, turns
 from .api import MAX_IMAGE_BYTES
 from .record import GenerationRecord, ImageRecord, folder_text
-from .terminal import notify, printable
+from .terminal import counted, notify, printable
 
 # At most this many files and folders are looked at under the folders given.
 MAX_ENTRIES = 100_000
@@ -508,16 +508,12 @@ def _entry(generation: Generation, now: str) -> journal.Entry:
 # -- the command ----------------------------------------------------------------------
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
 def summary(logged: list[Generation], already: int, report: Report) -> str:
     images = sum(len(generation.images) for generation in logged)
     skipped = sum(report.skipped.values())
     line = (
-        f"{_count(len(logged), 'generation')} ({_count(images, 'image')}) imported,"
-        f" {already} already in the history, {_count(skipped, 'file')} skipped"
+        f"{counted(len(logged), 'generation')} ({counted(images, 'image')}) imported,"
+        f" {already} already in the history, {counted(skipped, 'file')} skipped"
     )
     reasons = [
         f"{report.skipped[reason]} {reason}"

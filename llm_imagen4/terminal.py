@@ -55,6 +55,11 @@ def command(*words: str) -> str:
     return printable(shlex.join(str(word) for word in words))
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 row``, ``2 rows``: a number of a thing, in words."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def notify(line: str) -> None:
     """One line on standard error, escaped."""
     print(printable(line), file=sys.stderr, flush=True)
