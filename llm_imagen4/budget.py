@@ -21,13 +21,10 @@ from dataclasses import dataclass, field
 
 from . import catalogue, ledger
 from .record import GenerationRecord
+from .terminal import counted
 
 # What ``admit`` answers while others in flight must end first.
 WAIT = "wait"
-
-
-def _images(count: int) -> str:
-    return f"{count} {'image' if count == 1 else 'images'}"
 
 
 @dataclass
@@ -82,7 +79,7 @@ class Budget:
                         if self.reserved:
                             return WAIT
                         return (
-                            f"{over}: {_images(images)} "
+                            f"{over}: {counted(images, 'image')} "
                             f"{'costs' if images == 1 else 'cost'} "
                             f"{catalogue.usd_text(estimate[1])} "
                             f"({estimate[0]:g} credits) at "

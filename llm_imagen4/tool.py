@@ -18,6 +18,7 @@ import click
 import llm
 
 from .specs import AspectRatio
+from .terminal import counted
 
 
 class ToolRefusal(ValueError):
@@ -120,9 +121,7 @@ class Imagen4(llm.Toolbox):
             f"This tool uses {spec.model_id}: prompts of at most "
             f"{spec.prompt_max} characters, "
             + ("negative_prompt taken" if takes_negative else "no negative_prompt")
-            + f". It may make {self._max_images} "
-            + ("image" if self._max_images == 1 else "images")
-            + " in all"
+            + f". It may make {counted(self._max_images, 'image')} in all"
             + (
                 f" and spend ${self._budget.max_usd:g} in all."
                 if self._budget.max_usd is not None
