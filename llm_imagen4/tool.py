@@ -18,7 +18,6 @@ import click
 import llm
 
 from .specs import AspectRatio
-from .terminal import counted
 
 
 class ToolRefusal(ValueError):
@@ -114,6 +113,7 @@ class Imagen4(llm.Toolbox):
 
     def _setup(self) -> str:
         from . import specs
+        from .terminal import counted
 
         spec = specs.SPECS_BY_ID[self._model.model_id]
         takes_negative = "negative_prompt" in spec.options.model_fields
