@@ -53,8 +53,9 @@ _run_options = apply(
 )
 
 
-def _split(arguments: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    """The model's options, and how to run, from a command's arguments."""
+def _split(arguments: dict[str, Any]) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    """The model's options, how to run, and how to show the result, from
+    the arguments of generate or rerun."""
     from . import commands
 
     how = commands.HowToRun(
@@ -62,7 +63,8 @@ def _split(arguments: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         database=arguments.pop("database"),
         no_log=arguments.pop("no_log"),
     )
-    return {name: arguments.pop(name) for name in OPTION_FIELDS}, how
+    shown = {name: arguments.pop(name) for name in ("json_", "open_", "preview")}
+    return {name: arguments.pop(name) for name in OPTION_FIELDS}, how, shown
 
 
 @imagen4.command(cls=Forgiving)
@@ -82,8 +84,7 @@ def generate(prompt: str, model_name: str, **arguments: Any) -> None:
     """
     from . import commands
 
-    shown = {name: arguments.pop(name) for name in ("json_", "open_", "preview")}
-    options, how = _split(arguments)
+    options, how, shown = _split(arguments)
     text = commands.read_prompt(prompt, sys.stdin.buffer)
     output.generated(commands.generate(text, model_name, options, how), **shown)
 
@@ -115,8 +116,7 @@ def rerun(
     """
     from . import commands
 
-    shown = {name: arguments.pop(name) for name in ("json_", "open_", "preview")}
-    options, how = _split(arguments)
+    options, how, shown = _split(arguments)
     generated = commands.rerun(source, model_name, vary, as_made, options, how)
     output.generated(generated, **shown)
 
@@ -157,16 +157,10 @@ def history_command(**arguments: Any) -> None:
         llm imagen4 history --since 2026-11-01 --paths
         llm imagen4 history --missing
     """
-    from . import commands, text
-    from .terminal import dumps
+    from . import commands
 
     paths, json_ = arguments.pop("paths"), arguments.pop("json_")
-    entries = commands.history_list(**arguments)
-    if json_:
-        click.echo(dumps(text.history_json(entries), indent=2))
-        return
-    for line in text.history_lines(entries, paths):
-        click.echo(line)
+    output.history(commands.history_list(**arguments), paths, json_)
 
 
 @imagen4.command()
@@ -182,19 +176,9 @@ def show(generation_id: str, json_: bool, database: Path | None, preview: bool) 
         llm imagen4 show 01jq7m2v0c8ns1xkd9y0a5e4bq
         llm imagen4 show 01jq7m2v0c8ns1xkd9y0a5e4bq --preview
     """
-    from . import commands, text
-    from .terminal import dumps
+    from . import commands
 
-    shown = commands.show(generation_id, database)
-    if json_:
-        click.echo(dumps(shown.data, indent=2))
-    else:
-        for line in text.show_lines(shown.data):
-            click.echo(line)
-    if preview:
-        from .preview import draw
-
-        draw([i.path for i in shown.entry.images if i.path], json_=json_)
+    output.shown(commands.show(generation_id, database), json_, preview)
 
 
 @imagen4.command()
@@ -211,23 +195,15 @@ def inspect(files: tuple[Path, ...], json_: bool) -> None:
         llm imagen4 inspect racoon-eating-ice-cream.png
         llm imagen4 inspect *.png --json
     """
-    from . import commands, text
-    from .terminal import dumps
+    from . import commands
 
-    inspected = commands.inspect(files)
-    if json_:
-        click.echo(dumps(inspected.items, indent=2, ensure_ascii=False))
-    else:
-        for item in inspected.items:
-            for line in text.inspect_lines(item):
-                click.echo(line)
-    if inspected.problem:
-        raise click.ClickException(inspected.problem)
+    output.inspected(commands.inspect(files), json_)
 
 
 @imagen4.command(name="import")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @database_option
+@reported
 def import_command(paths: tuple[Path, ...], database: Path | None) -> None:
     """Rebuild the history from the images' own records, sending nothing.
 
@@ -244,15 +220,9 @@ def import_command(paths: tuple[Path, ...], database: Path | None) -> None:
         llm imagen4 import ~/Pictures/imagen4
         llm imagen4 import *.png -d rebuilt.db
     """
-    import llm
-
     from . import importing
 
-    try:
-        code = importing.run(paths, database)
-    except llm.ModelError as ex:
-        raise one_line(ex) from None
-    raise SystemExit(code)
+    raise SystemExit(importing.run(paths, database))
 
 
 @imagen4.command()
@@ -260,13 +230,14 @@ def import_command(paths: tuple[Path, ...], database: Path | None) -> None:
 @click.option(
     "-o",
     "--output",
+    "folder",
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder to save into (default: the generation's own folder)",
 )
 @database_option
 @reported
 def download(
-    generation_id: str | None, output: Path | None, database: Path | None
+    generation_id: str | None, folder: Path | None, database: Path | None
 ) -> None:
     """Save the images of unfinished generations, without generating again.
 
@@ -282,18 +253,8 @@ def download(
         llm imagen4 download 01jq7m2v0c8ns1xkd9y0a5e4bq -o restored
     """
     from . import commands
-    from .terminal import notify, printable
 
-    for result in commands.download(generation_id, output, database):
-        for path in result.saved:
-            click.echo(printable(path))
-        for image in result.failed:
-            notify(
-                f"{result.id}: image {image.position + 1} could not be saved: "
-                f"{image.error}"
-            )
-        if result.note:
-            notify(f"{result.id}: {result.note}")
+    output.downloaded(commands.download(generation_id, folder, database))
 
 
 @imagen4.command()
@@ -330,14 +291,9 @@ def models_command(check: bool) -> None:
     The prices come from the API's published model list (no key needed),
     read at most once a day.
     """
-    from . import commands, text
+    from . import commands
 
-    rows, problem = commands.models(check)
-    for row in rows:
-        for line in text.model_lines(row):
-            click.echo(line)
-    if problem:
-        raise click.ClickException(problem)
+    output.models(*commands.models(check))
 
 
 @imagen4.command()
@@ -488,7 +444,6 @@ def batch(file: Any, **arguments: Any) -> None:
         llm imagen4 batch shots.csv --dry-run
     """
     from . import batch as batches
-    from .terminal import dumps, notify
 
     options = {name: arguments.pop(name) for name in OPTION_FIELDS}
     printer = output.BatchPrinter(arguments.pop("json_"))
@@ -498,10 +453,4 @@ def batch(file: Any, **arguments: Any) -> None:
         outcome = batches.run(file, settings, printer, dry_run)
     finally:
         printer.finish()
-    for request in outcome.requests or []:
-        click.echo(dumps(request))
-    notify(outcome.summary)
-    if outcome.estimate:
-        notify(outcome.estimate)
-    if outcome.failed:
-        raise SystemExit(1)
+    output.batch_outcome(outcome)
