@@ -191,10 +191,13 @@ OPTION_FIELDS = {
 
 
 def help_of(name: str) -> str:
-    """What an option does, said for every model."""
-    field = OPTION_FIELDS[name]
-    extra = field.json_schema_extra or {}
-    return extra.get("across") or field.description  # type: ignore[union-attr,return-value]
+    """What an option does, said for every model: its ``across`` where a
+    model declares one, else its description."""
+    fields = [
+        s.options.model_fields[name] for s in SPECS if name in s.options.model_fields
+    ]
+    across = [(f.json_schema_extra or {}).get("across") for f in fields]  # type: ignore[union-attr]
+    return next((text for text in across if text), fields[0].description or "")
 
 
 def flags_of(name: str) -> list[str]:
