@@ -132,9 +132,34 @@ SENT_OPTIONS = (
 )
 
 
+# Fields of the preview's two published request schemas beyond model,
+# prompt, aspect_ratio, num_images and seed: its own page's (2025-08), and
+# its later schema's (2026-01).
+PREVIEW_PAGE_ONLY = ("negative_prompt",)
+PREVIEW_NEWER_ONLY = (
+    "enhance_prompt",
+    "person_generation",
+    "safety_setting",
+    "add_watermark",
+    "convert_base64_to_url",
+)
+
+
+@dataclass(frozen=True)
+class Schema:
+    """One published request schema of a model where it has more than one:
+    the optional fields it takes, and its longest prompt."""
+
+    name: str
+    fields: tuple[str, ...]
+    prompt_max: int
+
+
 @dataclass(frozen=True)
 class Spec:
-    """What one model accepts, taken from its published request schema."""
+    """What one model accepts, taken from its published request schema.
+    Where it has several (``schemas``), the spec takes what any of them
+    takes, and each request must fit one of them."""
 
     model_id: str
     api_id: str
@@ -142,12 +167,23 @@ class Spec:
     options: type[Imagen4Options]
     # Whether images come inline unless the user says otherwise.
     inline: bool
+    schemas: tuple[Schema, ...] = ()
 
 
 SPECS = (
     # The preview's own page (prompts up to 4000 characters and
     # negative_prompt), with the controls of its later published schema.
-    Spec("imagen4", "google/imagen4/preview", 4000, PreviewOptions, inline=False),
+    Spec(
+        "imagen4",
+        "google/imagen4/preview",
+        4000,
+        PreviewOptions,
+        inline=False,
+        schemas=(
+            Schema("page schema (2025-08)", PREVIEW_PAGE_ONLY, 4000),
+            Schema("newer schema (2026-01)", PREVIEW_NEWER_ONLY, 400),
+        ),
+    ),
     Spec(
         "imagen4-generate",
         "google/imagen-4.0-generate-001",
@@ -172,16 +208,6 @@ SPECS = (
 )
 SPECS_BY_ID = {spec.model_id: spec for spec in SPECS}
 DEFAULT_MODEL = "imagen4"
-# Fields of the preview's two published request schemas, to say which one a
-# server follows when it refuses a field.
-PREVIEW_PAGE_ONLY = ("negative_prompt",)
-PREVIEW_NEWER_ONLY = (
-    "enhance_prompt",
-    "person_generation",
-    "safety_setting",
-    "add_watermark",
-    "convert_base64_to_url",
-)
 
 
 # Every option of every model, in the order the preview declares them.
@@ -288,7 +314,41 @@ def build_request(spec: Spec, prompt: str, options: Imagen4Options) -> dict[str,
             body[name] = value
     if spec.inline if options.inline is None else options.inline:
         body["convert_base64_to_url"] = False
+    _check_fits(spec, body)
     return body
+
+
+# The fields every request has, in every published schema.
+_ALWAYS = {"model", "prompt", "aspect_ratio", "num_images", "seed"}
+
+
+def _check_fits(spec: Spec, body: dict[str, Any]) -> None:
+    """Refuse a request that no single published schema of the model takes:
+    on the preview, the page's negative_prompt or long prompt together with
+    a control only its newer schema has."""
+    if not spec.schemas:
+        return
+    extra = [name for name in body if name not in _ALWAYS]
+    misfits = []
+    for schema in spec.schemas:
+        others = [name for name in extra if name not in schema.fields]
+        if not others and len(body["prompt"]) <= schema.prompt_max:
+            return
+        misfits.append(
+            f"its {schema.name} has no {', '.join(map(_option_of, others))}"
+            if others
+            else f"its {schema.name} takes prompts of at most {schema.prompt_max} "
+            "characters"
+        )
+    raise llm.ModelError(
+        f"No published request schema of {spec.model_id} takes these together: "
+        + "; ".join(misfits)
+    )
+
+
+def _option_of(field: str) -> str:
+    """The option that puts ``field`` into a request."""
+    return "inline" if field == "convert_base64_to_url" else field
 
 
 def explain_refusal(api_model: str, message: str) -> str | None:

@@ -21,7 +21,13 @@ import sqlite_utils
 from click.testing import CliRunner
 
 from . import openapi
-from .fake_api import KEY, SERVICE_PATHS, FakeAPI
+from .fake_api import (
+    GENERATIONS_PATH,
+    KEY,
+    SERVICE_PATHS,
+    FakeAPI,
+    published_request_schemas,
+)
 
 
 def pytest_configure(config):
@@ -50,9 +56,11 @@ def fake_server():
 
 @pytest.fixture(autouse=True)
 def published_contract(request):
-    """In every test that uses the fake API: everything the plugin asked of
-    a service endpoint is within its published document, and every answer
-    the fake gave follows the document's schema."""
+    """In every test that uses the fake API: every generation the plugin
+    sent is a request one published schema of its model takes, whichever
+    schema the fake was following; everything it asked of a service
+    endpoint is within its published document; and every answer the fake
+    gave follows the document's schema."""
     yield
     if "fake_server" not in request.fixturenames:
         return
@@ -60,8 +68,16 @@ def published_contract(request):
     assert fake.state.service.violations == []
     for received in fake.state.requests:
         url = urllib.parse.urlsplit(received.path)
-        probe = "X-Contract-Probe" in received.headers
-        if received.host == "api" and url.path in SERVICE_PATHS and not probe:
+        if received.host != "api" or "X-Contract-Probe" in received.headers:
+            continue
+        if url.path == GENERATIONS_PATH:
+            body = received.body
+            model = body.get("model") if isinstance(body, dict) else None
+            assert any(
+                openapi.is_valid(body, schema)
+                for schema in published_request_schemas(model)
+            ), f"no published schema takes {body!r}"
+        elif url.path in SERVICE_PATHS:
             query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
             openapi.operation(url.path).read_query(query, openapi.REPEATABLE[url.path])
 

@@ -38,6 +38,7 @@ from .fake_service import CREDITS_PER_USD, LogRow, Service
 
 SCHEMAS = Path(__file__).parent / "schemas"
 SERVICE_PATHS = ("/v2/logs", "/v1/models", "/v2/billing")
+GENERATIONS_PATH = "/v1/images/generations"
 SCHEMA_FILES = {
     "google/imagen4/preview": "google-imagen4-preview.2025-08.json",
     "google/imagen-4.0-generate-001": "imagen-4.0-generate-001.2026-01.json",
@@ -63,6 +64,17 @@ def load_schema(api_model: str, preview_2026: bool = False) -> dict[str, Any]:
     if preview_2026 and api_model == "google/imagen4/preview":
         name = PREVIEW_2026
     return json.loads((SCHEMAS / name).read_text())
+
+
+def published_request_schemas(api_model: str) -> list[dict[str, Any]]:
+    """Every published request schema of a model (the preview has two), as
+    the fake checks a request against them: no field beyond theirs."""
+    if api_model not in SCHEMA_FILES:
+        return []
+    versions = [False, True] if api_model == "google/imagen4/preview" else [False]
+    return [
+        strict(load_schema(api_model, newer)["request_schema"]) for newer in versions
+    ]
 
 
 def strict(schema: dict[str, Any]) -> dict[str, Any]:
@@ -333,7 +345,7 @@ class FakeAPI:
                         if fake.state.api_faults
                         else None
                     )
-                if host != "api" or self.path != "/v1/images/generations":
+                if host != "api" or self.path != GENERATIONS_PATH:
                     return self._error(404, "Cannot POST " + self.path)
                 request_id = self.headers.get("X-Client-Request-Id")
                 asked = body.get("model") if isinstance(body, dict) else None

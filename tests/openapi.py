@@ -80,6 +80,10 @@ def validate(instance: Any, schema: dict[str, Any]) -> None:
         raise error
 
 
+def is_valid(instance: Any, schema: dict[str, Any]) -> bool:
+    return _validator(json.dumps(schema, sort_keys=True)).is_valid(instance)
+
+
 @cache
 def _validator(schema_text: str) -> Any:
     schema = json.loads(schema_text)

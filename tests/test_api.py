@@ -266,6 +266,60 @@ def test_the_preview_takes_the_newer_controls_on_a_server_that_follows_them(
     assert body["convert_base64_to_url"] is False and fake.downloads == []
 
 
+@pytest.mark.parametrize(
+    "args,misfit",
+    [
+        (
+            ["a", "--negative-prompt", "fog", "--no-enhance-prompt"],
+            "its page schema (2025-08) has no enhance_prompt; "
+            "its newer schema (2026-01) has no negative_prompt",
+        ),
+        (
+            ["a", "--negative-prompt", "fog", "--inline", "--watermark"],
+            "its page schema (2025-08) has no add_watermark, inline; "
+            "its newer schema (2026-01) has no negative_prompt",
+        ),
+        (
+            ["x" * 500, "--safety-setting", "block_only_high"],
+            "its page schema (2025-08) has no safety_setting; "
+            "its newer schema (2026-01) takes prompts of at most 400 characters",
+        ),
+    ],
+    ids=["negative prompt and enhance", "negative prompt and inline", "long prompt"],
+)
+def test_the_preview_sends_only_what_one_of_its_schemas_takes(
+    fake, llm_cli, args, misfit
+):
+    # Each field alone is in one published schema; together, in none.
+    result = llm_cli("imagen4", *args)
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: No published request schema of imagen4 takes these together: "
+        f"{misfit}\n"
+    )
+    assert fake.state.requests == []
+    assert list(fake.work.iterdir()) == []
+
+
+def test_llm_m_sends_the_preview_only_what_one_of_its_schemas_takes(fake, llm_cli):
+    result = llm_cli(
+        "-m",
+        "imagen4",
+        "a",
+        "-o",
+        "negative_prompt",
+        "fog",
+        "-o",
+        "enhance_prompt",
+        "0",
+    )
+    assert result.exit_code == 1
+    assert "No published request schema of imagen4 takes these together" in (
+        result.output
+    )
+    assert fake.state.requests == []
+
+
 def test_a_refused_field_says_which_schema_the_server_follows(fake, llm_cli):
     result = llm_cli("imagen4", "a", "--no-enhance-prompt")
     assert result.exit_code == 1
