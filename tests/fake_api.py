@@ -46,6 +46,9 @@ SCHEMA_FILES = {
     "google/imagen-4.0-ultra-generate-001": "imagen-4.0-ultra-generate-001.2026-01.json",
 }
 PREVIEW_2026 = "imagen-4-preview.2026-01.json"
+# The preview's second published id (2026-08), in an OpenAPI document of its
+# own: the plugin does not send it, but the API takes it.
+SHORT_ID, SHORT_ID_FILE = "imagen4/preview", "imagen4-preview-short-id.2026-08.json"
 # The documented sizes, written out here rather than taken from the plugin, so
 # that a wrong size in the plugin fails a test.
 SIZES = {
@@ -60,6 +63,18 @@ CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def load_schema(api_model: str, preview_2026: bool = False) -> dict[str, Any]:
+    if api_model == SHORT_ID:
+        post = json.loads((SCHEMAS / SHORT_ID_FILE).read_text())["paths"][
+            GENERATIONS_PATH
+        ]["post"]
+        return {
+            "request_schema": post["requestBody"]["content"]["application/json"][
+                "schema"
+            ],
+            "response_schema": post["responses"]["200"]["content"]["application/json"][
+                "schema"
+            ],
+        }
     name = SCHEMA_FILES[api_model]
     if preview_2026 and api_model == "google/imagen4/preview":
         name = PREVIEW_2026
@@ -69,7 +84,7 @@ def load_schema(api_model: str, preview_2026: bool = False) -> dict[str, Any]:
 def published_request_schemas(api_model: str) -> list[dict[str, Any]]:
     """Every published request schema of a model (the preview has two), as
     the fake checks a request against them: no field beyond theirs."""
-    if api_model not in SCHEMA_FILES:
+    if api_model not in (*SCHEMA_FILES, SHORT_ID):
         return []
     versions = [False, True] if api_model == "google/imagen4/preview" else [False]
     return [
@@ -368,7 +383,7 @@ class FakeAPI:
                     fake._log(request_id, "failed", 0, asked, arrived)
                     return self._error(401, "Invalid API key")
                 model = body.get("model") if isinstance(body, dict) else None
-                if model not in SCHEMA_FILES:
+                if model not in (*SCHEMA_FILES, SHORT_ID):
                     return self._error(400, "Body validation error! model is invalid")
                 schema = load_schema(model, state.preview_2026)
                 try:
@@ -670,6 +685,10 @@ class FakeAPI:
             "tokens": {"tokens_used": credits},
             "headers": None,
         }[state.cost_in]
+        published = schema.get("response_schema", {}).get("properties", {})
+        in_usage = published.get("meta", {}).get("properties", {}).get("usage", {})
+        if state.cost_in == "body" and "usd_spent" in in_usage.get("properties", {}):
+            usage = {**usage, "usd_spent": credits / CREDITS_PER_USD}
         if shape != "images" and usage is not None:
             answer["meta"] = {"usage": usage}
         if state.cost_in == "body" and shape == "data" and not state.enhanced_prompt:

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from . import openapi
-from .fake_api import KEY
+from .fake_api import GENERATIONS_PATH, KEY, SHORT_ID, load_schema
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
 # What the tests here send is marked, as it is not the plugin's to check.
@@ -134,3 +134,36 @@ def test_the_balance_needs_the_key(fake):
     assert get(fake, "/v2/billing").status_code == 401
     answer = get(fake, "/v2/billing", headers=AUTH).json()
     assert answer == {"current_balance": 123.45, "currency": "USD"}
+
+
+def post(fake, body):
+    return httpx2.post(
+        fake.base_url + GENERATIONS_PATH,
+        json=body,
+        headers={**PROBE, **AUTH},
+        timeout=10,
+    )
+
+
+def test_the_previews_short_id_takes_its_own_minimal_schema(fake):
+    made = post(fake, {"model": SHORT_ID, "prompt": "a", "num_images": 2, "seed": 0})
+    assert made.status_code == 200
+    answer_schema = openapi.nullable(load_schema(SHORT_ID)["response_schema"])
+    jsonschema.validate(made.json(), answer_schema)
+    assert len(made.json()["data"]) == 2
+    for field in ({"negative_prompt": "fog"}, {"enhance_prompt": False}):
+        refused = post(fake, {"model": SHORT_ID, "prompt": "a", **field})
+        assert refused.status_code == 400
+        assert "Body validation error" in refused.text
+
+
+def test_a_generation_no_published_schema_takes_is_refused(fake):
+    # The preview's page schema (which the fake follows unless told) takes
+    # negative_prompt, not enhance_prompt; no model is "imagen4".
+    for body in (
+        {"model": "google/imagen4/preview", "prompt": "a", "enhance_prompt": False},
+        {"model": "imagen4", "prompt": "a"},
+        {"model": "google/imagen-4.0-fast-generate-001", "prompt": "x" * 401},
+    ):
+        assert post(fake, body).status_code == 400
+    assert fake.state.files == {}  # nothing made
