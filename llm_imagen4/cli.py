@@ -1,6 +1,6 @@
 """The ``llm imagen4`` commands: click declarations over ``commands``,
-which does the work; here alone results become output and exit statuses.
-The flags are ``flags``'."""
+which does the work, and ``output``, which prints its results and turns
+problems into exit statuses. The flags are ``flags``'."""
 
 from __future__ import annotations
 
